@@ -181,11 +181,11 @@ class Settings(Frozen):
 # --- loading ------------------------------------------------------------------------------
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -211,9 +211,9 @@ def load_settings(
             data = yaml.safe_load(fh) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: top level must be a mapping")
-        merged = _merge(merged, data)
+        merged = deep_merge(merged, data)
     if overrides:
-        merged = _merge(merged, overrides)
+        merged = deep_merge(merged, overrides)
     return Settings.model_validate(merged)
 
 
