@@ -58,3 +58,66 @@ def feature_matrix(data: pa.Table | pa.RecordBatch, spec: DatasetSpec) -> np.nda
             raise KeyError(f"feature column {feature.name!r} is missing")
         out[:, j] = encode_column(feature, data.column(feature.name))
     return out
+
+
+class SchemaMismatch(ValueError):
+    """A column is missing or has a type the dataset spec cannot accept."""
+
+
+def _compatible(feature: Feature, dtype: pa.DataType) -> bool:
+    if feature.dtype == "category":
+        return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_dictionary(dtype)
+    if feature.dtype == "bool":
+        return pa.types.is_boolean(dtype) or pa.types.is_integer(dtype)
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
+
+
+def check_columns(schema: pa.Schema, spec: DatasetSpec) -> None:
+    """Raise SchemaMismatch naming the first missing or mistyped input column."""
+    names = set(schema.names)
+    if spec.entity_id not in names:
+        raise SchemaMismatch(f"column {spec.entity_id!r} (entity id) is missing [rule: column exists]")
+    for feature in spec.features:
+        if feature.name not in names:
+            raise SchemaMismatch(f"column {feature.name!r} is missing [rule: column exists]")
+        dtype = schema.field(feature.name).type
+        if not _compatible(feature, dtype):
+            raise SchemaMismatch(
+                f"column {feature.name!r} has type {dtype}, spec says {feature.dtype} [rule: type]"
+            )
+
+
+def check_rows(batch: pa.RecordBatch, spec: DatasetSpec) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Vectorised row rules from the spec. Returns a boolean mask of valid rows and, for each
+    broken rule, (row index, column, rule) triples."""
+    bad_rows: list[tuple[np.ndarray, str, str]] = []
+
+    def flag(mask: pa.Array | pa.ChunkedArray, column: str, rule: str) -> None:
+        values = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+        if values.any():
+            bad_rows.append((np.flatnonzero(values), column, rule))
+
+    ids = batch.column(spec.entity_id)
+    if ids.null_count:
+        flag(pc.is_null(ids), spec.entity_id, "not_null")
+    for f in spec.features:
+        col = batch.column(f.name)
+        if not f.nullable and col.null_count:
+            flag(pc.is_null(col), f.name, "not_null")
+        if f.dtype == "category":
+            assert f.categories is not None
+            unknown = pc.invert(pc.is_in(col, value_set=pa.array(f.categories)))
+            flag(pc.and_(unknown, pc.is_valid(col)), f.name, f"in_set{list(f.categories)}")
+            continue
+        if pa.types.is_floating(col.type):
+            flag(pc.invert(pc.is_finite(col)), f.name, "finite")
+        if f.min is not None:
+            flag(pc.less(col, f.min), f.name, f"min={f.min:g}")
+        if f.max is not None:
+            flag(pc.greater(col, f.max), f.name, f"max={f.max:g}")
+    ok = np.ones(batch.num_rows, dtype=bool)
+    triples: list[tuple[int, str, str]] = []
+    for rows, column, rule in bad_rows:
+        ok[rows] = False
+        triples.extend((int(r), column, rule) for r in rows)
+    return ok, triples

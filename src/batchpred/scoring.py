@@ -1,0 +1,160 @@
+"""Score one partition: stream record batches, check rows, predict, hand them to the sink."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from batchpred import schema, sinks, storage
+from batchpred.config import DatasetSpec, ScoringConfig
+from batchpred.registry import LoadedModel
+
+
+class PartitionRejected(Exception):
+    """The partition broke a rule badly enough to stop it; nothing of it was written."""
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    partition_date: date
+    model_version: str
+    status: Literal["scored", "skipped"]
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_scored / self.seconds if self.seconds else 0.0
+
+
+def iter_input_batches(
+    root: str, day: date, spec: DatasetSpec, batch_rows: int
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(file, batch) over every Parquet file and row group of a partition, reading only the
+    entity id and feature columns. Raises PartitionRejected naming the file and column when
+    a file lacks a column or has the wrong type."""
+    columns = [spec.entity_id, *spec.feature_names]
+    files = storage.partition_files(root, day)
+    if not files:
+        raise PartitionRejected(f"partition dt={day} under {root}: no data files")
+    for url in files:
+        fs, path = storage.url_to_fs(url)
+        with fs.open(path, "rb") as fh:
+            reader = pq.ParquetFile(fh)
+            try:
+                schema.check_columns(reader.schema_arrow, spec)
+            except schema.SchemaMismatch as exc:
+                raise PartitionRejected(f"partition dt={day} file {url}: {exc}") from exc
+            for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
+                yield url, batch
+
+
+class _DuplicateTracker:
+    """Entity ids seen so far in the partition; later repeats are rejected."""
+
+    def __init__(self) -> None:
+        self.seen: set[object] = set()
+
+    def repeats(self, ids: pa.Array) -> np.ndarray:
+        values = ids.to_pylist()
+        before = len(self.seen)
+        self.seen.update(values)
+        if len(self.seen) == before + len(values):  # fast path: all new and distinct
+            return np.zeros(len(values), dtype=bool)
+        self.seen.difference_update(values)
+        out = np.zeros(len(values), dtype=bool)
+        for i, v in enumerate(values):
+            if v in self.seen:
+                out[i] = True
+            else:
+                self.seen.add(v)
+        return out
+
+
+def score_partition(
+    engine: sa.Engine,
+    spec: DatasetSpec,
+    cfg: ScoringConfig,
+    model: LoadedModel,
+    root: str,
+    day: date,
+    run_id: str,
+    *,
+    force: bool = False,
+) -> PartitionResult:
+    """Score one partition into the predictions table, exactly once per (partition, model).
+
+    Skips (status "skipped") when the ledger shows it done with the same input fingerprint,
+    unless `force`. Rows breaking the spec's rules are rejected with their reasons; above
+    `cfg.max_reject_fraction` the whole partition fails with PartitionRejected and nothing
+    is written.
+    """
+    t0, started = time.perf_counter(), datetime.now(UTC)
+    fingerprint = storage.fingerprint_partition(root, day)
+    key = sinks.PartitionKey(spec.name, day, model.version)
+    binary = spec.target.task == "binary"
+    rows_in = rejected = 0
+    duplicates = _DuplicateTracker()
+    try:
+        with sinks.partition_writer(engine, key, run_id, fingerprint=fingerprint, force=force) as out:
+            for url, batch in iter_input_batches(root, day, spec, cfg.batch_rows):
+                ok, broken = schema.check_rows(batch, spec)
+                ids = batch.column(spec.entity_id)
+                repeat = duplicates.repeats(ids)
+                if repeat.any():
+                    broken += [(int(i), spec.entity_id, "unique") for i in np.flatnonzero(repeat)]
+                    ok &= ~repeat
+                rows_in += batch.num_rows
+                rejects = None
+                if broken:
+                    bad = int((~ok).sum())
+                    rejected += bad
+                    if rejected > cfg.max_reject_fraction * rows_in:
+                        # Counting against rows seen so far fails fast when the policy is 0.
+                        if cfg.max_reject_fraction == 0:
+                            raise PartitionRejected(_reject_message(day, url, broken, bad))
+                    rejects = pa.table(
+                        {
+                            "entity_id": pa.array(
+                                [None if ids[i].as_py() is None else str(ids[i].as_py()) for i, _, _ in broken],
+                                pa.string(),
+                            ),
+                            "column_name": [c for _, c, _ in broken],
+                            "rule": [r for _, _, r in broken],
+                        }
+                    )
+                    batch = batch.filter(pa.array(ok))
+                scores = model.booster.inplace_predict(
+                    schema.feature_matrix(batch, spec), validate_features=False
+                )
+                labels = (scores >= 0.5).astype(np.int8) if binary else None
+                out.write(sinks.PredictionBatch(batch.column(spec.entity_id), scores, labels, rejects))
+            if rows_in and rejected > cfg.max_reject_fraction * rows_in:
+                raise PartitionRejected(
+                    f"partition dt={day} under {root}: {rejected} of {rows_in} rows rejected, above "
+                    f"max_reject_fraction={cfg.max_reject_fraction} [rule: reject threshold]"
+                )
+            out.finish(sinks.LedgerEntry(fingerprint, rows_in, rejected, started))
+    except sinks.AlreadyScored:
+        return PartitionResult(day, model.version, "skipped", seconds=time.perf_counter() - t0)
+    return PartitionResult(
+        day, model.version, "scored", rows_in, rows_in - rejected, rejected, time.perf_counter() - t0
+    )
+
+
+def _reject_message(day: date, url: str, broken: list[tuple[int, str, str]], bad: int) -> str:
+    column, rule = broken[0][1], broken[0][2]
+    return (
+        f"partition dt={day} file {url}: {bad} row(s) break the spec, first: column {column!r} "
+        f"[rule: {rule}] (scoring.max_reject_fraction is 0; nothing was written)"
+    )

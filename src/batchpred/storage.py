@@ -1,0 +1,195 @@
+"""Lake I/O through one fsspec code path: dt=YYYY-MM-DD partitions, manifests, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs as _fsspec_url_to_fs
+
+MANIFEST = "_manifest.json"
+DATA_SUFFIXES = (".parquet", ".csv")
+PARTITION_PREFIX = "dt="
+DATA_FILE = "part-0.parquet"
+
+
+def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and bare path of a local path or fsspec URL; s3 honours AWS_ENDPOINT_URL."""
+    kwargs: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if url.startswith(("s3://", "s3a://")) and endpoint:
+        kwargs["client_kwargs"] = {"endpoint_url": endpoint}
+    return _fsspec_url_to_fs(url, **kwargs)
+
+
+def partition_path(root: str, day: date) -> str:
+    """The URL of one day's partition folder under `root`."""
+    return f"{root.rstrip('/')}/{PARTITION_PREFIX}{day.isoformat()}"
+
+
+def _fresh_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = url_to_fs(url)
+    fs.invalidate_cache()  # listings must see writes made through other instances
+    return fs, path
+
+
+def list_partitions(root: str) -> list[date]:
+    """The days with a dt=YYYY-MM-DD folder under `root`, sorted; empty if `root` is missing."""
+    fs, path = _fresh_fs(root)
+    if not fs.exists(path):
+        return []
+    days = set()
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(PARTITION_PREFIX):
+            try:
+                days.add(date.fromisoformat(name[len(PARTITION_PREFIX) :]))
+            except ValueError:
+                continue
+    return sorted(days)
+
+
+def _is_data_file(name: str) -> bool:
+    return not name.startswith(("_", ".")) and name.endswith(DATA_SUFFIXES)
+
+
+def _data_names(root: str, day: date) -> list[str]:
+    fs, path = _fresh_fs(partition_path(root, day))
+    if not fs.exists(path):
+        return []
+    names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+    return sorted(name for name in names if _is_data_file(name))
+
+
+def partition_files(root: str, day: date) -> list[str]:
+    """The partition's data files (.parquet/.csv) as URLs under `root`, sorted by name."""
+    folder = partition_path(root, day)
+    return [f"{folder}/{name}" for name in _data_names(root, day)]
+
+
+def fingerprint_partition(root: str, day: date) -> str:
+    """sha256 over each data file's name, size and ETag (object stores) or content digest
+    (local files): changes when any file changes, without downloading from S3."""
+    digest = hashlib.sha256()
+    for url in partition_files(root, day):
+        fs, path = url_to_fs(url)
+        info = fs.info(path)
+        tag = info.get("ETag") or info.get("etag") or _content_digest(fs, path)
+        digest.update(f"{path.rsplit('/', 1)[-1]}\0{info['size']}\0{tag}\n".encode())
+    return digest.hexdigest()
+
+
+def _content_digest(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_partition(
+    root: str, day: date, table: pa.Table, *, row_group_size: int | None = None
+) -> str:
+    """Replace the partition's data with `table` as one Parquet file; returns its URL.
+
+    The file is written under a hidden temporary name, then moved over part-0.parquet, and
+    any other old data files are removed.
+    """
+    folder = partition_path(root, day)
+    fs, path = url_to_fs(folder)
+    fs.makedirs(path, exist_ok=True)
+    tmp = f"{path}/.tmp-{uuid.uuid4().hex}.parquet"
+    try:
+        with fs.open(tmp, "wb") as fh:
+            pq.write_table(table, fh, row_group_size=row_group_size)
+        for name in _data_names(root, day):
+            if name != DATA_FILE:
+                fs.rm(f"{path}/{name}")
+        fs.mv(tmp, f"{path}/{DATA_FILE}")
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        fs.invalidate_cache()
+    return f"{folder}/{DATA_FILE}"
+
+
+def read_partition(
+    root: str,
+    day: date,
+    columns: list[str] | None = None,
+    *,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> pa.Table:
+    """All data files of a partition as one table. `column_types` applies to CSV files only.
+
+    Raises FileNotFoundError if the partition has no data files.
+    """
+    urls = partition_files(root, day)
+    if not urls:
+        raise FileNotFoundError(f"no data files in partition {partition_path(root, day)}")
+    tables = []
+    for url in urls:
+        fs, path = url_to_fs(url)
+        with fs.open(path, "rb") as fh:
+            if path.endswith(".csv"):
+                convert = pacsv.ConvertOptions(
+                    column_types=column_types or {},
+                    include_columns=columns or [],
+                    strings_can_be_null=True,
+                )
+                tables.append(pacsv.read_csv(fh, convert_options=convert))
+            else:
+                tables.append(pq.read_table(fh, columns=columns))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def iter_batches(
+    root: str, day: date, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a partition's Parquet files as record batches of at most `batch_rows` rows,
+    one row group at a time, never loading the whole partition."""
+    for url in partition_files(root, day):
+        if not url.endswith(".parquet"):
+            raise ValueError(f"{url}: only Parquet partitions can be streamed")
+        fs, path = url_to_fs(url)
+        with fs.open(path, "rb") as fh:
+            yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def read_manifest(root: str, day: date) -> dict[str, Any] | None:
+    """The partition's _manifest.json, or None if it has none."""
+    fs, path = _fresh_fs(f"{partition_path(root, day)}/{MANIFEST}")
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def write_manifest(root: str, day: date, manifest: dict[str, Any]) -> None:
+    """Write (replace) the partition's _manifest.json."""
+    fs, path = url_to_fs(partition_path(root, day))
+    fs.makedirs(path, exist_ok=True)
+    body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+    with fs.open(f"{path}/{MANIFEST}", "wb") as fh:
+        fh.write(body)
+    fs.invalidate_cache()
+
+
+def table_hash(table: pa.Table) -> str:
+    """sha256 of the table's Arrow IPC stream: same data and schema give the same hash,
+    however the table is chunked."""
+    table = table.combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+    return hashlib.sha256(sink.getvalue()).hexdigest()

@@ -1,0 +1,47 @@
+"""Tasks that plan and score partitions into the predictions table."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from batchpred import registry, scoring, storage
+from batchpred.config import Settings
+from tasks import resources
+
+
+@task(name="resolve-model", cache_policy=NONE)
+def resolve_model(settings: Settings, model: str) -> str:
+    """Pin a model version for the whole run: an alias is resolved once, here."""
+    version = registry.resolve_version(resources.engine(), settings.dataset.name, model)
+    registry.load_model(resources.engine(), version)  # fail early if missing or tampered
+    return version
+
+
+@task(name="plan-partitions", cache_policy=NONE)
+def plan_partitions(settings: Settings, start: date | None, end: date | None) -> list[date]:
+    """The input partitions in [start, end] (all when both are open)."""
+    days = storage.list_partitions(settings.scoring_input)
+    return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
+
+
+@task(name="score-partition", cache_policy=NONE, retries=2, retry_delay_seconds=10,
+      task_run_name="score-{day}")
+def score_partition(
+    settings: Settings, version: str, day: date, force: bool = False
+) -> scoring.PartitionResult:
+    """Score one partition exactly once per model version (rerun-safe; a retry replaces)."""
+    engine = resources.engine()
+    model = registry.load_model(engine, version)
+    model.booster.set_param({"nthread": settings.scoring.nthread})
+    result = scoring.score_partition(
+        engine, settings.dataset, settings.scoring, model, settings.scoring_input, day,
+        resources.run_id(), force=force,
+    )
+    get_run_logger().info(
+        "%s: %s, %d rows scored, %d rejected, %.0f rows/s",
+        day, result.status, result.rows_scored, result.rows_rejected, result.rows_per_second,
+    )
+    return result

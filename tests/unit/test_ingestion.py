@@ -1,0 +1,200 @@
+"""Ingestion from file and SQL sources into the raw zone."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from batchpred import storage
+from batchpred.config import Settings
+from batchpred.demo import generate_day, write_demo_source
+from batchpred.ingestion import ingest_partition, read_source_day, source_days
+from batchpred.schema import arrow_schema
+
+DAY = date(2026, 10, 1)
+
+
+def small(settings: Settings, **update: object) -> Settings:
+    demo = settings.demo.model_copy(update={"days": 2, "rows_per_day": 40, **update})
+    return settings.model_copy(update={"demo": demo})
+
+
+def test_new_unchanged_replaced(churn: Settings) -> None:
+    churn = small(churn)
+    days = write_demo_source(churn.dataset, churn.demo, churn.source.url)
+    assert source_days(churn) == days
+    first = ingest_partition(churn, DAY)
+    assert (first.status, first.rows) == ("new", 40)
+    assert first.path == storage.partition_files(churn.lake.raw, DAY)[0]
+    manifest = storage.read_manifest(churn.lake.raw, DAY)
+    assert manifest is not None
+    assert manifest["content_hash"] == first.content_hash
+    assert manifest["partition"] == "2026-10-01"
+    assert manifest["rows"] == 40
+    assert manifest["source"] == churn.source.url
+    assert manifest["validation"] is None
+    assert manifest["schema"][churn.dataset.target.name] == "int8"
+    mtime = Path(first.path).stat().st_mtime_ns
+    fingerprint = storage.fingerprint_partition(churn.lake.raw, DAY)
+
+    again = ingest_partition(churn, DAY)
+    assert again.status == "unchanged"
+    assert again.content_hash == first.content_hash
+    assert Path(first.path).stat().st_mtime_ns == mtime
+    assert storage.read_manifest(churn.lake.raw, DAY) == manifest
+
+    changed = generate_day(churn.dataset, churn.demo.model_copy(update={"seed": 99}), DAY)
+    storage.write_partition(churn.source.url, DAY, changed)
+    replaced = ingest_partition(churn, DAY)
+    assert replaced.status == "replaced"
+    assert replaced.content_hash != first.content_hash
+    assert storage.fingerprint_partition(churn.lake.raw, DAY) != fingerprint
+    assert storage.read_partition(churn.lake.raw, DAY).equals(changed)
+
+
+def test_csv_source_gets_spec_types(deliveries: Settings) -> None:
+    deliveries = small(deliveries)
+    write_demo_source(deliveries.dataset, deliveries.demo, deliveries.source.url, fmt="csv")
+    table = read_source_day(deliveries, DAY)
+    canonical = arrow_schema(deliveries.dataset)
+    assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in canonical]
+    expected = generate_day(deliveries.dataset, deliveries.demo, DAY)
+    assert table.column(deliveries.dataset.entity_id).equals(
+        expected.column(deliveries.dataset.entity_id)
+    )
+    assert ingest_partition(deliveries, DAY).status == "new"
+
+
+def test_csv_bad_values_survive_ingest(churn: Settings, tmp_path: Path) -> None:
+    spec = churn.dataset
+    numeric = next(f.name for f in spec.features if f.dtype == "float")
+    folder = Path(storage.partition_path(churn.source.url, DAY))
+    folder.mkdir(parents=True)
+    (folder / "part-0.csv").write_text(
+        f"{spec.entity_id},{spec.event_date},{numeric}\n1,2026-10-01,oops\n2,2026-10-01,1.5\n"
+    )
+    table = read_source_day(churn, DAY)
+    assert table.schema.field(spec.entity_id).type == pa.int64()
+    assert table.schema.field(spec.event_date).type == pa.date32()
+    assert table.schema.field(numeric).type == pa.string()
+    result = ingest_partition(churn, DAY)
+    assert result.rows == 2
+    manifest = storage.read_manifest(churn.lake.raw, DAY)
+    assert manifest is not None and manifest["schema"][numeric] == "string"
+
+
+def test_missing_column_survives_ingest(churn: Settings) -> None:
+    churn = small(churn)
+    dropped = churn.dataset.features[0].name
+    table = generate_day(churn.dataset, churn.demo, DAY).drop_columns([dropped])
+    storage.write_partition(churn.source.url, DAY, table)
+    ingest_partition(churn, DAY)
+    raw = storage.read_partition(churn.lake.raw, DAY)
+    assert dropped not in raw.column_names
+    assert raw.num_rows == 40
+
+
+def test_empty_or_missing_day_errors_clearly(churn: Settings) -> None:
+    churn = small(churn)
+    with pytest.raises(FileNotFoundError, match="2026-10-01") as err:
+        ingest_partition(churn, DAY)
+    assert churn.source.url in str(err.value)
+    empty = generate_day(churn.dataset, churn.demo, DAY).slice(0, 0)
+    storage.write_partition(churn.source.url, DAY, empty)
+    with pytest.raises(ValueError, match="no rows for 2026-10-01"):
+        ingest_partition(churn, DAY)
+    assert storage.partition_files(churn.lake.raw, DAY) == []
+
+
+def sql_settings(churn: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A SQLite source table holding three demo days, without one feature column."""
+    spec = churn.dataset
+    churn = small(churn, days=3)
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    monkeypatch.setenv("TEST_SOURCE_DB", url)
+    rows = [
+        row
+        for offset in range(3)
+        for row in generate_day(spec, churn.demo, DAY + timedelta(days=offset)).to_pylist()
+    ]
+    names = [n for n in rows[0] if n != spec.features[-1].name]
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"create table events ({', '.join(names)})"))
+        conn.execute(
+            sa.text(f"insert into events values ({', '.join(':' + n for n in names)})"),
+            [{n: row[n] for n in names} for row in rows],
+        )
+    engine.dispose()
+    query = f"select * from events where {spec.event_date} = :dt"
+    source = churn.source.model_copy(
+        update={"kind": "sql", "query": query, "url_env": "TEST_SOURCE_DB"}
+    )
+    return churn.model_copy(update={"source": source})
+
+
+def test_sql_source_binds_the_day(
+    churn: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = sql_settings(churn, tmp_path, monkeypatch)
+    spec = settings.dataset
+    day = DAY + timedelta(days=1)
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append((statement, parameters))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", capture)
+    try:
+        table = read_source_day(settings, day)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", capture)
+    assert seen == [(settings.source.query.replace(":dt", "?"), ("2026-10-02",))]
+    assert table.num_rows == 40
+    assert set(table.column(spec.event_date).to_pylist()) == {day}
+    assert table.schema.field(spec.event_date).type == pa.date32()
+    expected = generate_day(spec, settings.demo, day)
+    assert table.column(spec.entity_id).equals(expected.column(spec.entity_id))
+    assert spec.features[-1].name not in table.column_names
+
+    result = ingest_partition(settings, day)
+    assert (result.status, result.rows) == ("new", 40)
+    manifest = storage.read_manifest(settings.lake.raw, day)
+    assert manifest is not None and manifest["source"] == "sql"
+    assert str(tmp_path / "source.db") not in str(manifest)
+    assert ingest_partition(settings, day).status == "unchanged"
+    with pytest.raises(ValueError, match="no rows for 2026-12-25"):
+        ingest_partition(settings, date(2026, 12, 25))
+    with pytest.raises(ValueError, match="explicitly"):
+        source_days(settings)
+
+
+def test_sql_bad_url_is_not_echoed(
+    churn: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = sql_settings(churn, tmp_path, monkeypatch)
+    monkeypatch.setenv("TEST_SOURCE_DB", "not a url:secret-password")
+    with pytest.raises(ValueError) as err:
+        read_source_day(settings, DAY)
+    assert "secret-password" not in str(err.value)
+    monkeypatch.delenv("TEST_SOURCE_DB")
+    with pytest.raises(KeyError, match="TEST_SOURCE_DB"):
+        read_source_day(settings, DAY)
+
+
+def test_parquet_types_are_not_forced(churn: Settings) -> None:
+    spec = churn.dataset
+    table = generate_day(spec, small(churn).demo, DAY)
+    target = spec.target.name
+    table = table.set_column(
+        table.column_names.index(target), target, pa.array(["x"] * table.num_rows)
+    )
+    folder = Path(storage.partition_path(churn.source.url, DAY))
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "a.parquet")
+    assert read_source_day(churn, DAY).schema.field(target).type == pa.string()
