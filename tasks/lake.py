@@ -27,8 +27,13 @@ def list_source_days(settings: Settings) -> list[date]:
     return ingestion.source_days(settings)
 
 
-@task(name="ingest-partition", cache_policy=NONE, retries=2, retry_delay_seconds=5,
-      task_run_name="ingest-{day}")
+@task(
+    name="ingest-partition",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=5,
+    task_run_name="ingest-{day}",
+)
 def ingest_partition(settings: Settings, day: date) -> ingestion.IngestResult:
     """Pull one source day into the raw zone (a no-op when its content is unchanged)."""
     result = ingestion.ingest_partition(settings, day)
@@ -44,7 +49,10 @@ def validate_partition(settings: Settings, day: date) -> validation.ValidationRe
     subject = f"partition dt={day} ({', '.join(files)})"
     frame = storage.read_partition(raw, day).to_pandas()
     report = validation.validate_frame(
-        frame, settings.dataset, settings.validation, subject=subject,
+        frame,
+        settings.dataset,
+        settings.validation,
+        subject=subject,
         reports_url=settings.lake.reports,
     )
     manifest = storage.read_manifest(raw, day) or {}
@@ -61,4 +69,3 @@ def validate_partition(settings: Settings, day: date) -> validation.ValidationRe
     if not report.success:
         raise validation.ValidationError(report)
     return report
-

@@ -29,13 +29,15 @@ def _dvc(workspace: str, config_files: list[str], *args: str) -> str:
         [sys.executable, "-m", "dvc", *args], cwd=workspace, env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     return proc.stdout
 
 
 @task(name="dvc-repro", cache_policy=NONE)
 def reproduce_pipeline(workspace: str, config_files: list[str]) -> dict[str, Any]:
-    """Run `dvc repro` (prepare -> train -> evaluate); stages whose inputs are unchanged are skipped."""
+    """Run `dvc repro` (prepare -> train -> evaluate); unchanged stages are skipped."""
     out = _dvc(workspace, config_files, "repro")
     get_run_logger().info(out[-2000:])
     return json.loads((Path(workspace) / TRAIN_DIR / "metrics.json").read_text())
@@ -58,5 +60,7 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
         work / TRAIN_DIR / "data" / "holdout.parquet",
         dvc_hash=registry.dvc_md5(work / "dvc.lock", f"{TRAIN_DIR}/model"),
     )
-    get_run_logger().info("model %s: %s (%s)", result["version"], result["decision"], result["reason"])
+    get_run_logger().info(
+        "model %s: %s (%s)", result["version"], result["decision"], result["reason"]
+    )
     return result

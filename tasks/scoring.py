@@ -27,8 +27,13 @@ def plan_partitions(settings: Settings, start: date | None, end: date | None) ->
     return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
 
 
-@task(name="score-partition", cache_policy=NONE, retries=2, retry_delay_seconds=10,
-      task_run_name="score-{day}")
+@task(
+    name="score-partition",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=10,
+    task_run_name="score-{day}",
+)
 def score_partition(
     settings: Settings, version: str, day: date, force: bool = False
 ) -> scoring.PartitionResult:
@@ -37,11 +42,33 @@ def score_partition(
     model = registry.load_model(engine, version)
     model.booster.set_param({"nthread": settings.scoring.nthread})
     result = scoring.score_partition(
-        engine, settings.dataset, settings.scoring, model, settings.scoring_input, day,
-        resources.run_id(), force=force,
+        engine,
+        settings.dataset,
+        settings.scoring,
+        model,
+        settings.scoring_input,
+        day,
+        resources.run_id(),
+        force=force,
     )
     get_run_logger().info(
         "%s: %s, %d rows scored, %d rejected, %.0f rows/s",
-        day, result.status, result.rows_scored, result.rows_rejected, result.rows_per_second,
+        day,
+        result.status,
+        result.rows_scored,
+        result.rows_rejected,
+        result.rows_per_second,
     )
     return result
+
+
+def partition_runner(settings: Settings):  # type: ignore[no-untyped-def]
+    """The task runner partitions fan out on: a bounded thread pool (Prefect's default is
+    unbounded), or an existing Dask cluster when scoring.dask_address is set."""
+    if settings.scoring.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=settings.scoring.dask_address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=settings.scoring.concurrency)

@@ -24,7 +24,9 @@ def _write_json(path: str | Path, payload: object) -> None:
 def cmd_demo(args: argparse.Namespace, settings: config.Settings) -> None:
     from batchpred import demo
 
-    days = demo.write_demo_source(settings.dataset, settings.demo, settings.source.url, settings.source.format)
+    days = demo.write_demo_source(
+        settings.dataset, settings.demo, settings.source.url, settings.source.format
+    )
     print(f"demo source: {len(days)} new day(s) under {settings.source.url}")
 
 
@@ -68,7 +70,9 @@ def cmd_flow(args: argparse.Namespace, extra: Sequence[str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchpred", description=__doc__)
     parser.add_argument(
-        "--config", action="append", help="YAML file to layer (repeatable); default $BATCHPRED_CONFIG"
+        "--config",
+        action="append",
+        help="YAML file to layer (repeatable); default $BATCHPRED_CONFIG",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="generate the seeded demo source data (missing days only)")

@@ -162,6 +162,7 @@ class ScoringConfig(Frozen):
     concurrency: int = Field(2, ge=1)
     nthread: int = Field(1, ge=1)  # xgboost threads per partition task
     max_reject_fraction: float = Field(0.0, ge=0, le=1)  # above this the partition fails
+    dask_address: str | None = None  # run partition tasks on this Dask scheduler (prefect-dask)
 
 
 class Settings(Frozen):

@@ -134,14 +134,22 @@ def set_alias(engine: sa.Engine, dataset: str, alias: str, version: str, reason:
     now = datetime.now(UTC)
     with engine.begin() as conn:
         previous = conn.execute(
-            sa.select(aliases.c.version).where(aliases.c.dataset == dataset, aliases.c.alias == alias)
+            sa.select(aliases.c.version).where(
+                aliases.c.dataset == dataset, aliases.c.alias == alias
+            )
         ).scalar()
         conn.execute(aliases.delete().where(aliases.c.dataset == dataset, aliases.c.alias == alias))
-        conn.execute(aliases.insert().values(dataset=dataset, alias=alias, version=version, set_at=now))
+        conn.execute(
+            aliases.insert().values(dataset=dataset, alias=alias, version=version, set_at=now)
+        )
         conn.execute(
             history.insert().values(
-                dataset=dataset, alias=alias, version=version, previous_version=previous,
-                reason=reason, set_at=now,
+                dataset=dataset,
+                alias=alias,
+                version=version,
+                previous_version=previous,
+                reason=reason,
+                set_at=now,
             )
         )
 
@@ -182,7 +190,9 @@ def evaluate_on(model: LoadedModel, spec: DatasetSpec, holdout_path: str | Path)
     from batchpred import schema, training
 
     table = pq.read_table(holdout_path)
-    preds = model.booster.inplace_predict(schema.feature_matrix(table, spec), validate_features=False)
+    preds = model.booster.inplace_predict(
+        schema.feature_matrix(table, spec), validate_features=False
+    )
     y = table.column(spec.target.name).to_numpy(zero_copy_only=False)
     return training.metrics_for(spec, y, preds)
 

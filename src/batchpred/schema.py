@@ -1,4 +1,4 @@
-"""Arrow schema and feature matrix derived from a dataset spec: columns by name, never by position."""
+"""Arrow schema, row rules and feature matrix from a dataset spec: columns by name, not position."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import pyarrow.compute as pc
 
 from batchpred.config import DatasetSpec, Feature
 
-_ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "category": pa.string()}
+_ARROW_TYPES = {
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+    "category": pa.string(),
+}
 
 
 def feature_type(feature: Feature) -> pa.DataType:
@@ -66,7 +71,11 @@ class SchemaMismatch(ValueError):
 
 def _compatible(feature: Feature, dtype: pa.DataType) -> bool:
     if feature.dtype == "category":
-        return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_dictionary(dtype)
+        return (
+            pa.types.is_string(dtype)
+            or pa.types.is_large_string(dtype)
+            or pa.types.is_dictionary(dtype)
+        )
     if feature.dtype == "bool":
         return pa.types.is_boolean(dtype) or pa.types.is_integer(dtype)
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
@@ -76,7 +85,9 @@ def check_columns(schema: pa.Schema, spec: DatasetSpec) -> None:
     """Raise SchemaMismatch naming the first missing or mistyped input column."""
     names = set(schema.names)
     if spec.entity_id not in names:
-        raise SchemaMismatch(f"column {spec.entity_id!r} (entity id) is missing [rule: column exists]")
+        raise SchemaMismatch(
+            f"column {spec.entity_id!r} (entity id) is missing [rule: column exists]"
+        )
     for feature in spec.features:
         if feature.name not in names:
             raise SchemaMismatch(f"column {feature.name!r} is missing [rule: column exists]")
@@ -87,7 +98,9 @@ def check_columns(schema: pa.Schema, spec: DatasetSpec) -> None:
             )
 
 
-def check_rows(batch: pa.RecordBatch, spec: DatasetSpec) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+def check_rows(
+    batch: pa.RecordBatch, spec: DatasetSpec
+) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
     """Vectorised row rules from the spec. Returns a boolean mask of valid rows and, for each
     broken rule, (row index, column, rule) triples."""
     bad_rows: list[tuple[np.ndarray, str, str]] = []

@@ -106,7 +106,9 @@ def score_partition(
     rows_in = rejected = 0
     duplicates = _DuplicateTracker()
     try:
-        with sinks.partition_writer(engine, key, run_id, fingerprint=fingerprint, force=force) as out:
+        with sinks.partition_writer(
+            engine, key, run_id, fingerprint=fingerprint, force=force
+        ) as out:
             for url, batch in iter_input_batches(root, day, spec, cfg.batch_rows):
                 ok, broken = schema.check_rows(batch, spec)
                 ids = batch.column(spec.entity_id)
@@ -119,14 +121,15 @@ def score_partition(
                 if broken:
                     bad = int((~ok).sum())
                     rejected += bad
-                    if rejected > cfg.max_reject_fraction * rows_in:
-                        # Counting against rows seen so far fails fast when the policy is 0.
-                        if cfg.max_reject_fraction == 0:
-                            raise PartitionRejected(_reject_message(day, url, broken, bad))
+                    if cfg.max_reject_fraction == 0:  # fail fast: nothing may be rejected
+                        raise PartitionRejected(_reject_message(day, url, broken, bad))
                     rejects = pa.table(
                         {
                             "entity_id": pa.array(
-                                [None if ids[i].as_py() is None else str(ids[i].as_py()) for i, _, _ in broken],
+                                [
+                                    None if ids[i].as_py() is None else str(ids[i].as_py())
+                                    for i, _, _ in broken
+                                ],
                                 pa.string(),
                             ),
                             "column_name": [c for _, c, _ in broken],
@@ -138,17 +141,25 @@ def score_partition(
                     schema.feature_matrix(batch, spec), validate_features=False
                 )
                 labels = (scores >= 0.5).astype(np.int8) if binary else None
-                out.write(sinks.PredictionBatch(batch.column(spec.entity_id), scores, labels, rejects))
+                out.write(
+                    sinks.PredictionBatch(batch.column(spec.entity_id), scores, labels, rejects)
+                )
             if rows_in and rejected > cfg.max_reject_fraction * rows_in:
                 raise PartitionRejected(
-                    f"partition dt={day} under {root}: {rejected} of {rows_in} rows rejected, above "
-                    f"max_reject_fraction={cfg.max_reject_fraction} [rule: reject threshold]"
+                    f"partition dt={day} under {root}: {rejected} of {rows_in} rows rejected, "
+                    f"above max_reject_fraction={cfg.max_reject_fraction} [rule: reject threshold]"
                 )
             out.finish(sinks.LedgerEntry(fingerprint, rows_in, rejected, started))
     except sinks.AlreadyScored:
         return PartitionResult(day, model.version, "skipped", seconds=time.perf_counter() - t0)
     return PartitionResult(
-        day, model.version, "scored", rows_in, rows_in - rejected, rejected, time.perf_counter() - t0
+        day,
+        model.version,
+        "scored",
+        rows_in,
+        rows_in - rejected,
+        rejected,
+        time.perf_counter() - t0,
     )
 
 

@@ -220,7 +220,7 @@ class SpoolWriter(PartitionWriter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._file = tempfile.TemporaryFile()
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the writer
         self._sink: ipc.RecordBatchStreamWriter | None = None
 
     def _write(self, table: pa.Table) -> None:
@@ -245,7 +245,8 @@ class SpoolWriter(PartitionWriter):
             )
             if conn.dialect.name == "sqlite":
                 cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                sql = f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES (?,?,?,?,?,?,?)"
+                cols = ", ".join(PREDICTION_COLUMNS)
+                sql = f"INSERT INTO predictions ({cols}) VALUES (?,?,?,?,?,?,?)"
                 day, ts = k.partition_date.isoformat(), self.scored_at.isoformat(sep=" ")
                 for batch in batches:
                     cols = batch.to_pydict()
@@ -313,7 +314,8 @@ class PostgresWriter(PartitionWriter):
                 f"FOR VALUES IN ('{d}') PARTITION BY LIST (model_version)"
             )
             conn.exec_driver_sql(
-                f"CREATE TABLE IF NOT EXISTS {self._leaf} PARTITION OF {self._day_table} FOR VALUES IN ('{v}')"
+                f"CREATE TABLE IF NOT EXISTS {self._leaf} PARTITION OF {self._day_table} "
+                f"FOR VALUES IN ('{v}')"
             )
 
     def _write(self, table: pa.Table) -> None:

@@ -46,7 +46,15 @@ _TYPES: dict[tuple[str, bool], list[str]] = {
     ("string", False): ["str"],
     ("date", False): _DATES,
 }
-_NOT_ARGS = {"column", "batch_id", "result_format", "include_config", "catch_exceptions"}
+_NOT_ARGS = {
+    "column",
+    "column_list",
+    "ignore_row_if",
+    "batch_id",
+    "result_format",
+    "include_config",
+    "catch_exceptions",
+}
 _LOCK = threading.RLock()  # GX contexts and stores are not thread safe
 _STATE: dict[str, Any] = {}
 _SUITES: dict[tuple[str, str, bool, frozenset[str]], gx.ExpectationSuite] = {}
@@ -150,8 +158,14 @@ def _build(
             add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(cats)))
     if with_target and spec.target.task == "binary" and spec.target.name not in skip:
         add(gxe.ExpectColumnValuesToBeInSet(column=spec.target.name, value_set=[0, 1]))
-    if spec.entity_id not in skip:
-        add(gxe.ExpectColumnValuesToBeUnique(column=spec.entity_id))
+    if spec.entity_id not in skip and spec.event_date not in skip:
+        # One row per entity and day: within a partition that is plain id uniqueness, and it
+        # stays right for a training set spanning many days.
+        add(
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=[spec.event_date, spec.entity_id], ignore_row_if="never"
+            )
+        )
     add(gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows))
     for extra in cfg.extra_expectations:
         cls = expectation_class(extra.type)
@@ -243,14 +257,20 @@ def _failure(res: dict[str, Any]) -> Failure:
         detail = f"error: {messages[0]}"
     elif "unexpected_count" in out:
         detail = f"{out['unexpected_count']} of {out.get('element_count')} rows"
-        examples = list(dict.fromkeys(_plain(v) for v in out.get("partial_unexpected_list") or []))
+        examples = []
+        for v in out.get("partial_unexpected_list") or []:
+            # compound rules report each example as {column: value}; show the values
+            v = _plain(tuple(v.values()) if isinstance(v, dict) else v)
+            if v not in examples:
+                examples.append(v)
         if any(v is not None for v in examples):
             detail += f", e.g. {examples[:3]}"
     elif "observed_value" in out:
         detail = f"observed {out['observed_value']!r}"
     else:
         detail = ""
-    return Failure(kwargs.get("column"), conf["type"], detail, args)
+    column = kwargs.get("column") or ", ".join(kwargs.get("column_list") or []) or None
+    return Failure(column, conf["type"], detail, args)
 
 
 def _for_gx(df: pd.DataFrame) -> pd.DataFrame:

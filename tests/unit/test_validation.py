@@ -147,8 +147,8 @@ def test_unknown_category_fails_with_allowed_set_and_example(deliveries):
 def test_duplicate_entity_ids_fail(deliveries):
     df = valid_frame(deliveries.dataset, n=300)
     df.loc[1, "order_ref"] = df.loc[0, "order_ref"]
-    failure = only(check(deliveries, df), "expect_column_values_to_be_unique")
-    assert failure.column == "order_ref" and "id-1" in failure.detail
+    failure = only(check(deliveries, df), "expect_compound_columns_to_be_unique")
+    assert failure.column == "order_day, order_ref" and "id-1" in failure.detail
 
 
 def test_strings_in_float_column_fail_the_type_rule(churn):

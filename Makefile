@@ -1,0 +1,58 @@
+# batchpred — `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export GX_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export PREFECT_LOGGING_LEVEL ?= WARNING
+
+$(VENV)/.runtime: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+	$(PY) -m pip install -q -r requirements-dev.lock
+	@touch $@
+
+.PHONY: help install install-dev run demo test lint bench repro server serve clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.runtime ## create .venv with the pinned runtime dependencies
+
+install-dev: $(VENV)/.dev ## add the pinned test and lint tools
+
+demo: install ## generate the demo source data (missing days only)
+	batchpred demo
+
+run: demo ## install, then run the nightly flow end to end on the demo data
+	$(PY) -m flows.nightly
+
+test: install-dev ## run the whole test suite
+	$(PY) -m pytest
+
+lint: install-dev ## ruff + mypy
+	$(VENV)/bin/ruff check src tasks flows tests
+	$(VENV)/bin/ruff format --check src tasks flows tests
+	$(VENV)/bin/mypy
+
+repro: install ## run the DVC training pipeline by hand (needs ingested data: make run)
+	dvc repro
+
+server: install ## start a local Prefect server (UI at http://127.0.0.1:4200)
+	prefect server start --host 127.0.0.1
+
+serve: install ## serve the deployments (nightly, score, backfill, train) to that server
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(PY) -m flows.deployments
+
+clean: ## remove the local lake, database and models (keeps .venv)
+	rm -rf data/source data/raw data/reports data/train data/models data/dvc-remote data/batchpred.db*

@@ -1,0 +1,72 @@
+"""Flow `nightly`: ingest -> validate -> train -> evaluate -> score the day."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from prefect import flow
+from prefect.runtime import flow_run
+
+from batchpred import config
+from flows.ingest import InvalidPartitions, ingest
+from flows.score import score
+from flows.train import train
+
+EXAMPLE_SQL = (
+    "SELECT entity_id, partition_date, score, label, model_version\n"
+    "  FROM predictions WHERE partition_date = '{day}' ORDER BY score DESC LIMIT 5;"
+)
+
+
+def _run_name() -> str:
+    return f"nightly-{flow_run.parameters.get('day') or 'latest'}"
+
+
+@flow(name="nightly", flow_run_name=_run_name)
+def nightly(
+    day: date | None = None, config_files: list[str] | None = None, workspace: str = "."
+) -> dict[str, Any]:
+    """The whole pipeline for one day (default: the newest source day). Invalid partitions are
+    left out of training and scoring; the run fails at the end if the day itself is invalid."""
+    ingested = ingest(config_files=config_files, fail_on_invalid=False)
+    target = day or max([date.fromisoformat(d) for d in ingested.failed] + ingested.passed)
+    trained = train(config_files=config_files, workspace=workspace)
+    if target not in ingested.passed:
+        raise InvalidPartitions(
+            ingested.failed.get(str(target), f"partition {target} is not valid")
+        )
+    scored = score(day=target, config_files=config_files)
+    if ingested.failed:
+        raise InvalidPartitions("\n".join(ingested.failed.values()))
+    return {"day": target, "model": trained, "scored": scored}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.nightly", description=__doc__)
+    parser.add_argument("--day", type=date.fromisoformat)
+    parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
+    parser.add_argument("--workspace", default=".", help="folder holding dvc.yaml")
+    args = parser.parse_args(argv)
+    out = nightly(day=args.day, config_files=args.config, workspace=args.workspace)
+    model, url = out["model"], sa.engine.make_url(config.database_url())
+    metrics = model["challenger_metrics"]
+    print("\n=== batchpred nightly", out["day"], "===")
+    for r in out["scored"]:
+        print(
+            f"  scored {r.partition_date}: {r.status}, {r.rows_scored:,} rows, "
+            f"{r.rows_rejected:,} rejected, {r.rows_per_second:,.0f} rows/s"
+        )
+    print(
+        f"  model {model['version']} ({model['decision']}): "
+        + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    )
+    print(f"  database: {url.render_as_string(hide_password=True)}")
+    print("  try:\n    " + EXAMPLE_SQL.format(day=out["day"]).replace("\n", "\n    "))
+
+
+if __name__ == "__main__":
+    main()

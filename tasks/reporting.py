@@ -1,0 +1,64 @@
+"""Tasks that publish run reports to the Prefect UI as artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from batchpred.scoring import PartitionResult
+
+
+@task(name="report-partitions", cache_policy=NONE)
+def publish_partitions(results: list[PartitionResult], failures: dict[str, str]) -> None:
+    """Partitions table: rows, seconds, rows/s, rejected, status."""
+    rows: list[dict[str, Any]] = [
+        {
+            "partition": str(r.partition_date),
+            "model_version": r.model_version,
+            "status": r.status,
+            "rows_in": r.rows_in,
+            "rows_scored": r.rows_scored,
+            "rows_rejected": r.rows_rejected,
+            "seconds": round(r.seconds, 2),
+            "rows_per_s": round(r.rows_per_second),
+        }
+        for r in results
+    ]
+    rows += [
+        {"partition": day, "status": "failed", "error": err[:500]} for day, err in failures.items()
+    ]
+    create_table_artifact(key="scoring-partitions", table=rows, description="Scored partitions")
+
+
+@task(name="report-validation", cache_policy=NONE)
+def publish_validation(outcomes: dict[str, str]) -> None:
+    """Validation summary: each partition's outcome, with failures spelled out."""
+    lines = ["| partition | outcome |", "|---|---|"]
+    lines += [
+        f"| {day} | {text.replace(chr(10), '<br>')} |" for day, text in sorted(outcomes.items())
+    ]
+    create_markdown_artifact(
+        key="validation-summary",
+        markdown="\n".join(lines),
+        description="Great Expectations results per partition",
+    )
+
+
+@task(name="report-model", cache_policy=NONE)
+def publish_model_comparison(result: dict[str, Any]) -> None:
+    """Challenger vs champion on the same holdout, and the gate's decision."""
+    challenger = result["challenger_metrics"]
+    champion = result["champion_metrics"] or {}
+    rows = [
+        {"metric": k, "challenger": challenger.get(k), "champion": champion.get(k)}
+        for k in sorted(challenger)
+        if k not in ("primary",)
+    ]
+    create_table_artifact(
+        key="model-comparison",
+        table=rows,
+        description=f"{result['version']}: {result['decision']} — {result['reason']}",
+    )
