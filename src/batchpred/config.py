@@ -132,7 +132,7 @@ class ValidationConfig(Frozen):
 class GateConfig(Frozen):
     """A challenger is promoted only if it clears both bars on the shared holdout."""
 
-    min_metric: float = 0.0  # absolute floor on the primary metric (AUC / -RMSE)
+    min_metric: float | None = None  # absolute floor on the primary metric (AUC / -RMSE)
     max_regression: float = 0.005  # how much worse than the champion it may be
 
 

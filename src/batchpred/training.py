@@ -317,10 +317,11 @@ def passes_gate(
 ) -> tuple[bool, str]:
     """Promote only above the absolute floor and not more than max_regression below the champion."""
     name, value = challenger["primary"], challenger["primary_value"]
-    if value < gate.min_metric:
+    if gate.min_metric is not None and value < gate.min_metric:
         return False, f"{name} {value:.6f} is below the floor {gate.min_metric:.6f}"
     if champion is None:
-        return True, f"{name} {value:.6f} clears the floor {gate.min_metric:.6f}; no champion"
+        floor = "no floor" if gate.min_metric is None else f"the floor {gate.min_metric:.6f}"
+        return True, f"{name} {value:.6f} clears {floor}; no champion"
     bar = champion["primary_value"] - gate.max_regression
     ok = value >= bar - 1e-12  # float slack: exactly max_regression worse still passes
     champ, verdict = champion["primary_value"], "clears" if ok else "misses"

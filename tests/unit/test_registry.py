@@ -1,0 +1,233 @@
+"""Model registry: content-addressed store, integrity check, aliases, promotion gate, and the
+analysts' champion_predictions view.
+
+tests/integration/test_postgres.py collects the view test again with `engine` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+import xgboost as xgb
+from test_scoring import train_small
+from test_sinks import batch, write
+
+from batchpred import db, registry, schema, sinks
+from batchpred.config import Settings
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A good churn model and one trained on shuffled labels, sharing one holdout file."""
+    from conftest import settings_for
+
+    tmp = tmp_path_factory.mktemp("registry_models")
+    settings = settings_for("churn", tmp)
+    good, holdout = train_small(settings, tmp / "good")
+    bad, _ = train_small(settings, tmp / "bad", shuffle_labels=True)
+    return {"settings": settings, "good": good, "bad": bad, "holdout": holdout}
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> sa.Engine:
+    eng = db.create_engine(f"sqlite:///{tmp_path}/p.db")
+    db.migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return str(tmp_path / "models")
+
+
+def manifest_of(model_dir: Path) -> dict:
+    return json.loads((model_dir / "manifest.json").read_text())
+
+
+def history(engine: sa.Engine, dataset: str = "churn") -> list[tuple]:
+    t = db.table(engine, "model_alias_history")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.alias, t.c.version, t.c.previous_version, t.c.reason)
+            .where(t.c.dataset == dataset)
+            .order_by(t.c.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+def test_register_and_load_roundtrip(engine: sa.Engine, models: dict, store: str) -> None:
+    good: Path = models["good"]
+    manifest = manifest_of(good)
+    version = registry.register_model(engine, good, store, dvc_hash="d41d8cd9")
+    assert version == manifest["sha256"][:16]
+    assert (Path(store) / version / "model.ubj").read_bytes() == (good / "model.ubj").read_bytes()
+    row = registry.get_version(engine, version)
+    assert row["sha256"] == manifest["sha256"] and row["dataset"] == "churn"
+    assert row["uri"] == f"{store}/{version}/model.ubj" and row["dvc_md5"] == "d41d8cd9"
+    assert row["features"] == manifest["features"]
+    assert row["reference_stats"] == manifest["reference_stats"]
+
+    model = registry.load_model(engine, version)
+    assert model.version == version and model.manifest == manifest
+    holdout = pq.read_table(models["holdout"])
+    x = schema.feature_matrix(holdout, models["settings"].dataset)
+    original = xgb.Booster(model_file=str(good / "model.ubj"))
+    np.testing.assert_array_equal(
+        model.booster.inplace_predict(x, validate_features=False),
+        original.inplace_predict(x, validate_features=False),
+    )
+
+
+def test_registering_twice_gives_the_same_version(
+    engine: sa.Engine, models: dict, store: str
+) -> None:
+    first = registry.register_model(engine, models["good"], store)
+    assert registry.register_model(engine, models["good"], store) == first
+    other = registry.register_model(engine, models["bad"], store)
+    assert other != first
+    t = db.table(engine, "model_versions")
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(t.c.version)).scalars()) == sorted([first, other])
+
+
+def test_unknown_version_is_a_clear_error(engine: sa.Engine) -> None:
+    with pytest.raises(registry.UnknownModelError, match="'0000000000000000' is not registered"):
+        registry.load_model(engine, "0000000000000000")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_tampered_model_is_refused(
+    engine: sa.Engine, models: dict, store: str, damage: str
+) -> None:
+    version = registry.register_model(engine, models["good"], store)
+    path = Path(store) / version / "model.ubj"
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[-10:]
+    path.write_bytes(bytes(data))
+    with pytest.raises(registry.ModelIntegrityError, match="refusing to load it") as err:
+        registry.load_model(engine, version)
+    assert version in str(err.value) and "does not match" in str(err.value)
+
+
+def test_model_not_matching_its_manifest_is_not_registered(
+    engine: sa.Engine, models: dict, store: str, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(models["good"], copy)
+    shutil.copy(models["bad"] / "model.ubj", copy / "model.ubj")
+    with pytest.raises(registry.ModelIntegrityError, match="does not match its manifest"):
+        registry.register_model(engine, copy, store)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from model_versions")).scalar() == 0
+
+
+def test_set_alias_moves_it_and_keeps_history(engine: sa.Engine, models: dict, store: str) -> None:
+    v1 = registry.register_model(engine, models["good"], store)
+    v2 = registry.register_model(engine, models["bad"], store)
+    assert registry.get_alias(engine, "churn", "champion") is None
+    registry.set_alias(engine, "churn", "champion", v1, "first model")
+    registry.set_alias(engine, "churn", "champion", v2, "promoted")
+    registry.set_alias(engine, "churn", "champion", v1, "rollback")
+    assert registry.get_alias(engine, "churn", "champion") == v1
+    assert registry.resolve_version(engine, "churn", "champion") == v1
+    assert history(engine) == [
+        ("champion", v1, None, "first model"),
+        ("champion", v2, v1, "promoted"),
+        ("champion", v1, v2, "rollback"),
+    ]
+    assert registry.get_alias(engine, "deliveries", "champion") is None  # per dataset
+    with pytest.raises(registry.UnknownModelError):
+        registry.set_alias(engine, "churn", "champion", "0" * 16, "typo")
+    assert registry.get_alias(engine, "churn", "champion") == v1
+
+
+def test_resolve_version(engine: sa.Engine, models: dict, store: str) -> None:
+    with pytest.raises(registry.UnknownModelError, match="no 'champion' model yet"):
+        registry.resolve_version(engine, "churn", "champion")
+    with pytest.raises(registry.UnknownModelError, match="no 'challenger' model yet"):
+        registry.resolve_version(engine, "churn", "challenger")
+    version = registry.register_model(engine, models["good"], store)
+    assert registry.resolve_version(engine, "churn", version) == version
+
+
+def test_promote_if_better(engine: sa.Engine, models: dict, store: str) -> None:
+    base: Settings = models["settings"]
+    settings = base.model_copy(
+        update={"training": base.training.model_copy(update={"registry": store})}
+    )
+    holdout = models["holdout"]
+    first = registry.promote_if_better(engine, settings, models["good"], holdout)
+    good = first["version"]
+    assert first["decision"] == "promoted" and first["champion_before"] is None
+    assert "no champion" in first["reason"] and first["champion_metrics"] is None
+    assert first["challenger_metrics"]["auc"] > 0.65
+    assert registry.get_alias(engine, "churn", "champion") == good
+    assert registry.get_version(engine, good)["metrics"] == first["challenger_metrics"]
+
+    worse = registry.promote_if_better(engine, settings, models["bad"], holdout)
+    assert worse["decision"] == "rejected" and worse["champion_before"] == good
+    assert "misses champion" in worse["reason"]
+    assert worse["challenger_metrics"]["auc"] < first["challenger_metrics"]["auc"] - 0.1
+    assert worse["champion_metrics"] == first["challenger_metrics"]
+    assert registry.get_alias(engine, "churn", "champion") == good
+    assert registry.get_alias(engine, "churn", "challenger") == worse["version"]
+
+    again = registry.promote_if_better(engine, settings, models["good"], holdout)
+    assert again["decision"] == "unchanged" and again["version"] == good
+    assert [(a, v) for a, v, _, _ in history(engine)] == [
+        ("champion", good),
+        ("challenger", worse["version"]),
+    ]
+
+
+def test_champion_predictions_view_shows_latest_champion_prediction(
+    engine: sa.Engine, models: dict, store: str
+) -> None:
+    champ = registry.register_model(engine, models["good"], store)
+    other = registry.register_model(engine, models["bad"], store)
+    day1, day2 = date(2026, 10, 1), date(2026, 10, 2)
+
+    def part(version: str, day: date, ids: list[str], seed: int) -> dict[str, float]:
+        b = batch(ids, seed=seed)
+        write(engine, sinks.PartitionKey("churn", day, version), [b], run_id=f"run-{seed}")
+        return dict(zip(ids, b.scores.tolist(), strict=True))
+
+    c1 = part(champ, day1, ["a", "b"], seed=1)
+    c2 = part(champ, day2, ["a", "c"], seed=2)
+    o2 = part(other, day2, ["a", "b", "c", "d"], seed=3)
+
+    def view() -> dict[str, tuple]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "select dataset, entity_id, partition_date, score, model_version "
+                    "from champion_predictions"
+                )
+            ).all()
+        out = {
+            r.entity_id: (r.dataset, str(r.partition_date), r.score, r.model_version) for r in rows
+        }
+        assert len(out) == len(rows), "an entity appears twice in champion_predictions"
+        return out
+
+    assert view() == {}  # no champion yet
+    registry.set_alias(engine, "churn", "champion", champ, "test")
+    registry.set_alias(engine, "churn", "challenger", other, "test")
+    assert view() == {
+        "a": ("churn", "2026-10-02", pytest.approx(c2["a"]), champ),
+        "b": ("churn", "2026-10-01", pytest.approx(c1["b"]), champ),
+        "c": ("churn", "2026-10-02", pytest.approx(c2["c"]), champ),
+    }
+    registry.set_alias(engine, "churn", "champion", other, "swap")
+    assert view() == {e: ("churn", "2026-10-02", pytest.approx(s), other) for e, s in o2.items()}
