@@ -8,6 +8,7 @@ test_registry.py are imported here and collected a second time: inside this modu
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -101,10 +102,8 @@ def write_one(
         half = len(ids) // 2
         out.write(batch(ids[:half], seed=1))
         if hold is not None:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 hold.wait(timeout=1.0)
-            except threading.BrokenBarrierError:
-                pass
         out.write(batch(ids[half:], seed=2))
         out.finish(sinks.LedgerEntry("fp-1", len(ids), 0, started))
 
