@@ -67,11 +67,10 @@ class _DuplicateTracker:
 
     def repeats(self, ids: pa.Array) -> np.ndarray:
         values = ids.to_pylist()
-        before = len(self.seen)
-        self.seen.update(values)
-        if len(self.seen) == before + len(values):  # fast path: all new and distinct
+        batch = set(values)
+        if len(batch) == len(values) and self.seen.isdisjoint(batch):  # fast path
+            self.seen |= batch
             return np.zeros(len(values), dtype=bool)
-        self.seen.difference_update(values)
         out = np.zeros(len(values), dtype=bool)
         for i, v in enumerate(values):
             if v in self.seen:

@@ -9,25 +9,22 @@ test_registry.py are imported here and collected a second time: inside this modu
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-
-from test_registry import (  # noqa: E402, F401 - collected again, on PostgreSQL
+from batchpred import db, sinks  # noqa: E402
+from tests.unit.test_registry import (  # noqa: E402, F401 - collected again, on PostgreSQL
     models,
     store,
     test_champion_predictions_view_shows_latest_champion_prediction,
     test_promote_if_better,
     test_set_alias_moves_it_and_keeps_history,
 )
-from test_scoring import (  # noqa: E402, F401 - collected again, on PostgreSQL
+from tests.unit.test_scoring import (  # noqa: E402, F401 - collected again, on PostgreSQL
     churn_model,
     deliveries_model,
     test_changed_input_is_rescored,
@@ -42,7 +39,7 @@ from test_scoring import (  # noqa: E402, F401 - collected again, on PostgreSQL
     test_scores_every_row_once_with_probabilities_and_labels,
     test_second_run_skips_and_writes_nothing_new,
 )
-from test_sinks import (  # noqa: E402, F401 - collected again, on PostgreSQL
+from tests.unit.test_sinks import (  # noqa: E402, F401 - collected again, on PostgreSQL
     DAY,
     V1,
     batch,
@@ -60,8 +57,6 @@ from test_sinks import (  # noqa: E402, F401 - collected again, on PostgreSQL
     test_rows_land_with_scores_labels_and_ledger_counts,
     test_same_fingerprint_is_already_scored,
 )
-
-from batchpred import db, sinks  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 

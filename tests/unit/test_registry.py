@@ -16,18 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 import xgboost as xgb
-from test_scoring import train_small
-from test_sinks import batch, write
 
 from batchpred import db, registry, schema, sinks
 from batchpred.config import Settings
+from tests.unit.test_scoring import settings_for, train_small
+from tests.unit.test_sinks import batch, write
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A good churn model and one trained on shuffled labels, sharing one holdout file."""
-    from conftest import settings_for
-
     tmp = tmp_path_factory.mktemp("registry_models")
     settings = settings_for("churn", tmp)
     good, holdout = train_small(settings, tmp / "good")

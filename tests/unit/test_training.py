@@ -90,7 +90,7 @@ def sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """One churn lake, prepared and trained once, shared by the read-only tests."""
-    from conftest import settings_for
+    from tests.conftest import settings_for
 
     tmp = tmp_path_factory.mktemp("trained")
     settings = fast(settings_for("churn", tmp))
