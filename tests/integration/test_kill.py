@@ -25,7 +25,9 @@ engine = db.create_engine(sys.argv[2])
 model = registry.load_model(engine, sys.argv[3])
 root = settings.scoring_input
 for day in storage.list_partitions(root):
-    r = scoring.score_partition(engine, settings.dataset, settings.scoring, model, root, day, sys.argv[4])
+    r = scoring.score_partition(
+        engine, settings.dataset, settings.scoring, model, root, day, sys.argv[4]
+    )
     print(day, r.status, flush=True)
 """
 DAYS, ROWS = 4, 20_000
