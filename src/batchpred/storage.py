@@ -96,8 +96,11 @@ def _content_digest(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return digest.hexdigest()
 
 
+ROW_GROUP_ROWS = 65_536  # a reader decodes a row group at a time: this bounds its memory
+
+
 def write_partition(
-    root: str, day: date, table: pa.Table, *, row_group_size: int | None = None
+    root: str, day: date, table: pa.Table, *, row_group_size: int = ROW_GROUP_ROWS
 ) -> str:
     """Replace the partition's data with `table` as one Parquet file; returns its URL.
 

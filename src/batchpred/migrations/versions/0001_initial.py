@@ -12,21 +12,33 @@ TS = sa.DateTime(timezone=True)
 
 def upgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
-    # On PostgreSQL the table is list-partitioned by day, and each day by model version, so
-    # that re-scoring one (day, model) is a TRUNCATE of one leaf plus COPY (see sinks.py).
+    # PostgreSQL: list-partitioned by day, each day by model version. Re-scoring one
+    # (day, model) truncates one leaf and COPYs it back; the key is enforced by a unique
+    # index on entity_id in each leaf (day and model are fixed there), built by the writer
+    # after COPY (sinks.PostgresWriter). Byte-order collation makes that index cheap.
+    # SQLite: one table, unique on (partition_date, model_version, entity_id).
     op.create_table(
         "predictions",
         sa.Column("partition_date", sa.Date, nullable=False),
-        sa.Column("entity_id", sa.Text, nullable=False),
+        sa.Column("entity_id", sa.Text(collation="C") if pg else sa.Text, nullable=False),
         sa.Column("score", sa.Float(53), nullable=False),
         sa.Column("label", sa.SmallInteger),
         sa.Column("model_version", sa.Text, nullable=False),
         sa.Column("run_id", sa.Text, nullable=False),
         sa.Column("scored_at", TS, nullable=False),
-        sa.UniqueConstraint("partition_date", "entity_id", "model_version", name="predictions_key"),
+        *(
+            []
+            if pg
+            else [
+                sa.UniqueConstraint(
+                    "partition_date", "model_version", "entity_id", name="predictions_key"
+                )
+            ]
+        ),
         **({"postgresql_partition_by": "LIST (partition_date)"} if pg else {}),
     )
-    op.create_index("predictions_by_entity", "predictions", ["entity_id", "partition_date"])
+    if not pg:
+        op.create_index("predictions_by_entity", "predictions", ["entity_id"])
 
     op.create_table(
         "scoring_ledger",
