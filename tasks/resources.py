@@ -7,7 +7,7 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from batchpred import config, db
+from batchpred import config, db, registry
 
 _lock = threading.Lock()
 
@@ -23,6 +23,20 @@ def engine() -> sa.Engine:
     """The predictions database from $BATCHPRED_DATABASE_URL (never a flow parameter)."""
     with _lock:
         return _engine(config.database_url())
+
+
+@cache
+def _model(url: str, version: str, nthread: int) -> registry.LoadedModel:
+    model = registry.load_model(_engine(url), version)
+    model.booster.set_param({"nthread": nthread})
+    return model
+
+
+def model(version: str, nthread: int) -> registry.LoadedModel:
+    """A registered model, fetched and sha256-checked once per process and version
+    (partition tasks share it; xgboost prediction is thread-safe)."""
+    with _lock:
+        return _model(config.database_url(), version, nthread)
 
 
 def run_id() -> str:

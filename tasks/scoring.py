@@ -27,11 +27,23 @@ def plan_partitions(settings: Settings, start: date | None, end: date | None) ->
     return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
 
 
+def _transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
+    """Retry dropped connections and the like; bad data or a bad model won't heal."""
+    try:
+        state.result()
+    except (scoring.PartitionRejected, registry.ModelIntegrityError):
+        return False
+    except Exception:  # noqa: BLE001
+        return True
+    return True
+
+
 @task(
     name="score-partition",
     cache_policy=NONE,
     retries=2,
     retry_delay_seconds=10,
+    retry_condition_fn=_transient,
     task_run_name="score-{day}",
 )
 def score_partition(
@@ -39,8 +51,7 @@ def score_partition(
 ) -> scoring.PartitionResult:
     """Score one partition exactly once per model version (rerun-safe; a retry replaces)."""
     engine = resources.engine()
-    model = registry.load_model(engine, version)
-    model.booster.set_param({"nthread": settings.scoring.nthread})
+    model = resources.model(version, settings.scoring.nthread)
     result = scoring.score_partition(
         engine,
         settings.dataset,

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from batchpred import db
 from batchpred.config import Settings, deep_merge, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +59,18 @@ def deliveries(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """A migrated SQLite database of the test's own (integration tests override it with
+    PostgreSQL)."""
+    eng = db.create_engine(f"sqlite:///{tmp_path}/p.db")
+    db.migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL schema-isolated database URL (a new database per test)."""
-    import sqlalchemy as sa
-
     try:
         admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from batchpred import db, demo, sinks, storage  # noqa: E402
+from batchpred import demo, sinks, storage  # noqa: E402
 from batchpred.config import Settings  # noqa: E402
 from batchpred.registry import LoadedModel  # noqa: E402
 from batchpred.scoring import score_partition  # noqa: E402
@@ -19,14 +18,6 @@ from tests.unit.test_scoring import expected_scores, stored  # noqa: E402
 churn_model = test_scoring.churn_model  # the module-scoped trained model fixture
 
 pytestmark = pytest.mark.s3
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    eng = db.create_engine(f"sqlite:///{tmp_path}/p.db")
-    db.migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 def etag_fingerprint(root: str, day: date) -> str:

@@ -34,14 +34,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    eng = db.create_engine(f"sqlite:///{tmp_path}/p.db")
-    db.migrate(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> str:
     return str(tmp_path / "models")
 

@@ -90,14 +90,6 @@ def deliveries_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings
     return settings, loaded(settings, tmp)
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    eng = db.create_engine(f"sqlite:///{tmp_path}/p.db")
-    db.migrate(eng)
-    yield eng
-    eng.dispose()
-
-
 def make_lake(settings: Settings, root: str, *, days: int = 2, rows: int = 200) -> list[date]:
     """Seeded demo partitions root/dt=YYYY-MM-DD/part-0.parquet (a different seed from the
     training days, so these are unseen rows)."""

@@ -8,7 +8,6 @@ and uses only the public sink API.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,14 +18,6 @@ from batchpred import db, sinks
 
 DAY = date(2026, 10, 1)
 V1, V2 = "0123456789abcdef", "fedcba9876543210"
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    eng = db.create_engine(f"sqlite:///{tmp_path}/p.db")
-    db.migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 def key(version: str = V1, day: date = DAY) -> sinks.PartitionKey:
