@@ -150,6 +150,13 @@ class PartitionWriter:
     def _write(self, table: pa.Table) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def finish(self, ledger: LedgerEntry) -> None:  # pragma: no cover - overridden
+        """Commit the partition's rows, its rejects and its ledger row together."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def _replace_side_rows(self, conn: sa.Connection, ledger: LedgerEntry) -> None:
         """Rejected rows and the ledger row, replaced inside the partition's transaction."""
         k = self.key
