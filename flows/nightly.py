@@ -15,6 +15,7 @@ from batchpred import config
 from flows.ingest import InvalidPartitions, ingest
 from flows.score import score
 from flows.train import train
+from tasks import reporting, scoring
 
 EXAMPLE_SQL = (
     "SELECT entity_id, partition_date, score, label, model_version\n"
@@ -40,9 +41,13 @@ def nightly(
             ingested.failed.get(str(target), f"partition {target} is not valid")
         )
     scored = score(day=target, config_files=config_files)
+    settings = config.load_settings(config_files)
+    version = scored[0].model_version
+    drift = scoring.measure_drift(settings, version, target)
+    reporting.publish_drift(str(target), version, drift)
     if ingested.failed:
         raise InvalidPartitions("\n".join(ingested.failed.values()))
-    return {"day": target, "model": trained, "scored": scored}
+    return {"day": target, "model": trained, "scored": scored, "drift": drift}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -64,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"  model {model['version']} ({model['decision']}): "
         + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     )
+    worst = max(out["drift"], key=lambda m: m["psi"])
+    print(f"  drift vs training data: max PSI {worst['psi']:.3f} ({worst['feature']})")
     print(f"  database: {url.render_as_string(hide_password=True)}")
     print("  try:\n    " + EXAMPLE_SQL.format(day=out["day"]).replace("\n", "\n    "))
 

@@ -47,6 +47,26 @@ def publish_validation(outcomes: dict[str, str]) -> None:
     )
 
 
+@task(name="report-drift", cache_policy=NONE)
+def publish_drift(day: str, version: str, metrics: list[dict[str, Any]]) -> None:
+    """Drift table: PSI and null rates per feature, worst first."""
+    rows = [
+        {
+            "feature": m["feature"],
+            "psi": round(m["psi"], 4),
+            "level": "major" if m["psi"] > 0.25 else "moderate" if m["psi"] > 0.1 else "stable",
+            "null_rate": round(m["null_rate"], 4),
+            "reference_null_rate": round(m["reference_null_rate"], 4),
+        }
+        for m in sorted(metrics, key=lambda m: -m["psi"])
+    ]
+    create_table_artifact(
+        key="drift",
+        table=rows,
+        description=f"Drift of {day} against model {version}'s training data",
+    )
+
+
 @task(name="report-model", cache_policy=NONE)
 def publish_model_comparison(result: dict[str, Any]) -> None:
     """Challenger vs champion on the same holdout, and the gate's decision."""

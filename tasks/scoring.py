@@ -7,7 +7,7 @@ from datetime import date
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import registry, scoring, storage
+from batchpred import monitoring, registry, scoring, storage
 from batchpred.config import Settings
 from tasks import resources
 
@@ -71,6 +71,23 @@ def score_partition(
         result.rows_per_second,
     )
     return result
+
+
+@task(name="measure-drift", cache_policy=NONE, task_run_name="drift-{day}")
+def measure_drift(settings: Settings, version: str, day: date) -> list[dict]:
+    """PSI per feature of a partition against the model's stored training statistics."""
+    model = resources.model(version, settings.scoring.nthread)
+    metrics = monitoring.measure_drift(
+        settings.scoring_input,
+        day,
+        settings.dataset,
+        model.manifest["reference_stats"],
+        settings.scoring.batch_rows,
+    )
+    monitoring.record_drift(
+        resources.engine(), settings.dataset.name, day, version, resources.run_id(), metrics
+    )
+    return metrics
 
 
 def partition_runner(settings: Settings):  # type: ignore[no-untyped-def]

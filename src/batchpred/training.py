@@ -188,19 +188,21 @@ def reference_statistics(table: pa.Table, spec: DatasetSpec) -> dict[str, dict[s
     return stats
 
 
-def bin_fractions(values: np.ndarray, feature_stats: dict[str, Any]) -> list[float]:
-    """The share of non-null `values` (encoded as by schema.encode_column) in each bin of
+def bin_counts(values: np.ndarray, feature_stats: dict[str, Any]) -> np.ndarray:
+    """How many non-null `values` (encoded as by schema.encode_column) fall in each bin of
     `feature_stats` (one entry of reference_statistics), aligned with its `fractions`."""
     values = np.asarray(values, dtype=np.float64)
     present = values[np.isfinite(values)]
     if feature_stats["kind"] == "numeric":
         edges = np.asarray(feature_stats["edges"], dtype=np.float64)
-        counts = np.bincount(
-            np.searchsorted(edges, present, side="right"), minlength=edges.size + 1
-        )
-    else:
-        codes = np.asarray(feature_stats["values"], dtype=np.float64)
-        counts = np.array([(present == c).sum() for c in codes])
+        return np.bincount(np.searchsorted(edges, present, side="right"), minlength=edges.size + 1)
+    codes = np.asarray(feature_stats["values"], dtype=np.float64)
+    return np.array([(present == c).sum() for c in codes])
+
+
+def bin_fractions(values: np.ndarray, feature_stats: dict[str, Any]) -> list[float]:
+    """The share of non-null `values` in each bin of `feature_stats` (see bin_counts)."""
+    counts = bin_counts(values, feature_stats)
     total = counts.sum()
     return [float(c / total) if total else 0.0 for c in counts]
 

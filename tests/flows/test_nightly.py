@@ -44,6 +44,9 @@ def test_nightly_twice_lands_each_row_once(workspace):
     assert scored.status == "scored" and scored.rows_scored == settings.demo.rows_per_day
     rows = _count("select count(*) from predictions")
     assert rows == settings.demo.rows_per_day
+    # drift of the scored day against the statistics stored with the model
+    assert {m["feature"] for m in first["drift"]} == set(settings.dataset.feature_names)
+    assert _count("select count(*) from drift_metrics") == len(settings.dataset.features)
 
     second = nightly(config_files=files)
     assert second["model"]["decision"] == "unchanged"
