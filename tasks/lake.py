@@ -61,6 +61,7 @@ def validate_partition(settings: Settings, day: date) -> validation.ValidationRe
         "report": report.json_path,
         "validated_at": datetime.now(UTC).isoformat(),
         "content_hash": manifest.get("content_hash"),
+        "message": None if report.success else report.message(),
     }
     storage.write_manifest(raw, day, manifest)
     monitoring.record_validation(

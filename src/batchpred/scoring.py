@@ -84,6 +84,19 @@ class _DuplicateTracker:
         return out
 
 
+def refuse_invalid(root: str, day: date) -> None:
+    """Fail closed: a partition whose current content failed validation at ingest is never
+    scored (inputs without a manifest rely on the row checks in the stream)."""
+    manifest = storage.read_manifest(root, day) or {}
+    verdict = manifest.get("validation")
+    current = verdict and verdict.get("content_hash") == manifest.get("content_hash")
+    if current and not verdict["success"]:
+        raise PartitionRejected(
+            f"partition dt={day} under {root} failed validation at ingest; not scored:\n"
+            f"{verdict.get('message') or verdict.get('report')}"
+        )
+
+
 def score_partition(
     engine: sa.Engine,
     spec: DatasetSpec,
@@ -103,6 +116,7 @@ def score_partition(
     is written.
     """
     t0, started = time.perf_counter(), datetime.now(UTC)
+    refuse_invalid(root, day)
     fingerprint = storage.fingerprint_partition(root, day)
     key = sinks.PartitionKey(spec.name, day, model.version)
     binary = spec.target.task == "binary"

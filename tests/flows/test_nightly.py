@@ -107,9 +107,13 @@ def test_bad_partitions_are_rejected_with_reasons_and_never_scored(workspace):
     prepared = json.loads(Path("data/train/data/prepare.json").read_text())
     assert {str(missing_day), str(range_day)} <= {e["day"] for e in prepared["excluded"]}
 
-    # Scoring a bad partition directly is refused too, naming file, column and rule.
-    with pytest.raises(Exception, match=rf"dt={missing_day}.*{dropped}"):
-        score(day=missing_day, config_files=files)
+    # Scoring a bad partition directly is refused too, naming partition, column and rule.
+    for day, column, rule in (
+        (missing_day, dropped, "expect_column_to_exist"),
+        (range_day, spec.features[0].name, "expect_column_values_to_be_between"),
+    ):
+        with pytest.raises(Exception, match=rf"(?s)dt={day}.*{column}.*{rule}"):
+            score(day=day, config_files=files)
     assert _count("select count(*) from predictions") == 0
     assert _count("select count(*) from validation_results where not success") >= 2
 

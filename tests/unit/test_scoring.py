@@ -408,3 +408,20 @@ def test_missing_partition_is_rejected(
     with pytest.raises(PartitionRejected, match="dt=2026-12-24 .*no data files"):
         score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
     assert_nothing_written(engine, day, model.version)
+
+
+def test_partition_that_failed_validation_at_ingest_is_never_scored(
+    engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
+) -> None:
+    settings, model = churn_model
+    root = str(tmp_path / "lake")
+    day = make_lake(settings, root)[0]
+    failed = {"success": False, "content_hash": "h1", "message": "column 'x' failed rule y"}
+    storage.write_manifest(root, day, {"content_hash": "h1", "validation": failed})
+    with pytest.raises(PartitionRejected, match=rf"(?s)dt={day}.*failed validation.*'x'"):
+        score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+    assert_nothing_written(engine, day, model.version)
+    # a verdict about older content does not apply: the new content is scored (row checks)
+    storage.write_manifest(root, day, {"content_hash": "h2", "validation": failed})
+    result = score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+    assert result.status == "scored"
