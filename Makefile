@@ -45,7 +45,7 @@ lint: install-dev ## ruff + mypy
 	$(VENV)/bin/ruff format --check src tasks flows tests
 	$(VENV)/bin/mypy
 
-bench: install-dev ## scoring benchmark: batchpred vs the naive script and the ceilings (~9 min)
+bench: install-dev ## scoring benchmark: batchpred vs the naive script and the ceilings (~4 min)
 	$(PY) -m tests.benchmarks.bench $(BENCH_ARGS)
 
 repro: install ## run the DVC training pipeline by hand (needs ingested data: make run)
