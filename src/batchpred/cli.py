@@ -7,12 +7,11 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 
 from batchpred import config
 
-FLOWS = ("ingest", "train", "score", "nightly", "backfill")
+FLOWS = ("ingest", "train", "score", "nightly")
 
 
 def _write_json(path: str | Path, payload: object) -> None:
@@ -109,10 +108,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "migrate": cmd_migrate,
     }
     handlers[args.command](args, settings)
-
-
-def parse_day(text: str) -> date:
-    return date.fromisoformat(text)
 
 
 if __name__ == "__main__":
