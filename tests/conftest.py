@@ -42,7 +42,7 @@ def settings_for(dataset: str, tmp: Path, **overrides: object) -> Settings:
     base = {
         "source": {"url": str(tmp / "source")},
         "lake": {"raw": str(tmp / "raw"), "reports": str(tmp / "reports")},
-        "training": {"workdir": str(tmp / "train"), "registry": str(tmp / "models")},
+        "training": {"registry": str(tmp / "models")},
     }
     files = [ROOT / "configs/base.yaml", ROOT / f"configs/datasets/{dataset}.yaml"]
     return load_settings(files, overrides=deep_merge(base, overrides))

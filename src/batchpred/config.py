@@ -146,7 +146,6 @@ class TrainingConfig(Frozen):
     nthread: int = Field(2, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
     gate: GateConfig = GateConfig()
-    workdir: str = "data/train"  # prepare/train/evaluate outputs (DVC outs)
     registry: str = "data/models"  # content-addressed model store
 
     @model_validator(mode="after")

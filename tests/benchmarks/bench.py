@@ -101,7 +101,7 @@ def write_configs(
         "demo": {"start_date": START.isoformat(), "days": days, "rows_per_day": rows_per_day},
         "source": {"url": str(tmp / "source")},
         "lake": {"raw": str(lake), "reports": str(tmp / "reports")},
-        "training": {"workdir": str(tmp / "train"), "registry": str(tmp / "models")},
+        "training": {"registry": str(tmp / "models")},
         "validation": {"data_docs": False},
         "scoring": {"input": str(lake)},
     }

@@ -33,7 +33,7 @@ def settings_for(dataset: str, tmp: Path) -> Settings:
     paths = {
         "source": {"url": str(tmp / "source")},
         "lake": {"raw": str(tmp / "raw"), "reports": str(tmp / "reports")},
-        "training": {"workdir": str(tmp / "train"), "registry": str(tmp / "models")},
+        "training": {"registry": str(tmp / "models")},
     }
     return load_settings(files, overrides=paths)
 
