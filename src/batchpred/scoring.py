@@ -88,9 +88,9 @@ def refuse_invalid(root: str, day: date) -> None:
     """Fail closed: a partition whose current content failed validation at ingest is never
     scored (inputs without a manifest rely on the row checks in the stream)."""
     manifest = storage.read_manifest(root, day) or {}
-    verdict = manifest.get("validation")
-    current = verdict and verdict.get("content_hash") == manifest.get("content_hash")
-    if current and not verdict["success"]:
+    verdict = manifest.get("validation") or {}
+    current = verdict.get("content_hash") == manifest.get("content_hash")
+    if verdict and current and not verdict["success"]:
         raise PartitionRejected(
             f"partition dt={day} under {root} failed validation at ingest; not scored:\n"
             f"{verdict.get('message') or verdict.get('report')}"

@@ -235,6 +235,29 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
     )
     best = booster.best_iteration
     booster = booster[: best + 1]  # keep only the best model's trees
+    return save_model(
+        booster,
+        settings,
+        train,
+        out,
+        best_iteration=best,
+        training_data_hash=prepared["data_hash"],
+        days=prepared["days"],
+    )
+
+
+def save_model(
+    booster: xgb.Booster,
+    settings: Settings,
+    train: pa.Table,
+    out: Path,
+    *,
+    best_iteration: int,
+    training_data_hash: str,
+    days: list[str],
+) -> dict[str, Any]:
+    """Write model.ubj (UBJSON, never pickle) and the manifest the registry checks it by."""
+    spec = settings.dataset
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_FILE
     booster.save_model(model_path)
@@ -246,13 +269,13 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
         "features": spec.feature_names,
         "feature_dtypes": {f.name: f.dtype for f in spec.features},
         "xgboost_version": xgb.__version__,
-        "params": params,
-        "num_boost_round": cfg.num_boost_round,
-        "best_iteration": best,
-        "training_data_hash": prepared["data_hash"],
+        "params": effective_params(settings),
+        "num_boost_round": settings.training.num_boost_round,
+        "best_iteration": best_iteration,
+        "training_data_hash": training_data_hash,
         "train_rows": train.num_rows,
         "reference_stats": reference_statistics(train, spec),
-        "created_from": {"days": prepared["days"]},
+        "created_from": {"days": days},
     }
     _write_json(out / MANIFEST_FILE, manifest)
     return manifest

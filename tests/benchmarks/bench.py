@@ -245,26 +245,15 @@ def train_and_save(settings: Any, lake: str, days: list[date], out: Path) -> Pat
     booster = xgb.train(
         params, training._dmatrix(train, spec), num_boost_round=settings.training.num_boost_round
     )
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / training.MODEL_FILE
-    booster.save_model(path)
-    manifest = {
-        "sha256": training.file_sha256(path),
-        "dataset": spec.name,
-        "task": spec.target.task,
-        "target": spec.target.name,
-        "features": spec.feature_names,
-        "feature_dtypes": {f.name: f.dtype for f in spec.features},
-        "xgboost_version": xgb.__version__,
-        "params": params,
-        "num_boost_round": settings.training.num_boost_round,
-        "best_iteration": settings.training.num_boost_round - 1,
-        "training_data_hash": storage.table_hash(train),
-        "train_rows": train.num_rows,
-        "reference_stats": training.reference_statistics(train, spec),
-        "created_from": {"days": [d.isoformat() for d in days[: len(tables)]]},
-    }
-    (out / training.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    training.save_model(
+        booster,
+        settings,
+        train,
+        out,
+        best_iteration=settings.training.num_boost_round - 1,
+        training_data_hash=storage.table_hash(train),
+        days=[d.isoformat() for d in days[: len(tables)]],
+    )
     return out
 
 
