@@ -7,18 +7,9 @@ from datetime import UTC, date, datetime
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import demo, ingestion, monitoring, storage, validation
+from batchpred import ingestion, monitoring, storage, validation
 from batchpred.config import Settings
 from tasks import resources
-
-
-@task(name="generate-demo-source", cache_policy=NONE)
-def generate_demo_source(settings: Settings) -> int:
-    """Write the seeded demo source days that are not there yet."""
-    days = demo.write_demo_source(
-        settings.dataset, settings.demo, settings.source.url, settings.source.format
-    )
-    return len(days)
 
 
 @task(name="list-source-days", cache_policy=NONE, retries=2, retry_delay_seconds=5)

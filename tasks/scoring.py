@@ -16,7 +16,7 @@ from tasks import resources
 def resolve_model(settings: Settings, model: str) -> str:
     """Pin a model version for the whole run: an alias is resolved once, here."""
     version = registry.resolve_version(resources.engine(), settings.dataset.name, model)
-    registry.load_model(resources.engine(), version)  # fail early if missing or tampered
+    resources.model(version, settings.scoring.nthread)  # fail early if missing or tampered
     return version
 
 

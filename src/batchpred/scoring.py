@@ -11,7 +11,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from batchpred import schema, sinks, storage
@@ -49,20 +48,15 @@ def iter_input_batches(
     if not files:
         raise PartitionRejected(f"partition dt={day} under {root}: no data files")
     for url in files:
-        fs, path = storage.url_to_fs(url)
-        with fs.open(path, "rb") as fh:
-            reader = pq.ParquetFile(fh)
+
+        def check(file_schema: pa.Schema, url: str = url) -> None:
             try:
-                schema.check_columns(reader.schema_arrow, spec)
+                schema.check_columns(file_schema, spec)
             except schema.SchemaMismatch as exc:
                 raise PartitionRejected(f"partition dt={day} file {url}: {exc}") from exc
-            # One row group at a time: iterating the whole file lets the reader keep several
-            # row groups alive (measured: peak Arrow memory grew with the file's size).
-            for group in range(reader.num_row_groups):
-                for batch in reader.iter_batches(
-                    batch_size=batch_rows, row_groups=[group], columns=columns
-                ):
-                    yield url, batch
+
+        for batch in storage.iter_file_batches(url, batch_rows, columns, check):
+            yield url, batch
 
 
 class _DuplicateTracker:
