@@ -10,7 +10,7 @@ from datetime import date
 from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
 
-from batchpred import config, storage
+from batchpred import config
 from tasks import lake, reporting
 
 
@@ -24,43 +24,44 @@ class InvalidPartitions(Exception):
     """One or more partitions failed validation; they are not trained on or scored."""
 
 
-def _already_validated(settings: config.Settings, day: date) -> dict | None:
-    manifest = storage.read_manifest(settings.lake.raw, day) or {}
-    check = manifest.get("validation")
-    if check and check.get("content_hash") == manifest.get("content_hash"):
-        return check
-    return None
-
-
 def _run_name() -> str:
-    days = flow_run.parameters.get("days")
-    return f"ingest-{min(days)}..{max(days)}" if days else "ingest-all"
+    p = flow_run.parameters
+    days = p.get("days")
+    if days:
+        return f"ingest-{min(days)}..{max(days)}"
+    if p.get("start") or p.get("end"):
+        return f"ingest-{p.get('start') or 'first'}..{p.get('end') or 'last'}"
+    return "ingest-all"
 
 
 @flow(name="ingest", flow_run_name=_run_name)
 def ingest(
     days: list[date] | None = None,
+    start: date | None = None,
+    end: date | None = None,
     config_files: list[str] | None = None,
     fail_on_invalid: bool = True,
 ) -> IngestSummary:
-    """Pull source days (all when none given) into the raw zone and validate each one."""
+    """Pull source days (`days`, else all in [start, end]) and their late labels into the
+    lake, and validate every partition that has no verdict under the current spec."""
     settings = config.load_settings(config_files)
     logger = get_run_logger()
-    wanted = days or lake.list_source_days(settings)
+    wanted = days or lake.list_source_days(settings, start, end)
     ingested = lake.ingest_partition.map(unmapped(settings), wanted).result()
+    if settings.labels.url:
+        label_days = days or lake.list_label_days(settings, start, end)
+        lake.ingest_labels.map(unmapped(settings), label_days).result()
     summary, outcomes = IngestSummary(), {}
     to_validate = []
-    for result in ingested:
-        previous = (
-            None if result.status != "unchanged" else _already_validated(settings, result.day)
-        )
-        if previous is None:
+    statuses = lake.partition_status.map(unmapped(settings), [r.day for r in ingested]).result()
+    for result, verdict in zip(ingested, statuses, strict=True):
+        if verdict.status == "unvalidated":
             to_validate.append(result.day)
-        elif previous["success"]:
+        elif verdict.status == "valid":
             summary.passed.append(result.day)
-            outcomes[str(result.day)] = "passed (unchanged since last validation)"
+            outcomes[str(result.day)] = "passed (content and spec unchanged since validation)"
         else:
-            summary.failed[str(result.day)] = f"failed earlier, see {previous['report']}"
+            summary.failed[str(result.day)] = verdict.message
     futures = lake.validate_partition.map(unmapped(settings), to_validate)
     for day, future in zip(to_validate, futures, strict=True):
         future.wait()
@@ -81,9 +82,11 @@ def ingest(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.ingest", description=__doc__)
     parser.add_argument("--day", action="append", type=date.fromisoformat, help="repeatable")
+    parser.add_argument("--start", type=date.fromisoformat, help="first source day to pull")
+    parser.add_argument("--end", type=date.fromisoformat, help="last source day to pull")
     parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
     args = parser.parse_args(argv)
-    summary = ingest(days=args.day, config_files=args.config)
+    summary = ingest(days=args.day, start=args.start, end=args.end, config_files=args.config)
     print(f"passed: {len(summary.passed)} partition(s); failed: {len(summary.failed)}")
 
 

@@ -31,8 +31,10 @@ def _run_name() -> str:
 def nightly(
     day: date | None = None, config_files: list[str] | None = None, workspace: str = "."
 ) -> dict[str, Any]:
-    """The whole pipeline for one day (default: the newest source day). Invalid partitions are
-    left out of training and scoring; the run fails at the end if the day itself is invalid."""
+    """The whole pipeline for one day (default: the newest source day, which usually has no
+    label yet). Training uses the newest labelled days; invalid partitions are left out of
+    training and scoring; realised performance is computed for scored days whose labels have
+    arrived. The run fails at the end if any partition is invalid."""
     ingested = ingest(config_files=config_files, fail_on_invalid=False)
     target = day or max([date.fromisoformat(d) for d in ingested.failed] + ingested.passed)
     trained = train(config_files=config_files, workspace=workspace)
@@ -40,14 +42,25 @@ def nightly(
         raise InvalidPartitions(
             ingested.failed.get(str(target), f"partition {target} is not valid")
         )
-    scored = score(day=target, config_files=config_files)
     settings = config.load_settings(config_files)
+    scored = score(day=target, config_files=config_files)
     version = scored[0].model_version
+    shadow = scoring.resolve_shadow(settings, version) if settings.scoring.shadow else None
+    if shadow:
+        scored += score(day=target, model=shadow, config_files=config_files)
     drift = scoring.measure_drift(settings, version, target)
     reporting.publish_drift(str(target), version, drift)
+    realised = scoring.realised_performance(settings)
+    reporting.publish_realised(settings.dataset.name, realised)
     if ingested.failed:
         raise InvalidPartitions("\n".join(ingested.failed.values()))
-    return {"day": target, "model": trained, "scored": scored, "drift": drift}
+    return {
+        "day": target,
+        "model": trained,
+        "scored": scored,
+        "drift": drift,
+        "realised": realised,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -64,13 +77,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"  scored {r.partition_date}: {r.status}, {r.rows_scored:,} rows, "
             f"{r.rows_rejected:,} rejected, {r.rows_per_second:,.0f} rows/s"
+            f" (model {r.model_version})"
         )
+        if r.unknown_values:
+            print(
+                "    unknown category values, scored as missing: "
+                + ", ".join(f"{k} {v:,}" for k, v in sorted(r.unknown_values.items()))
+            )
     print(
         f"  model {model['version']} ({model['decision']}): "
         + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     )
     worst = max(out["drift"], key=lambda m: m["psi"])
     print(f"  drift vs training data: max PSI {worst['psi']:.3f} ({worst['feature']})")
+    for r in out["realised"][:3]:
+        shown = {k: v for k, v in r["metrics"].items() if k in ("auc", "logloss", "rmse", "mae")}
+        print(
+            f"  realised {r['partition_date']} by {r['model_version']}: {r['rows']:,} labelled, "
+            + ", ".join(f"{k}={v:.4f}" for k, v in shown.items())
+        )
     print(f"  database: {url.render_as_string(hide_password=True)}")
     print("  try:\n    " + EXAMPLE_SQL.format(day=out["day"]).replace("\n", "\n    "))
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import ingestion, monitoring, storage, validation
+from batchpred import ingestion, validation, verdicts
 from batchpred.config import Settings
 from tasks import resources
 
 
 @task(name="list-source-days", cache_policy=NONE, retries=2, retry_delay_seconds=5)
-def list_source_days(settings: Settings) -> list[date]:
-    """The days the source offers."""
-    return ingestion.source_days(settings)
+def list_source_days(settings: Settings, start: date | None, end: date | None) -> list[date]:
+    """The days the source offers in [start, end]."""
+    return ingestion.source_days(settings, start, end)
+
+
+@task(name="list-label-days", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+def list_label_days(settings: Settings, start: date | None, end: date | None) -> list[date]:
+    """The days the late-labels source offers in [start, end]."""
+    return ingestion.label_days(settings, start, end)
 
 
 @task(
@@ -32,32 +38,40 @@ def ingest_partition(settings: Settings, day: date) -> ingestion.IngestResult:
     return result
 
 
+@task(
+    name="ingest-labels",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=5,
+    task_run_name="labels-{day}",
+)
+def ingest_labels(settings: Settings, day: date) -> ingestion.IngestResult:
+    """Pull one day of late labels into the lake's labels zone."""
+    result = ingestion.ingest_labels(settings, day)
+    get_run_logger().info("labels %s: %s, %d rows", day, result.status, result.rows)
+    return result
+
+
+@task(name="partition-status", cache_policy=NONE, task_run_name="status-{day}")
+def partition_status(settings: Settings, day: date) -> verdicts.Verdict:
+    """The partition's verdict under the current spec: valid, invalid or unvalidated."""
+    return verdicts.partition_status(
+        resources.engine(), settings.dataset, settings.validation, settings.lake.raw, day
+    )
+
+
 @task(name="validate-partition", cache_policy=NONE, task_run_name="validate-{day}")
-def validate_partition(settings: Settings, day: date) -> validation.ValidationReport:
+def validate_partition(settings: Settings, day: date) -> verdicts.ValidationReport:
     """Validate one raw partition with Great Expectations; raise naming column and rule."""
-    raw = settings.lake.raw
-    files = storage.partition_files(raw, day)
-    subject = f"partition dt={day} ({', '.join(files)})"
-    frame = storage.read_partition(raw, day).to_pandas()
-    report = validation.validate_frame(
-        frame,
+    report = validation.validate_partition(
+        resources.engine(),
         settings.dataset,
         settings.validation,
-        subject=subject,
+        settings.lake.raw,
+        day,
         reports_url=settings.lake.reports,
-    )
-    manifest = storage.read_manifest(raw, day) or {}
-    manifest["validation"] = {
-        "success": report.success,
-        "report": report.json_path,
-        "validated_at": datetime.now(UTC).isoformat(),
-        "content_hash": manifest.get("content_hash"),
-        "message": None if report.success else report.message(),
-    }
-    storage.write_manifest(raw, day, manifest)
-    monitoring.record_validation(
-        resources.engine(), settings.dataset.name, report, day, resources.run_id()
+        run_id=resources.run_id(),
     )
     if not report.success:
-        raise validation.ValidationError(report)
+        raise verdicts.ValidationError(report)
     return report

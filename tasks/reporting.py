@@ -82,3 +82,27 @@ def publish_model_comparison(result: dict[str, Any]) -> None:
         table=rows,
         description=f"{result['version']}: {result['decision']} — {result['reason']}",
     )
+
+
+@task(name="report-realised", cache_policy=NONE)
+def publish_realised(dataset: str, rows: list[dict[str, Any]]) -> None:
+    """Realised performance: each scored day's metrics once its labels arrived, per model."""
+    keys = ("auc", "logloss", "accuracy", "rmse", "mae", "error")
+    table = [
+        {
+            "day": str(r["partition_date"]),
+            "model_version": r["model_version"],
+            "labelled_rows": r["rows"],
+            **{k: _round(r["metrics"][k]) for k in keys if k in r["metrics"]},
+        }
+        for r in rows
+    ]
+    create_table_artifact(
+        key=f"realised-{dataset}",
+        table=table,
+        description=f"{dataset}: realised performance on scored days whose labels arrived",
+    )
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value

@@ -7,7 +7,7 @@ from datetime import date
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import monitoring, registry, scoring, storage
+from batchpred import monitoring, registry, schema, scoring, storage
 from batchpred.config import Settings
 from tasks import resources
 
@@ -16,7 +16,8 @@ from tasks import resources
 def resolve_model(settings: Settings, model: str) -> str:
     """Pin a model version for the whole run: an alias is resolved once, here."""
     version = registry.resolve_version(resources.engine(), settings.dataset.name, model)
-    resources.model(version, settings.scoring.nthread)  # fail early if missing or tampered
+    loaded = resources.model(version, settings.scoring.nthread)  # fail early: missing, tampered
+    schema.check_compatible(loaded.contract, settings.dataset, version)  # or incompatible spec
     return version
 
 
@@ -31,7 +32,13 @@ def _transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
     """Retry dropped connections and the like; bad data or a bad model won't heal."""
     try:
         state.result()
-    except (scoring.PartitionRejected, registry.ModelIntegrityError):
+    except (
+        scoring.PartitionRejected,
+        registry.ModelIntegrityError,
+        schema.ContractMismatch,
+        KeyError,
+        ValueError,
+    ):
         return False
     except Exception:  # noqa: BLE001
         return True
@@ -55,14 +62,17 @@ def score_partition(
     result = scoring.score_partition(
         engine,
         settings.dataset,
+        settings.validation,
         settings.scoring,
         model,
         settings.scoring_input,
         day,
         resources.run_id(),
         force=force,
+        reports_url=settings.lake.reports,
     )
-    get_run_logger().info(
+    logger = get_run_logger()
+    logger.info(
         "%s: %s, %d rows scored, %d rejected, %.0f rows/s",
         day,
         result.status,
@@ -70,6 +80,13 @@ def score_partition(
         result.rows_rejected,
         result.rows_per_second,
     )
+    if result.unknown_values:
+        logger.warning(
+            "%s: category values unknown to model %s, scored as missing: %s",
+            day,
+            version,
+            ", ".join(f"{k} {v:,} rows" for k, v in sorted(result.unknown_values.items())),
+        )
     return result
 
 
@@ -81,6 +98,7 @@ def measure_drift(settings: Settings, version: str, day: date) -> list[dict]:
         settings.scoring_input,
         day,
         settings.dataset,
+        model.contract,
         model.manifest["reference_stats"],
         settings.scoring.batch_rows,
     )
@@ -88,6 +106,27 @@ def measure_drift(settings: Settings, version: str, day: date) -> list[dict]:
         resources.engine(), settings.dataset.name, day, version, resources.run_id(), metrics
     )
     return metrics
+
+
+@task(name="realised-performance", cache_policy=NONE)
+def realised_performance(settings: Settings) -> list[dict]:
+    """Realised metrics of every scored (day, model) whose labels arrived since last time."""
+    engine = resources.engine()
+    computed = monitoring.realised_performance(engine, settings)
+    if computed:
+        get_run_logger().info(
+            "realised performance computed for %s",
+            ", ".join(f"{r['partition_date']}/{r['model_version']}" for r in computed),
+        )
+    return monitoring.recent_realised(engine, settings.dataset.name)
+
+
+@task(name="resolve-shadow", cache_policy=NONE)
+def resolve_shadow(settings: Settings, champion: str) -> str | None:
+    """The challenger to score in shadow, if there is one other than the champion."""
+    engine = resources.engine()
+    version = registry.get_alias(engine, settings.dataset.name, registry.CHALLENGER)
+    return version if version and version != champion else None
 
 
 def partition_runner(settings: Settings):  # type: ignore[no-untyped-def]

@@ -31,22 +31,41 @@ class Feature(Frozen):
     nullable: bool = False
     min: float | None = None
     max: float | None = None
+    # category: the known values. Listed: a closed set, checked by the rules. Omitted: the
+    # vocabulary is learned from the training window and frozen into the model's contract.
     categories: tuple[str, ...] | None = None
+    # category: a value the model has not seen (or outside `categories`) is scored as
+    # missing and counted ("missing"), rejects its row ("reject"), or fails the partition.
+    on_unknown: Literal["missing", "reject", "fail"] = "missing"
 
     @model_validator(mode="after")
     def _check(self) -> Feature:
-        if self.dtype == "category" and not self.categories:
-            raise ValueError(f"feature {self.name!r}: dtype 'category' needs 'categories'")
         if self.dtype != "category" and self.categories:
             raise ValueError(f"feature {self.name!r}: 'categories' only applies to dtype category")
+        if self.dtype == "category" and (self.min is not None or self.max is not None):
+            raise ValueError(f"feature {self.name!r}: min/max do not apply to dtype category")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"feature {self.name!r}: min > max")
         return self
 
 
 class Target(Frozen):
+    """The label column. It is optional in every partition: days to score arrive without it."""
+
     name: str
     task: Literal["binary", "regression"]
+    # binary labels given as text, e.g. {late: 1, on_time: 0}; default: 0/1 or true/false
+    classes: dict[str, Literal[0, 1]] | None = None
+    threshold: float = Field(0.5, gt=0, lt=1)  # binary: score >= threshold -> label 1
+
+    @model_validator(mode="after")
+    def _check(self) -> Target:
+        if self.classes is not None:
+            if self.task != "binary":
+                raise ValueError(f"target {self.name!r}: 'classes' only applies to task binary")
+            if set(self.classes.values()) != {0, 1}:
+                raise ValueError(f"target {self.name!r}: 'classes' must map to both 0 and 1")
+        return self
 
 
 class DatasetSpec(Frozen):
@@ -86,6 +105,8 @@ class DemoConfig(Frozen):
     days: int = Field(35, ge=1)
     rows_per_day: int = Field(10_000, ge=1)
     label_noise: float = Field(0.05, ge=0, le=0.5)
+    null_label_fraction: float = Field(0.0, ge=0, lt=1)  # rows whose outcome is unknown
+    unlabelled_days: int = Field(0, ge=0)  # the newest days are written without the label
     drift_start: date | None = None
     drift_strength: float = 1.0
     seed: int = 7
@@ -95,8 +116,11 @@ class SourceConfig(Frozen):
     """Where fresh data is pulled from: files under an fsspec URL, or a SQL query."""
 
     kind: Literal["files", "sql"] = "files"
-    url: str = "data/source"  # files: root holding dt=YYYY-MM-DD/ folders
+    url: str = "data/source/{dataset}"  # files: root holding dt=YYYY-MM-DD/ folders
     format: Literal["parquet", "csv"] = "parquet"
+    # partitioned: one dt=YYYY-MM-DD/ folder per day. snapshot: `url` is one table without
+    # dates (a file or a folder of files), ingested as the day you name (default: today).
+    layout: Literal["partitioned", "snapshot"] = "partitioned"
     # sql: a query with a :dt bound parameter; the connection URL comes from the environment
     query: str | None = None
     url_env: str = "BATCHPRED_SOURCE_DATABASE_URL"
@@ -108,11 +132,21 @@ class SourceConfig(Frozen):
         return self
 
 
-class LakeConfig(Frozen):
-    """The lake's zones, as fsspec URLs (a local folder or s3://)."""
+class LabelsConfig(Frozen):
+    """Labels that arrive after the day was scored, in their own dt=YYYY-MM-DD/ partitions
+    holding the entity id and the target column; joined on (entity id, day)."""
 
-    raw: str = "data/raw"
-    reports: str = "data/reports"
+    url: str | None = None  # fsspec URL of the labels source; null: labels come in the data
+    format: Literal["parquet", "csv"] = "parquet"
+
+
+class LakeConfig(Frozen):
+    """The lake's zones, as fsspec URLs (a local folder or s3://). `{dataset}` is replaced
+    by the dataset's name, so datasets sharing a workspace never share a zone."""
+
+    raw: str = "data/raw/{dataset}"
+    labels: str = "data/labels/{dataset}"
+    reports: str = "data/reports/{dataset}"
 
 
 class ExtraExpectation(Frozen):
@@ -123,8 +157,22 @@ class ExtraExpectation(Frozen):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class RejectPolicy(Frozen):
+    """Per rule family, the share of a partition's rows that may break it. Those rows are
+    rejected (kept in rejected_rows when scoring, left out of training); above the share,
+    the whole partition fails. 0 = any broken row fails the partition."""
+
+    not_null: float = Field(0.0, ge=0, le=1)  # a null in a non-nullable column
+    type: float = Field(0.0, ge=0, le=1)  # 3.7 in an int, 7 in a bool, text in a number
+    range: float = Field(0.0, ge=0, le=1)  # outside min/max, or +/-inf
+    category: float = Field(0.0, ge=0, le=1)  # unknown value where on_unknown is reject
+    unique: float = Field(0.0, ge=0, le=1)  # an entity id repeated within the day
+    label: float = Field(0.0, ge=0, le=1)  # a label that is not a class (binary)
+
+
 class ValidationConfig(Frozen):
     min_rows: int = Field(1, ge=1)
+    reject_up_to: RejectPolicy = RejectPolicy()
     extra_expectations: tuple[ExtraExpectation, ...] = ()
     data_docs: bool = True
 
@@ -137,9 +185,15 @@ class GateConfig(Frozen):
 
 
 class TrainingConfig(Frozen):
-    window_days: int = Field(28, ge=3)
-    valid_days: int = Field(3, ge=1)  # early-stopping split, just before the holdout
-    holdout_days: int = Field(3, ge=1)  # evaluation split: the newest days of the window
+    window_days: int = Field(28, ge=1)  # the newest days that have labels
+    until: date | None = None  # train on labelled days up to this date (default: the newest)
+    # days: valid and holdout are the newest days of the window (time-ordered data).
+    # rows: a stable hash of the entity id splits the rows (snapshot data without dates).
+    split: Literal["days", "rows"] = "days"
+    valid_days: int = Field(3, ge=1)  # split days: early-stopping split, before the holdout
+    holdout_days: int = Field(3, ge=1)  # split days: evaluation split, the newest days
+    valid_fraction: float = Field(0.15, gt=0, lt=0.5)  # split rows
+    holdout_fraction: float = Field(0.15, gt=0, lt=0.5)  # split rows
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(20, ge=1)
     seed: int = 0
@@ -150,7 +204,7 @@ class TrainingConfig(Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
-        if self.valid_days + self.holdout_days >= self.window_days:
+        if self.split == "days" and self.valid_days + self.holdout_days >= self.window_days:
             raise ValueError("training: valid_days + holdout_days must be < window_days")
         return self
 
@@ -160,14 +214,17 @@ class ScoringConfig(Frozen):
     batch_rows: int = Field(131_072, ge=1)
     concurrency: int = Field(2, ge=1)
     nthread: int = Field(1, ge=1)  # xgboost threads per partition task
-    max_reject_fraction: float = Field(0.0, ge=0, le=1)  # above this the partition fails
     dask_address: str | None = None  # run partition tasks on this Dask scheduler (prefect-dask)
+    # an input with no verdict under the current spec: validate it first, or refuse it
+    unvalidated: Literal["validate", "refuse"] = "validate"
+    shadow: bool = False  # the nightly also scores the day with the challenger
 
 
 class Settings(Frozen):
     dataset: DatasetSpec
     demo: DemoConfig = DemoConfig()
     source: SourceConfig = SourceConfig()
+    labels: LabelsConfig = LabelsConfig()
     lake: LakeConfig = LakeConfig()
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig = TrainingConfig()
@@ -214,7 +271,18 @@ def load_settings(
         merged = deep_merge(merged, data)
     if overrides:
         merged = deep_merge(merged, overrides)
-    return Settings.model_validate(merged)
+    settings = Settings.model_validate(merged)
+    # Defaults hold `{dataset}` too: expand the validated whole, then validate again.
+    return Settings.model_validate(_expand(settings.model_dump(), settings.dataset.name))
+
+
+def _expand(value: Any, dataset: str) -> Any:
+    """Replace `{dataset}` in every string setting (paths and URLs) by the dataset's name."""
+    if isinstance(value, str):
+        return value.replace("{dataset}", dataset)
+    if isinstance(value, dict):
+        return {k: v if k == "dataset" else _expand(v, dataset) for k, v in value.items()}
+    return value
 
 
 def database_url() -> str:

@@ -61,6 +61,7 @@ TABLES = (
     "model_alias_history",
     "validation_results",
     "drift_metrics",
+    "realised_metrics",
 )
 
 

@@ -55,8 +55,7 @@ def _draw_shapes(spec: DatasetSpec, seed: int) -> tuple[list[_Shape], float]:
     for feature in spec.features:
         weight = float(rng.normal())
         if feature.dtype == "category":
-            assert feature.categories is not None
-            k = len(feature.categories)
+            k = len(feature.categories or ("",))
             effects = rng.normal(size=k)
             shapes.append(
                 _Shape(p=rng.dirichlet(np.full(k, 3.0)), effects=effects - effects.mean())
@@ -110,7 +109,8 @@ def generate_day(spec: DatasetSpec, demo: DemoConfig, day: date) -> pa.Table:
     for j, (feature, shape) in enumerate(zip(spec.features, shapes, strict=True)):
         nulls = rng.random(n) < NULL_FRACTION if feature.nullable else None
         if feature.dtype == "category":
-            assert feature.categories is not None and shape.p is not None
+            assert shape.p is not None
+            assert feature.categories, f"the demo generator needs categories for {feature.name!r}"
             codes = rng.choice(len(feature.categories), size=n, p=shape.p)
             z.append(codes)
             values = pa.array(
@@ -138,15 +138,26 @@ def generate_day(spec: DatasetSpec, demo: DemoConfig, day: date) -> pa.Table:
         columns[feature.name] = values
 
     score = _hidden_score(spec, shapes, interaction, z)
+    unknown = rng.random(n) < demo.null_label_fraction  # outcome not known (yet)
     if spec.target.task == "binary":
         label = rng.random(n) < 1.0 / (1.0 + np.exp(-(BINARY_BIAS + score)))
         flip = rng.random(n) < demo.label_noise
-        columns[spec.target.name] = pa.array((label ^ flip).astype(np.int8), pa.int8())
+        codes = (label ^ flip).astype(np.int8)
+        if spec.target.classes:
+            names = {code: name for name, code in spec.target.classes.items()}
+            text = np.asarray([names[0], names[1]], dtype=object)[codes]
+            columns[spec.target.name] = pa.array(text, pa.string(), mask=unknown)
+        else:
+            columns[spec.target.name] = pa.array(codes, pa.int8(), mask=unknown)
     else:
         noise = rng.normal(0.0, REGRESSION_SCALE * 10 * demo.label_noise, size=n)
-        target = REGRESSION_BASE + REGRESSION_SCALE * score + noise
-        columns[spec.target.name] = pa.array(np.round(np.maximum(target, 1.0), 2), pa.float64())
-    return pa.Table.from_pydict(columns, schema=arrow_schema(spec))
+        target = np.round(np.maximum(REGRESSION_BASE + REGRESSION_SCALE * score + noise, 1.0), 2)
+        columns[spec.target.name] = pa.array(target, pa.float64(), mask=unknown)
+    table = pa.Table.from_pydict(columns, schema=arrow_schema(spec))
+    last = demo.start_date + timedelta(days=demo.days - 1)
+    if (last - day).days < demo.unlabelled_days:  # the newest days: outcome not known yet
+        table = table.drop_columns([spec.target.name])
+    return table
 
 
 def write_demo_source(

@@ -26,12 +26,28 @@ class IngestResult:
     path: str
 
 
-def source_days(settings: Settings) -> list[date]:
-    """The days the source holds. Only file sources can be listed: for a SQL source the
-    caller must name the days to ingest, and this raises ValueError."""
+def source_days(
+    settings: Settings, start: date | None = None, end: date | None = None
+) -> list[date]:
+    """The days the source holds within [start, end]. A SQL source cannot be listed (name
+    the days to ingest; this raises ValueError); a snapshot source is one day: `end`, or
+    today (UTC)."""
     if settings.source.kind == "sql":
         raise ValueError("a SQL source cannot list its days: pass the days to ingest explicitly")
-    return storage.list_partitions(settings.source.url)
+    if settings.source.layout == "snapshot":
+        return [end or datetime.now(UTC).date()]
+    days = storage.list_partitions(settings.source.url)
+    return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
+
+
+def label_days(
+    settings: Settings, start: date | None = None, end: date | None = None
+) -> list[date]:
+    """The days the late-labels source holds within [start, end] (none if it is not set)."""
+    if not settings.labels.url:
+        return []
+    days = storage.list_partitions(settings.labels.url)
+    return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
 
 
 def _spec_types(spec: DatasetSpec) -> dict[str, pa.DataType]:
@@ -99,13 +115,23 @@ def read_source_day(settings: Settings, day: date) -> pa.Table:
             raise KeyError(f"source database URL: set the {settings.source.url_env} variable")
         return _soft_cast(_read_sql_day(settings, day), types)
     url = settings.source.url
-    if not storage.partition_files(url, day):
+    snapshot = settings.source.layout == "snapshot"
+    files = storage.snapshot_files(url) if snapshot else storage.partition_files(url, day)
+    if not files:
         raise FileNotFoundError(f"source {url} has no files for {day.isoformat()}")
     try:
-        table = storage.read_partition(url, day, column_types=types)
+        table = storage.read_files(files, column_types=types)
     except pa.ArrowInvalid:  # a CSV value that does not parse as its spec type
-        table = storage.read_partition(url, day)
+        table = storage.read_files(files)
+    date_column = settings.dataset.event_date
+    if snapshot and date_column not in table.column_names:  # a snapshot is dated by its day
+        table = table.append_column(date_column, pa.array([day] * table.num_rows, pa.date32()))
     return _soft_cast(table, types)
+
+
+def _label_rows(settings: Settings, table: pa.Table) -> int:
+    name = settings.dataset.target.name
+    return 0 if name not in table.column_names else table.num_rows - table.column(name).null_count
 
 
 def ingest_partition(settings: Settings, day: date) -> IngestResult:
@@ -131,7 +157,48 @@ def ingest_partition(settings: Settings, day: date) -> IngestResult:
             "content_hash": content_hash,
             "source": _source_label(settings),
             "ingested_at": datetime.now(UTC).isoformat(),
-            "validation": None,
+            "label_rows": _label_rows(settings, table),
+        },
+    )
+    status: Literal["new", "replaced"] = "replaced" if manifest or existing else "new"
+    return IngestResult(day, status, table.num_rows, content_hash, path)
+
+
+def ingest_labels(settings: Settings, day: date) -> IngestResult:
+    """Copy one day of late labels (entity id and target) into the lake's labels zone,
+    unless it already holds the same content. Labels are joined to the day's rows on the
+    entity id by training and by realised-performance monitoring."""
+    spec, url = settings.dataset, settings.labels.url
+    assert url is not None, "labels.url is not set"
+    files = storage.partition_files(url, day)
+    if not files:
+        raise FileNotFoundError(f"labels source {url} has no files for {day.isoformat()}")
+    table = storage.read_files(files)
+    missing = {spec.entity_id, spec.target.name} - set(table.column_names)
+    if missing:
+        raise ValueError(
+            f"labels partition dt={day} ({', '.join(files)}): column(s) {sorted(missing)} "
+            f"missing [rule: exists]"
+        )
+    types = _spec_types(spec)
+    table = _soft_cast(table.select([spec.entity_id, spec.target.name]), types)
+    root = settings.lake.labels
+    content_hash = storage.table_hash(table)
+    manifest = storage.read_manifest(root, day)
+    existing = storage.partition_files(root, day)
+    if manifest and manifest.get("content_hash") == content_hash and existing:
+        return IngestResult(day, "unchanged", table.num_rows, content_hash, existing[0])
+    path = storage.write_partition(root, day, table)
+    storage.write_manifest(
+        root,
+        day,
+        {
+            "partition": day.isoformat(),
+            "rows": table.num_rows,
+            "label_rows": _label_rows(settings, table),
+            "content_hash": content_hash,
+            "source": url,
+            "ingested_at": datetime.now(UTC).isoformat(),
         },
     )
     status: Literal["new", "replaced"] = "replaced" if manifest or existing else "new"

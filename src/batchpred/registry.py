@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 import xgboost as xgb
 
-from batchpred import db, storage
+from batchpred import db, schema, storage
 from batchpred.config import DatasetSpec, Settings
 
 CHAMPION = "champion"
@@ -37,6 +37,7 @@ class LoadedModel:
     version: str
     booster: xgb.Booster
     manifest: dict[str, Any]
+    contract: schema.Contract
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -98,6 +99,7 @@ def register_model(
                     training_data_hash=manifest["training_data_hash"],
                     metrics=manifest.get("metrics", {}),
                     reference_stats=manifest["reference_stats"],
+                    contract=manifest["contract"],
                     created_at=datetime.now(UTC),
                 )
             )
@@ -178,23 +180,33 @@ def load_model(engine: sa.Engine, version: str) -> LoadedModel:
     manifest_fs, manifest_path = storage.url_to_fs(row["uri"].rsplit("/", 1)[0] + "/manifest.json")
     with manifest_fs.open(manifest_path) as fh:
         manifest = json.loads(fh.read())
-    if list(booster.feature_names or []) != list(manifest["features"]):
-        raise ModelIntegrityError(f"model {version}: feature names differ from its manifest")
-    return LoadedModel(version=version, booster=booster, manifest=manifest)
+    if not row.get("contract"):
+        raise ModelIntegrityError(
+            f"model {version} was registered without a contract (before batchpred recorded "
+            f"features, vocabularies and encoding with each model); retrain it"
+        )
+    contract = schema.Contract.from_dict(row["contract"])
+    if list(booster.feature_names or []) != contract.feature_names:
+        raise ModelIntegrityError(f"model {version}: feature names differ from its contract")
+    return LoadedModel(version=version, booster=booster, manifest=manifest, contract=contract)
+
+
+def predict_table(model: LoadedModel, table: Any) -> Any:
+    """Scores for every row of an Arrow table, matrix built from the model's own contract."""
+    matrix, _ = schema.feature_matrix(table, model.contract)
+    return model.booster.inplace_predict(matrix, validate_features=False)
 
 
 def evaluate_on(model: LoadedModel, spec: DatasetSpec, holdout_path: str | Path) -> dict[str, Any]:
-    """Metrics of a registered model on a holdout file (the challenger's holdout)."""
+    """Metrics of a registered model on a holdout file (the challenger's holdout): each model
+    reads the holdout through its own contract."""
     import pyarrow.parquet as pq
 
-    from batchpred import schema, training
+    from batchpred import training
 
     table = pq.read_table(holdout_path)
-    preds = model.booster.inplace_predict(
-        schema.feature_matrix(table, spec), validate_features=False
-    )
     y = table.column(spec.target.name).to_numpy(zero_copy_only=False)
-    return training.metrics_for(spec, y, preds)
+    return training.metrics_for(spec, y, predict_table(model, table), model.contract.threshold)
 
 
 def promote_if_better(

@@ -1,6 +1,11 @@
-"""Arrow schema, row rules and feature matrix from a dataset spec: columns by name, not position."""
+"""Arrow types from a dataset spec, and the model contract: the exact features, order, dtypes,
+category vocabularies, encoding and threshold a model version was trained with. Scoring builds
+its matrix from the contract, never from today's YAML (which is checked against it)."""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +19,7 @@ _ARROW_TYPES = {
     "bool": pa.bool_(),
     "category": pa.string(),
 }
+ENCODING = "xgboost-native-categorical-v1"  # codes = index in the vocabulary, unknown = missing
 
 
 def feature_type(feature: Feature) -> pa.DataType:
@@ -25,7 +31,9 @@ def entity_id_type(spec: DatasetSpec) -> pa.DataType:
 
 
 def target_type(spec: DatasetSpec) -> pa.DataType:
-    return pa.int8() if spec.target.task == "binary" else pa.float64()
+    if spec.target.task == "regression":
+        return pa.float64()
+    return pa.string() if spec.target.classes else pa.int8()
 
 
 def arrow_schema(spec: DatasetSpec, *, with_target: bool = True) -> pa.Schema:
@@ -38,99 +46,142 @@ def arrow_schema(spec: DatasetSpec, *, with_target: bool = True) -> pa.Schema:
     return pa.schema(fields)
 
 
-def encode_column(feature: Feature, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """One feature as float32: categories become their index in the spec (unknown -> NaN),
-    bools 0/1, nulls NaN. The same encoding is used in training and scoring."""
+class ContractMismatch(ValueError):
+    """Today's dataset spec cannot feed a model: a feature it needs is gone or changed type."""
+
+
+@dataclass(frozen=True)
+class ContractFeature:
+    name: str
+    dtype: str  # float | int | bool | category
+    vocabulary: tuple[str, ...] | None = None  # category: code i = vocabulary[i]
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a model version needs and how its inputs are encoded; saved with the model."""
+
+    dataset: str
+    task: str
+    target: str
+    features: tuple[ContractFeature, ...]
+    threshold: float
+    spec_hash: str
+    encoding: str = ENCODING
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def feature_types(self) -> list[str]:
+        """XGBoost feature types: native categorical splits for categories."""
+        return ["c" if f.dtype == "category" else "q" for f in self.features]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Contract:
+        features = tuple(
+            ContractFeature(
+                f["name"], f["dtype"], tuple(f["vocabulary"]) if f.get("vocabulary") else None
+            )
+            for f in data["features"]
+        )
+        return cls(**{**data, "features": features})
+
+
+def spec_fingerprint(spec: DatasetSpec) -> str:
+    import hashlib
+
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def build_contract(spec: DatasetSpec, train: pa.Table | None = None) -> Contract:
+    """Freeze the spec into a contract. A category's vocabulary is the spec's list, or else
+    the sorted values present in `train` (the training split)."""
+    features = []
+    for f in spec.features:
+        vocabulary = None
+        if f.dtype == "category":
+            if f.categories:
+                vocabulary = tuple(f.categories)
+            elif train is not None:
+                values = pc.unique(pc.drop_null(pc.cast(train.column(f.name), pa.string())))
+                vocabulary = tuple(sorted(values.to_pylist()))
+            else:
+                raise ValueError(f"feature {f.name!r} lists no categories and no data was given")
+        features.append(ContractFeature(f.name, f.dtype, vocabulary))
+    return Contract(
+        dataset=spec.name,
+        task=spec.target.task,
+        target=spec.target.name,
+        features=tuple(features),
+        threshold=spec.target.threshold,
+        spec_hash=spec_fingerprint(spec),
+    )
+
+
+def check_compatible(contract: Contract, spec: DatasetSpec, version: str) -> None:
+    """Refuse a spec that cannot feed the model: every feature the model needs must still be in
+    the spec with the same dtype, for the same dataset and task. Order, new features, ranges
+    and category lists may differ: the matrix is built from the contract."""
+    problems = []
+    if spec.name != contract.dataset:
+        problems.append(f"dataset is {spec.name!r}, the model is for {contract.dataset!r}")
+    if spec.target.task != contract.task:
+        problems.append(f"task is {spec.target.task}, the model's is {contract.task}")
+    current = {f.name: f for f in spec.features}
+    for f in contract.features:
+        now = current.get(f.name)
+        if now is None:
+            problems.append(f"feature {f.name!r} ({f.dtype}) is not in the spec any more")
+        elif now.dtype != f.dtype:
+            problems.append(
+                f"feature {f.name!r} is {now.dtype} in the spec, {f.dtype} in the model"
+            )
+    if problems:
+        raise ContractMismatch(
+            f"model {version} cannot score with the current spec of {spec.name!r}: "
+            + "; ".join(problems)
+        )
+
+
+def encode_column(
+    feature: ContractFeature, column: pa.Array | pa.ChunkedArray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One feature as float32 (nulls and NaN missing) and, for a category, the mask of
+    present values outside the vocabulary (encoded as missing)."""
+    if pa.types.is_dictionary(column.type):
+        column = pc.cast(column, column.type.value_type)
     if feature.dtype == "category":
-        assert feature.categories is not None
-        codes = pc.index_in(column, value_set=pa.array(feature.categories, pa.string()))
-        return codes.to_numpy(zero_copy_only=False).astype(np.float32)
-    if feature.dtype == "bool":
+        assert feature.vocabulary is not None
+        codes = pc.index_in(column, value_set=pa.array(feature.vocabulary, pa.string()))
+        unknown = pc.and_(pc.is_null(codes), pc.is_valid(column))
+        values = codes.to_numpy(zero_copy_only=False).astype(np.float32)
+        return values, unknown.to_numpy(zero_copy_only=False)
+    if pa.types.is_boolean(column.type):
         column = pc.cast(column, pa.int8())
     values = pc.cast(column, pa.float32(), safe=False)
-    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False), None
 
 
-def feature_matrix(data: pa.Table | pa.RecordBatch, spec: DatasetSpec) -> np.ndarray:
-    """The model's input, shape (rows, features), float32, columns in spec order.
+def feature_matrix(
+    data: pa.Table | pa.RecordBatch, contract: Contract
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The model's input, shape (rows, features), float32, columns in the contract's order,
+    and per category feature the mask of values unknown to the model (scored as missing).
 
-    Raises KeyError naming the missing feature column.
+    Raises KeyError naming a missing feature column.
     """
     names = data.schema.names
-    out = np.empty((data.num_rows, len(spec.features)), dtype=np.float32)
-    for j, feature in enumerate(spec.features):
+    out = np.empty((data.num_rows, len(contract.features)), dtype=np.float32)
+    unknown: dict[str, np.ndarray] = {}
+    for j, feature in enumerate(contract.features):
         if feature.name not in names:
             raise KeyError(f"feature column {feature.name!r} is missing")
-        out[:, j] = encode_column(feature, data.column(feature.name))
-    return out
-
-
-class SchemaMismatch(ValueError):
-    """A column is missing or has a type the dataset spec cannot accept."""
-
-
-def _compatible(feature: Feature, dtype: pa.DataType) -> bool:
-    if feature.dtype == "category":
-        return (
-            pa.types.is_string(dtype)
-            or pa.types.is_large_string(dtype)
-            or pa.types.is_dictionary(dtype)
-        )
-    if feature.dtype == "bool":
-        return pa.types.is_boolean(dtype) or pa.types.is_integer(dtype)
-    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
-
-
-def check_columns(schema: pa.Schema, spec: DatasetSpec) -> None:
-    """Raise SchemaMismatch naming the first missing or mistyped input column."""
-    names = set(schema.names)
-    if spec.entity_id not in names:
-        raise SchemaMismatch(
-            f"column {spec.entity_id!r} (entity id) is missing [rule: column exists]"
-        )
-    for feature in spec.features:
-        if feature.name not in names:
-            raise SchemaMismatch(f"column {feature.name!r} is missing [rule: column exists]")
-        dtype = schema.field(feature.name).type
-        if not _compatible(feature, dtype):
-            raise SchemaMismatch(
-                f"column {feature.name!r} has type {dtype}, spec says {feature.dtype} [rule: type]"
-            )
-
-
-def check_rows(
-    batch: pa.RecordBatch, spec: DatasetSpec
-) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
-    """Vectorised row rules from the spec. Returns a boolean mask of valid rows and, for each
-    broken rule, (row index, column, rule) triples."""
-    bad_rows: list[tuple[np.ndarray, str, str]] = []
-
-    def flag(mask: pa.Array | pa.ChunkedArray, column: str, rule: str) -> None:
-        values = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
-        if values.any():
-            bad_rows.append((np.flatnonzero(values), column, rule))
-
-    ids = batch.column(spec.entity_id)
-    if ids.null_count:
-        flag(pc.is_null(ids), spec.entity_id, "not_null")
-    for f in spec.features:
-        col = batch.column(f.name)
-        if not f.nullable and col.null_count:
-            flag(pc.is_null(col), f.name, "not_null")
-        if f.dtype == "category":
-            assert f.categories is not None
-            unknown = pc.invert(pc.is_in(col, value_set=pa.array(f.categories)))
-            flag(pc.and_(unknown, pc.is_valid(col)), f.name, f"in_set{list(f.categories)}")
-            continue
-        if pa.types.is_floating(col.type):
-            flag(pc.invert(pc.is_finite(col)), f.name, "finite")
-        if f.min is not None:
-            flag(pc.less(col, f.min), f.name, f"min={f.min:g}")
-        if f.max is not None:
-            flag(pc.greater(col, f.max), f.name, f"max={f.max:g}")
-    ok = np.ones(batch.num_rows, dtype=bool)
-    triples: list[tuple[int, str, str]] = []
-    for rows, column, rule in bad_rows:
-        ok[rows] = False
-        triples.extend((int(r), column, rule) for r in rows)
-    return ok, triples
+        out[:, j], mask = encode_column(feature, data.column(feature.name))
+        if mask is not None and mask.any():
+            unknown[feature.name] = mask
+    return out, unknown

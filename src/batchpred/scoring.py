@@ -1,10 +1,11 @@
-"""Score one partition: stream record batches, check rows, predict, hand them to the sink."""
+"""Score one partition: check its verdict, stream record batches through the row rules, build
+the model's matrix from its contract, predict, and hand the rows to the sink."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Literal
 
@@ -13,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from batchpred import schema, sinks, storage
-from batchpred.config import DatasetSpec, ScoringConfig
+from batchpred import rules, schema, sinks, storage, verdicts
+from batchpred.config import DatasetSpec, ScoringConfig, ValidationConfig
 from batchpred.registry import LoadedModel
 
 
@@ -31,6 +32,7 @@ class PartitionResult:
     rows_scored: int = 0
     rows_rejected: int = 0
     seconds: float = 0.0
+    unknown_values: dict[str, int] = field(default_factory=dict)  # per category feature
 
     @property
     def rows_per_second(self) -> float:
@@ -38,12 +40,13 @@ class PartitionResult:
 
 
 def iter_input_batches(
-    root: str, day: date, spec: DatasetSpec, batch_rows: int
+    root: str, day: date, spec: DatasetSpec, batch_rows: int, features: list[str] | None = None
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """(file, batch) over every Parquet file and row group of a partition, reading only the
-    entity id and feature columns. Raises PartitionRejected naming the file and column when
-    a file lacks a column or has the wrong type."""
-    columns = [spec.entity_id, *spec.feature_names]
+    entity id and `features` (default: the spec's). Raises PartitionRejected naming the file
+    and column when a file lacks a column or has a type the spec cannot accept."""
+    features = spec.feature_names if features is None else features
+    columns = [spec.entity_id, *features]
     files = storage.partition_files(root, day)
     if not files:
         raise PartitionRejected(f"partition dt={day} under {root}: no data files")
@@ -51,8 +54,8 @@ def iter_input_batches(
 
         def check(file_schema: pa.Schema, url: str = url) -> None:
             try:
-                schema.check_columns(file_schema, spec)
-            except schema.SchemaMismatch as exc:
+                rules.check_columns(file_schema, spec, features)
+            except rules.SchemaMismatch as exc:
                 raise PartitionRejected(f"partition dt={day} file {url}: {exc}") from exc
 
         for batch in storage.iter_file_batches(url, batch_rows, columns, check):
@@ -78,22 +81,136 @@ class _DuplicateTracker:
         return out
 
 
-def refuse_invalid(root: str, day: date) -> None:
-    """Fail closed: a partition whose current content failed validation at ingest is never
-    scored (inputs without a manifest rely on the row checks in the stream)."""
-    manifest = storage.read_manifest(root, day) or {}
-    verdict = manifest.get("validation") or {}
-    current = verdict.get("content_hash") == manifest.get("content_hash")
-    if verdict and current and not verdict["success"]:
-        raise PartitionRejected(
-            f"partition dt={day} under {root} failed validation at ingest; not scored:\n"
-            f"{verdict.get('message') or verdict.get('report')}"
+def check_verdict(
+    engine: sa.Engine,
+    spec: DatasetSpec,
+    rules_cfg: ValidationConfig,
+    cfg: ScoringConfig,
+    root: str,
+    day: date,
+    *,
+    reports_url: str | None,
+    run_id: str,
+) -> None:
+    """Fail closed: a partition invalid under the current spec is never scored, and one never
+    validated under it is validated first (or refused, with scoring.unvalidated: refuse)."""
+    verdict = verdicts.partition_status(engine, spec, rules_cfg, root, day)
+    if verdict.status == "unvalidated":
+        if not storage.partition_files(root, day):  # nothing to validate (nor to score)
+            raise PartitionRejected(f"partition dt={day} under {root}: no data files")
+        if cfg.unvalidated == "refuse":
+            raise PartitionRejected(
+                f"partition dt={day} under {root} was never validated under the current spec "
+                f"(scoring.unvalidated: refuse); run the ingest flow first"
+            )
+        from batchpred import validation  # Great Expectations only when it is needed
+
+        report = validation.validate_partition(
+            engine, spec, rules_cfg, root, day, reports_url=reports_url, run_id=run_id
         )
+        verdict = verdicts.Verdict("valid" if report.success else "invalid", report.message())
+    if verdict.status == "invalid":
+        raise PartitionRejected(
+            f"partition dt={day} under {root} failed validation; not scored:\n{verdict.message}"
+        )
+
+
+@dataclass
+class _Stream:
+    """Per-partition state of the row rules: tallies, rejects and unknown-category counts."""
+
+    spec: DatasetSpec
+    checks: list[rules.Rule]
+    tallies: dict[rules.Rule, rules.Tally] = field(default_factory=dict)
+    unknown: dict[str, int] = field(default_factory=dict)
+    duplicates: _DuplicateTracker = field(default_factory=_DuplicateTracker)
+
+    def unique_rule(self) -> rules.Rule:
+        return next(r for r in self.checks if r.kind == "unique")
+
+    def check(
+        self, url: str, day: date, batch: pa.RecordBatch
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, rules.Rule]]]:
+        ok, broken = rules.evaluate(self.checks, batch, self.tallies)
+        ids = batch.column(self.spec.entity_id)
+        repeat = self.duplicates.repeats(ids) & rules.present(ids)
+        unique = self.unique_rule()
+        tally = self.tallies.setdefault(unique, rules.Tally())
+        tally.applied += int(rules.present(ids).sum())
+        if repeat.any():
+            rows = np.flatnonzero(repeat)
+            tally.broken += rows.size
+            tally.example = (
+                tally.example if tally.example is not None else ids[int(rows[0])].as_py()
+            )
+            ok &= ~repeat
+            broken.append((rows, unique))
+        self.fail_fast(url, day, [rule for _, rule in broken])
+        return ok, broken
+
+    def unknown_values(
+        self,
+        url: str,
+        day: date,
+        batch: pa.RecordBatch,
+        masks: dict[str, np.ndarray],
+        contract: schema.Contract,
+        policy: float,
+        version: str,
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, rules.Rule]]]:
+        """Apply each category feature's on_unknown to the values the model never saw
+        (`masks`): count them ("missing": scored as missing), reject the rows, or fail."""
+        ok = np.ones(batch.num_rows, dtype=bool)
+        broken: list[tuple[np.ndarray, rules.Rule]] = []
+        for feature in contract.features:
+            if feature.dtype != "category":
+                continue
+            mask = masks.get(feature.name)
+            count = 0 if mask is None else int(mask.sum())
+            if count:
+                self.unknown[feature.name] = self.unknown.get(feature.name, 0) + count
+            on_unknown = self.spec.feature(feature.name).on_unknown
+            if on_unknown == "missing":
+                continue
+            rule = rules.Rule(feature.name, "in_set", (), policy if on_unknown == "reject" else 0)
+            tally = self.tallies.setdefault(rule, rules.Tally())
+            tally.applied += int(rules.present(batch.column(feature.name)).sum())
+            if mask is not None and count:
+                rows = np.flatnonzero(mask)
+                tally.broken += count
+                if tally.example is None:
+                    tally.example = batch.column(feature.name)[int(rows[0])].as_py()
+                ok[rows] = False
+                broken.append((rows, rule))
+        if broken:
+            self.fail_fast(url, day, [rule for _, rule in broken], f" (unknown to model {version})")
+        return ok, broken
+
+    def fail_fast(self, url: str, day: date, broken: list[rules.Rule], note: str = "") -> None:
+        for rule in broken:
+            if rule.threshold == 0:
+                raise PartitionRejected(
+                    f"partition dt={day} file {url}: "
+                    f"{rules.describe(rule, self.tallies[rule])}{note}; nothing was written"
+                )
+
+
+def _rejects_table(ids: pa.Array, broken: list[tuple[np.ndarray, rules.Rule]]) -> pa.Table:
+    rows = np.concatenate([r for r, _ in broken])
+    taken = ids.take(pa.array(rows)).cast(pa.string())
+    columns = [rule.column for r, rule in broken for _ in range(r.size)]
+    names = [
+        "unknown_category" if rule.kind == "in_set" and rule.value == () else rule.name
+        for r, rule in broken
+        for _ in range(r.size)
+    ]
+    return pa.table({"entity_id": taken, "column_name": columns, "rule": names})
 
 
 def score_partition(
     engine: sa.Engine,
     spec: DatasetSpec,
+    rules_cfg: ValidationConfig,
     cfg: ScoringConfig,
     model: LoadedModel,
     root: str,
@@ -101,66 +218,69 @@ def score_partition(
     run_id: str,
     *,
     force: bool = False,
+    reports_url: str | None = None,
 ) -> PartitionResult:
     """Score one partition into the predictions table, exactly once per (partition, model).
 
     Skips (status "skipped") when the ledger shows it done with the same input fingerprint,
-    unless `force`. Rows breaking the spec's rules are rejected with their reasons; above
-    `cfg.max_reject_fraction` the whole partition fails with PartitionRejected and nothing
-    is written.
+    unless `force`. The partition must be valid under the current spec (validated on the way
+    in if it never was). Rows breaking a rule are rejected with their reasons; above their
+    family's share in `rules_cfg.reject_up_to` the whole partition fails with
+    PartitionRejected and nothing is written. The matrix comes from the model's contract.
     """
     t0, started = time.perf_counter(), datetime.now(UTC)
-    refuse_invalid(root, day)
+    contract = model.contract
+    schema.check_compatible(contract, spec, model.version)
     fingerprint = storage.fingerprint_partition(root, day)
     key = sinks.PartitionKey(spec.name, day, model.version)
-    binary = spec.target.task == "binary"
+    if not force and sinks.is_done(engine, key, fingerprint):
+        return PartitionResult(day, model.version, "skipped", seconds=time.perf_counter() - t0)
+    check_verdict(engine, spec, rules_cfg, cfg, root, day, reports_url=reports_url, run_id=run_id)
+    features = contract.feature_names
+    read = {spec.entity_id, *features}
+    row_rules = [r for r in rules.compile_rules(spec, rules_cfg, label=False) if r.column in read]
+    stream = _Stream(spec, row_rules)
+    binary = contract.task == "binary"
     rows_in = rejected = 0
-    duplicates = _DuplicateTracker()
     try:
         with sinks.partition_writer(
             engine, key, run_id, fingerprint=fingerprint, force=force
         ) as out:
-            for url, batch in iter_input_batches(root, day, spec, cfg.batch_rows):
-                ok, broken = schema.check_rows(batch, spec)
-                ids = batch.column(spec.entity_id)
-                repeat = duplicates.repeats(ids)
-                if repeat.any():
-                    broken += [(int(i), spec.entity_id, "unique") for i in np.flatnonzero(repeat)]
-                    ok &= ~repeat
+            for url, batch in iter_input_batches(root, day, spec, cfg.batch_rows, features):
                 rows_in += batch.num_rows
+                ok, broken = stream.check(url, day, batch)
+                ids = batch.column(spec.entity_id)
+                matrix, unknown = schema.feature_matrix(batch, contract)
+                unknown = {name: mask & ok for name, mask in unknown.items()}
+                ok_known, more = stream.unknown_values(
+                    url,
+                    day,
+                    batch,
+                    unknown,
+                    contract,
+                    rules_cfg.reject_up_to.category,
+                    model.version,
+                )
+                ok &= ok_known
+                broken += more
                 rejects = None
                 if broken:
-                    bad = int((~ok).sum())
-                    rejected += bad
-                    if cfg.max_reject_fraction == 0:  # fail fast: nothing may be rejected
-                        raise PartitionRejected(_reject_message(day, url, broken, bad))
-                    rejects = pa.table(
-                        {
-                            "entity_id": pa.array(
-                                [
-                                    None if ids[i].as_py() is None else str(ids[i].as_py())
-                                    for i, _, _ in broken
-                                ],
-                                pa.string(),
-                            ),
-                            "column_name": [c for _, c, _ in broken],
-                            "rule": [r for _, _, r in broken],
-                        }
-                    )
-                    batch = batch.filter(pa.array(ok))
-                scores = model.booster.inplace_predict(
-                    schema.feature_matrix(batch, spec), validate_features=False
-                )
-                labels = (scores >= 0.5).astype(np.int8) if binary else None
-                out.write(
-                    sinks.PredictionBatch(batch.column(spec.entity_id), scores, labels, rejects)
-                )
-            if rows_in and rejected > cfg.max_reject_fraction * rows_in:
+                    rejected += int((~ok).sum())
+                    rejects = _rejects_table(ids, broken)
+                    matrix, ids = matrix[ok], ids.filter(pa.array(ok))
+                scores = model.booster.inplace_predict(matrix, validate_features=False)
+                labels = (scores >= contract.threshold).astype(np.int8) if binary else None
+                out.write(sinks.PredictionBatch(ids, scores, labels, rejects))
+            hit = rules.over_threshold(stream.tallies)
+            if hit:
                 raise PartitionRejected(
-                    f"partition dt={day} under {root}: {rejected} of {rows_in} rows rejected, "
-                    f"above max_reject_fraction={cfg.max_reject_fraction} [rule: reject threshold]"
+                    f"partition dt={day} under {root}: {rules.describe(*hit)}; nothing was written"
                 )
-            out.finish(sinks.LedgerEntry(fingerprint, rows_in, rejected, started))
+            out.finish(
+                sinks.LedgerEntry(
+                    fingerprint, rows_in, rejected, started, unknown_values=stream.unknown
+                )
+            )
     except sinks.AlreadyScored:
         return PartitionResult(day, model.version, "skipped", seconds=time.perf_counter() - t0)
     return PartitionResult(
@@ -171,12 +291,5 @@ def score_partition(
         rows_in - rejected,
         rejected,
         time.perf_counter() - t0,
-    )
-
-
-def _reject_message(day: date, url: str, broken: list[tuple[int, str, str]], bad: int) -> str:
-    column, rule = broken[0][1], broken[0][2]
-    return (
-        f"partition dt={day} file {url}: {bad} row(s) break the spec, first: column {column!r} "
-        f"[rule: {rule}] (scoring.max_reject_fraction is 0; nothing was written)"
+        dict(stream.unknown),
     )

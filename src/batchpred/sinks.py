@@ -79,6 +79,7 @@ class LedgerEntry:
     started_at: datetime
     rows_scored: int = 0
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    unknown_values: dict[str, int] = field(default_factory=dict)  # category values unseen
 
     @property
     def seconds(self) -> float:
@@ -203,6 +204,7 @@ class PartitionWriter:
                 started_at=ledger.started_at,
                 finished_at=ledger.finished_at,
                 seconds=ledger.seconds,
+                unknown_values=ledger.unknown_values,
             )
         )
 

@@ -139,6 +139,28 @@ def read_partition(
     urls = partition_files(root, day)
     if not urls:
         raise FileNotFoundError(f"no data files in partition {partition_path(root, day)}")
+    return read_files(urls, columns, column_types=column_types)
+
+
+def snapshot_files(url: str) -> list[str]:
+    """The data files of a snapshot source: `url` itself if it is a file, else the data
+    files directly inside the folder, sorted by name."""
+    fs, path = _fresh_fs(url)
+    if not fs.exists(path):
+        return []
+    if fs.isfile(path):
+        return [url]
+    names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+    return [f"{url.rstrip('/')}/{name}" for name in sorted(names) if _is_data_file(name)]
+
+
+def read_files(
+    urls: list[str],
+    columns: list[str] | None = None,
+    *,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> pa.Table:
+    """Parquet and CSV files as one table. `column_types` applies to CSV files only."""
     tables = []
     for url in urls:
         fs, path = url_to_fs(url)

@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 import xgboost as xgb
 
-from batchpred import storage, validation
+from batchpred import config, db, rules, schema, storage, verdicts
 from batchpred.config import DatasetSpec, GateConfig, Settings
-from batchpred.schema import arrow_schema, encode_column, feature_matrix
+from batchpred.schema import Contract, encode_column, feature_matrix
 
 SPLITS = ("train", "valid", "holdout")
 MODEL_FILE = "model.ubj"
@@ -30,7 +33,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class TrainingDataError(ValueError):
-    """The lake holds too few validated partitions to build a training set."""
+    """The lake holds too few valid, labelled partitions to build a training set."""
 
 
 # --- small helpers ----------------------------------------------------------------------------
@@ -69,82 +72,168 @@ def _target(table: pa.Table, spec: DatasetSpec) -> np.ndarray:
     return table.column(spec.target.name).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
-def _dmatrix(table: pa.Table, spec: DatasetSpec, *, with_label: bool = True) -> xgb.DMatrix:
-    label = _target(table, spec) if with_label else None
-    return xgb.DMatrix(feature_matrix(table, spec), label=label, feature_names=spec.feature_names)
+def _dmatrix(table: pa.Table, spec: DatasetSpec, contract: Contract) -> xgb.DMatrix:
+    matrix, _ = feature_matrix(table, contract)
+    return xgb.DMatrix(
+        matrix,
+        label=_target(table, spec),
+        feature_names=contract.feature_names,
+        feature_types=contract.feature_types,
+        enable_categorical=True,
+    )
 
 
 # --- prepare ----------------------------------------------------------------------------------
 
 
-def _exclusion_reason(manifest: dict[str, Any] | None) -> str | None:
-    if manifest is None:
-        return "no manifest"
-    result = manifest.get("validation")
-    if result is None:
-        return "not validated"
-    if result.get("success") is not True:
-        return "validation failed"
-    return None
+def _labelled(settings: Settings, day: date) -> bool:
+    """Whether the day has labels: in its own partition, or in the late-labels zone."""
+    manifest = storage.read_manifest(settings.lake.raw, day) or {}
+    if manifest.get("label_rows", 0) > 0:
+        return True
+    return bool(storage.partition_files(settings.lake.labels, day))
 
 
-def select_days(settings: Settings) -> tuple[list[date], list[dict[str, str]]]:
-    """The newest `window_days` validated raw partitions (oldest first), and the partitions
-    skipped on the way with the reason."""
-    cfg, root = settings.training, settings.lake.raw
+def select_days(
+    settings: Settings, engine: sa.Engine | None = None
+) -> tuple[list[date], list[dict[str, str]]]:
+    """The newest `window_days` valid raw partitions that have labels, up to training.until
+    (oldest first), and the partitions passed over on the way with the reason."""
+    cfg, root, spec = settings.training, settings.lake.raw, settings.dataset
+    engine = engine or db.create_engine(config.database_url())
     days: list[date] = []
     excluded: list[dict[str, str]] = []
     for day in reversed(storage.list_partitions(root)):
         if len(days) == cfg.window_days:
             break
-        reason = _exclusion_reason(storage.read_manifest(root, day))
+        if cfg.until is not None and day > cfg.until:
+            continue
+        status = verdicts.partition_status(engine, spec, settings.validation, root, day).status
+        reason = {"invalid": "validation failed", "unvalidated": "not validated"}.get(status)
+        if reason is None and not _labelled(settings, day):
+            reason = "no labels yet"
         if reason:
             excluded.append({"day": day.isoformat(), "reason": reason})
         else:
             days.append(day)
-    needed = cfg.valid_days + cfg.holdout_days + 1
+    needed = 1 if cfg.split == "rows" else cfg.valid_days + cfg.holdout_days + 1
     if len(days) < needed:
         raise TrainingDataError(
-            f"training needs at least {needed} validated partitions (valid_days "
-            f"{cfg.valid_days} + holdout_days {cfg.holdout_days} + 1) in {root}, found "
-            f"{len(days)}; excluded: {excluded or 'none'}"
+            f"training needs at least {needed} valid, labelled partitions in {root}"
+            + (f" up to {cfg.until}" if cfg.until else "")
+            + f", found {len(days)}; passed over: {excluded or 'none'}"
         )
     return days[::-1], excluded[::-1]
 
 
-def _read_day(settings: Settings, day: date) -> pa.Table:
-    spec, schema = settings.dataset, arrow_schema(settings.dataset)
-    table = storage.read_partition(settings.lake.raw, day, columns=schema.names)
-    table = table.select(schema.names).cast(schema)
-    return table.sort_by([(spec.event_date, "ascending"), (spec.entity_id, "ascending")])
+def _with_labels(settings: Settings, day: date, table: pa.Table) -> pa.Table:
+    """The day's rows with their label: from the late-labels zone where it has one for the
+    entity, else from the partition itself."""
+    spec, name = settings.dataset, settings.dataset.target.name
+    if not storage.partition_files(settings.lake.labels, day):
+        return table
+    late = storage.read_partition(settings.lake.labels, day, columns=[spec.entity_id, name])
+    late = late.rename_columns([spec.entity_id, "__late_label"])
+    joined = table.join(late, spec.entity_id, join_type="left outer", use_threads=False)
+    label = pc.cast(joined.column("__late_label"), pa.string())
+    if name in table.column_names:  # as text, so classes, numbers and bools coalesce alike
+        label = pc.coalesce(label, pc.cast(joined.column(name), pa.string()))
+        joined = joined.drop_columns([name])
+    return joined.drop_columns(["__late_label"]).append_column(name, label)
 
 
-def prepare_training_set(settings: Settings, out_dir: str | Path) -> dict[str, Any]:
-    """DVC stage `prepare`: window of validated partitions -> train/valid/holdout Parquet."""
-    cfg, spec = settings.training, settings.dataset
-    days, excluded = select_days(settings)
-    tables = {day: _read_day(settings, day) for day in days}
-    first, last = days[0].isoformat(), days[-1].isoformat()
-    full = pa.concat_tables(tables.values())
-    validation.validate_or_raise(
-        full.to_pandas(),
-        spec,
-        settings.validation,
-        subject=f"training set {first}..{last}",
-        reports_url=settings.lake.reports,
+def day_labels(settings: Settings, day: date) -> tuple[pa.Array, np.ndarray, str] | None:
+    """The labels known for a day: entity ids as text, labels as float (binary classes as
+    0/1, NaN where missing), and a hash of where they came from (the raw partition's and the
+    late labels' content hashes). None while the day has no labels at all."""
+    if not _labelled(settings, day):
+        return None
+    spec = settings.dataset
+    raw = storage.read_partition(settings.lake.raw, day)
+    keep = [c for c in (spec.entity_id, spec.target.name) if c in raw.column_names]
+    table = _with_labels(settings, day, raw.select(keep))
+    if spec.target.name not in table.column_names:
+        return None
+    label = rules.label_codes(spec, table.column(spec.target.name))
+    hashes = [
+        (storage.read_manifest(root, day) or {}).get("content_hash") or ""
+        for root in (settings.lake.raw, settings.lake.labels)
+    ]
+    return table.column(spec.entity_id).cast(pa.string()), label, ":".join(hashes)
+
+
+def _read_day(settings: Settings, day: date) -> tuple[pa.Table, dict[str, int]]:
+    """One valid partition as training rows: rows breaking a rule (the few a reject share
+    allows) and rows without a label are left out and counted; features cast to their spec
+    types, the label as float (binary classes mapped to 0/1)."""
+    spec = settings.dataset
+    table = _with_labels(settings, day, storage.read_partition(settings.lake.raw, day))
+    ok, _ = rules.evaluate(rules.compile_rules(spec, settings.validation), table, {})
+    rows = table.num_rows
+    if spec.target.name in table.column_names:
+        label = rules.label_codes(spec, table.column(spec.target.name))
+    else:
+        label = np.full(rows, np.nan)
+    unique = next(r for r in rules.compile_rules(spec, settings.validation) if r.kind == "unique")
+    ok &= ~rules.bad_rows(unique, table.column(spec.entity_id))
+    labelled = ~np.isnan(label)
+    keep = ok & labelled
+    counts = {"rows": rows, "rejected": int((~ok).sum()), "unlabelled": int((ok & ~labelled).sum())}
+    table = table.filter(pa.array(keep))
+    target = schema.arrow_schema(spec, with_target=False)
+    out = (
+        table.select(target.names)
+        .cast(target)
+        .append_column(
+            pa.field(spec.target.name, pa.float64()), pa.array(label[keep], pa.float64())
+        )
     )
-    n_fit = len(days) - cfg.valid_days - cfg.holdout_days
-    groups = {
-        "train": days[:n_fit],
-        "valid": days[n_fit : n_fit + cfg.valid_days],
-        "holdout": days[n_fit + cfg.valid_days :],
+    return out.sort_by([(spec.event_date, "ascending"), (spec.entity_id, "ascending")]), counts
+
+
+def _row_split(table: pa.Table, spec: DatasetSpec, settings: Settings) -> dict[str, pa.Table]:
+    """A stable split by a hash of the entity id: the same entity lands in the same split."""
+    cfg = settings.training
+    ids = table.column(spec.entity_id).cast(pa.string()).to_numpy(zero_copy_only=False)
+    u = pd.util.hash_array(ids.astype(object)).astype(np.float64) / 2.0**64
+    holdout = u < cfg.holdout_fraction
+    valid = ~holdout & (u < cfg.holdout_fraction + cfg.valid_fraction)
+    return {
+        "train": table.filter(pa.array(~holdout & ~valid)),
+        "valid": table.filter(pa.array(valid)),
+        "holdout": table.filter(pa.array(holdout)),
     }
+
+
+def prepare_training_set(
+    settings: Settings, out_dir: str | Path, engine: sa.Engine | None = None
+) -> dict[str, Any]:
+    """DVC stage `prepare`: window of valid, labelled partitions -> train/valid/holdout
+    Parquet (split by day, or by entity for snapshots), with row counts per day."""
+    cfg, spec = settings.training, settings.dataset
+    days, excluded = select_days(settings, engine)
+    tables, counts = {}, {}
+    for day in days:
+        tables[day], counts[day.isoformat()] = _read_day(settings, day)
+    if cfg.split == "rows":
+        groups = {"train": days, "valid": days, "holdout": days}
+        splits = _row_split(pa.concat_tables(tables.values()), spec, settings)
+    else:
+        n_fit = len(days) - cfg.valid_days - cfg.holdout_days
+        groups = {
+            "train": days[:n_fit],
+            "valid": days[n_fit : n_fit + cfg.valid_days],
+            "holdout": days[n_fit + cfg.valid_days :],
+        }
+        splits = {k: pa.concat_tables([tables[d] for d in v]) for k, v in groups.items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     rows = {}
     for split in SPLITS:
-        table = pa.concat_tables([tables[d] for d in groups[split]]).combine_chunks()
+        table = splits[split].combine_chunks()
+        if table.num_rows == 0:
+            raise TrainingDataError(f"training split {split!r} has no labelled rows: {counts}")
         path = out / f"{split}.parquet"
         _write_parquet(table, path)
         digest.update(path.read_bytes())
@@ -155,6 +244,9 @@ def prepare_training_set(settings: Settings, out_dir: str | Path) -> dict[str, A
         "splits": {k: [d.isoformat() for d in v] for k, v in groups.items()},
         "excluded": excluded,
         "rows": rows,
+        "rows_by_day": counts,
+        "unlabelled_rows": sum(c["unlabelled"] for c in counts.values()),
+        "rejected_rows": sum(c["rejected"] for c in counts.values()),
         "data_hash": digest.hexdigest(),
     }
     _write_json(out / PREPARE_FILE, summary)
@@ -164,17 +256,17 @@ def prepare_training_set(settings: Settings, out_dir: str | Path) -> dict[str, A
 # --- reference statistics for drift -----------------------------------------------------------
 
 
-def reference_statistics(table: pa.Table, spec: DatasetSpec) -> dict[str, dict[str, Any]]:
+def reference_statistics(table: pa.Table, contract: Contract) -> dict[str, dict[str, Any]]:
     """Per feature, on its encoded (float) values: numeric -> decile cut points `edges`
     (unique, finite; bins are open-ended) with the share of non-null rows per bin, mean, std;
     category/bool -> the share of non-null rows per code in `values`. Both carry null_rate."""
     stats: dict[str, dict[str, Any]] = {}
-    for feature in spec.features:
-        values = encode_column(feature, table.column(feature.name)).astype(np.float64)
+    for feature in contract.features:
+        values = encode_column(feature, table.column(feature.name))[0].astype(np.float64)
         present = values[np.isfinite(values)]
         entry: dict[str, Any] = {"null_rate": 1 - present.size / max(values.size, 1)}
         if feature.dtype in ("category", "bool"):
-            n_codes = len(feature.categories or ()) if feature.dtype == "category" else 2
+            n_codes = len(feature.vocabulary or ()) if feature.dtype == "category" else 2
             entry["kind"] = "categorical"
             entry["values"] = list(range(n_codes))
         else:
@@ -225,11 +317,12 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
     train = pq.read_table(data / "train.parquet")
     valid = pq.read_table(data / "valid.parquet")
     params = effective_params(settings)
+    contract = schema.build_contract(spec, train)
     booster = xgb.train(
         params,
-        _dmatrix(train, spec),
+        _dmatrix(train, spec, contract),
         num_boost_round=cfg.num_boost_round,
-        evals=[(_dmatrix(valid, spec), "valid")],
+        evals=[(_dmatrix(valid, spec, contract), "valid")],
         early_stopping_rounds=cfg.early_stopping_rounds,
         verbose_eval=False,
     )
@@ -238,6 +331,7 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
     return save_model(
         booster,
         settings,
+        contract,
         train,
         out,
         best_iteration=best,
@@ -249,6 +343,7 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
 def save_model(
     booster: xgb.Booster,
     settings: Settings,
+    contract: Contract,
     train: pa.Table,
     out: Path,
     *,
@@ -266,15 +361,16 @@ def save_model(
         "dataset": spec.name,
         "task": spec.target.task,
         "target": spec.target.name,
-        "features": spec.feature_names,
-        "feature_dtypes": {f.name: f.dtype for f in spec.features},
+        "features": contract.feature_names,
+        "feature_dtypes": {f.name: f.dtype for f in contract.features},
+        "contract": contract.to_dict(),
         "xgboost_version": xgb.__version__,
         "params": effective_params(settings),
         "num_boost_round": settings.training.num_boost_round,
         "best_iteration": best_iteration,
         "training_data_hash": training_data_hash,
         "train_rows": train.num_rows,
-        "reference_stats": reference_statistics(train, spec),
+        "reference_stats": reference_statistics(train, contract),
         "created_from": {"days": days},
     }
     _write_json(out / MANIFEST_FILE, manifest)
@@ -296,19 +392,24 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def metrics_for(spec: DatasetSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """Holdout metrics for the spec's task; `primary_value` is always higher-is-better."""
+def metrics_for(
+    spec: DatasetSpec, y_true: np.ndarray, y_pred: np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Metrics for the spec's task (labels as 0/1 or values; rows without one are ignored);
+    `primary_value` is always higher-is-better."""
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
+    labelled = ~np.isnan(y)
+    y, p = y[labelled], p[labelled]
     if spec.target.task == "binary":
         q = np.clip(p, 1e-15, 1 - 1e-15)
         auc = _auc(y, p)
         return {
             "auc": auc,
             "logloss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
-            "accuracy": float(np.mean((p >= 0.5) == (y == 1))),
+            "accuracy": float(np.mean((p >= threshold) == (y == 1))),
             "positive_rate": float(y.mean()),
-            "predicted_positive_rate": float(np.mean(p >= 0.5)),
+            "predicted_positive_rate": float(np.mean(p >= threshold)),
             "rows": int(y.size),
             "primary": "auc",
             "primary_value": auc,
@@ -332,9 +433,12 @@ def evaluate_model(
     """DVC stage `evaluate`: the model's metrics on the holdout split."""
     spec = settings.dataset
     booster = xgb.Booster(model_file=str(model_path))
+    manifest = json.loads((Path(model_path).parent / MANIFEST_FILE).read_text())
+    contract = Contract.from_dict(manifest["contract"])
     holdout = pq.read_table(holdout_path)
-    predictions = booster.predict(_dmatrix(holdout, spec, with_label=False))
-    return metrics_for(spec, _target(holdout, spec), predictions)
+    matrix, _ = feature_matrix(holdout, contract)
+    predictions = booster.inplace_predict(matrix, validate_features=False)
+    return metrics_for(spec, _target(holdout, spec), predictions, contract.threshold)
 
 
 def passes_gate(

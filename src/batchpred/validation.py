@@ -6,14 +6,16 @@ import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import UTC, date, datetime
 from typing import Any
 
 import fsspec
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import (
     DataContextConfig,
@@ -25,26 +27,34 @@ from great_expectations.data_context.types.resource_identifiers import (
     ExpectationSuiteIdentifier,
     ValidationResultIdentifier,
 )
+from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.expectations.expectation import ColumnMapExpectation
+from great_expectations.expectations.metrics.map_metric_provider import (
+    ColumnMapMetricProvider,
+    column_condition_partial,
+)
 
+from batchpred import rules, storage, verdicts
 from batchpred.config import DatasetSpec, ValidationConfig
+from batchpred.verdicts import Failure, ValidationError, ValidationReport
+
+__all__ = ["Failure", "ValidationError", "ValidationReport", "validate_frame", "validate_partition"]
 
 _INTS = [f"{p}int{b}" for p in ("", "u") for b in (8, 16, 32, 64)]
 _INTS += [f"{p}Int{b}Dtype" for p in ("", "U") for b in (8, 16, 32, 64)]
 _FLOATS = ["float16", "float32", "float64", "Float32Dtype", "Float64Dtype"]
 _DATES = ["date"] + [f"datetime64[{u}]" for u in ("s", "ms", "us", "ns")]
-# "float" also takes ints (lossless, and whole-number CSV columns read as int64); a nullable
-# "int" may arrive as float64 because numpy ints cannot hold NaN.
-_TYPES: dict[tuple[str, bool], list[str]] = {
-    ("int", False): _INTS,
-    ("int", True): _INTS + _FLOATS,
-    ("float", False): _FLOATS + _INTS,
-    ("float", True): _FLOATS + _INTS,
-    ("bool", False): ["bool", "BooleanDtype"],
-    ("bool", True): ["bool", "BooleanDtype"],  # with nulls: object column of bool/None
-    ("category", False): ["str"],  # string columns are validated as object, value by value
-    ("category", True): ["str"],
-    ("string", False): ["str"],
-    ("date", False): _DATES,
+_BOOLS = ["bool", "BooleanDtype"]
+# Column-level types, the pandas twin of rules.compatible: numbers are accepted for int and
+# bool features because the row rules (integer, bool) then judge each value, as the scoring
+# stream does; text in a numeric column fails the column.
+_TYPES: dict[str, list[str]] = {
+    "int": _INTS + _FLOATS,
+    "float": _FLOATS + _INTS,
+    "bool": _BOOLS + _INTS + _FLOATS,
+    "category": ["str"],  # string columns are validated as object, value by value
+    "string": ["str"] + _INTS,
+    "date": _DATES,
 }
 _NOT_ARGS = {
     "column",
@@ -54,55 +64,12 @@ _NOT_ARGS = {
     "result_format",
     "include_config",
     "catch_exceptions",
+    "rule_value",
 }
 _LOCK = threading.RLock()  # GX contexts and stores are not thread safe
 _STATE: dict[str, Any] = {}
 _SUITES: dict[tuple[str, str, bool, frozenset[str]], gx.ExpectationSuite] = {}
 _DOCS: dict[str, Any] = {}
-
-
-@dataclass(frozen=True)
-class Failure:
-    column: str | None
-    expectation: str  # snake_case GX type, e.g. expect_column_values_to_be_between
-    detail: str  # what was found: count and examples, or the observed value
-    args: str = ""  # the rule's arguments, e.g. "min_value=0, max_value=120"
-
-    def __str__(self) -> str:
-        where = f"column {self.column!r}" if self.column else "table"
-        rule = f"{self.expectation}({self.args})" if self.args else self.expectation
-        return f"{where} failed {rule}" + (f": {self.detail}" if self.detail else "")
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    subject: str
-    success: bool
-    failures: tuple[Failure, ...]
-    evaluated: int
-    rows: int
-    json_path: str | None
-    docs_path: str | None
-
-    def message(self) -> str:
-        if self.success:
-            return f"{self.subject}: valid ({self.evaluated} expectations, {self.rows} rows)"
-        lines = [
-            f"{self.subject}: validation failed, {len(self.failures)} of {self.evaluated} "
-            f"expectations on {self.rows} rows:"
-        ]
-        lines += [f"  - {f}" for f in self.failures]
-        lines += [f"  {k}: {v}" for k, v in (("report", self.json_path), ("docs", self.docs_path))]
-        return "\n".join(line for line in lines if not line.endswith(": None"))
-
-
-class ValidationError(Exception):
-    def __init__(self, report: ValidationReport) -> None:
-        super().__init__(report.message())
-        self.report = report
-
-    def __str__(self) -> str:
-        return self.report.message()
 
 
 def _num(value: float | None) -> float | int | None:
@@ -120,78 +87,116 @@ def expectation_class(type_: str) -> type[gxe.Expectation]:
     return cls
 
 
+class ColumnValuesFollowRule(ColumnMapMetricProvider):
+    """GX metric evaluating a batchpred row rule with rules.bad_rows itself: the value-level
+    rules that GX has no built-in for (integer, bool, finite, unique, label) are computed by the
+    very function the scoring stream uses."""
+
+    condition_metric_name = "column_values.batchpred_rule"
+    condition_value_keys = ("rule_kind", "rule_value")
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, rule_kind: str, rule_value: Any, **kwargs: Any) -> Any:
+        value = tuple(rule_value) if isinstance(rule_value, list) else rule_value
+        rule = rules.Rule(str(column.name), rule_kind, value)  # type: ignore[arg-type]
+        bad = rules.bad_rows(rule, pa.array(column.to_numpy(), from_pandas=True))
+        return pd.Series(~bad, index=column.index)
+
+
+class ExpectColumnValuesToFollowBatchpredRule(ColumnMapExpectation):
+    """Expect column values to follow a batchpred row rule (integer, bool, finite, unique or
+    label), as the scoring stream evaluates it."""
+
+    rule_kind: str
+    rule_value: list[Any] | float | None = None
+
+    map_metric = "column_values.batchpred_rule"
+    args_keys = ("column", "rule_kind", "rule_value")
+    success_keys = ("rule_kind", "rule_value", "mostly")
+
+
+def _expectation(rule: rules.Rule) -> gxe.Expectation:
+    """The GX expectation of one row rule; `mostly` is 1 - the family's reject share."""
+    mostly = 1.0 - rule.threshold
+    if rule.kind == "not_null":
+        return gxe.ExpectColumnValuesToNotBeNull(column=rule.column, mostly=mostly)
+    if rule.kind == "min":
+        assert isinstance(rule.value, float)
+        return gxe.ExpectColumnValuesToBeBetween(
+            column=rule.column, min_value=_num(rule.value), mostly=mostly
+        )
+    if rule.kind == "max":
+        assert isinstance(rule.value, float)
+        return gxe.ExpectColumnValuesToBeBetween(
+            column=rule.column, max_value=_num(rule.value), mostly=mostly
+        )
+    if rule.kind == "in_set":
+        assert isinstance(rule.value, tuple)
+        return gxe.ExpectColumnValuesToBeInSet(
+            column=rule.column, value_set=list(rule.value), mostly=mostly
+        )
+    value = list(rule.value) if isinstance(rule.value, tuple) else rule.value
+    return ExpectColumnValuesToFollowBatchpredRule(
+        column=rule.column, rule_kind=rule.kind, rule_value=value, mostly=mostly
+    )
+
+
 def _build(
-    spec: DatasetSpec, cfg: ValidationConfig, with_target: bool, skip: frozenset[str]
+    spec: DatasetSpec, cfg: ValidationConfig, with_target: bool, present: frozenset[str]
 ) -> gx.ExpectationSuite:
+    """The suite compiled from rules.compile_rules. `present`: the frame's columns; the label
+    is optional (checked only where present), every other column must exist."""
     expectations: list[gxe.Expectation] = []
     add = expectations.append
-    # (name, dtype, nullable, min, max, categories) for every required column
-    cols: list[tuple[str, str, bool, Any, Any, Any]] = [
-        (spec.entity_id, spec.entity_id_dtype, False, None, None, None),
-        (spec.event_date, "date", False, None, None, None),
-    ]
-    cols += [(f.name, f.dtype, f.nullable, f.min, f.max, f.categories) for f in spec.features]
-    if with_target:
-        kind = "int" if spec.target.task == "binary" else "float"
-        cols.append((spec.target.name, kind, False, None, None, None))
-    for name, dtype, nullable, lo, hi, cats in cols:
+    columns = [(spec.entity_id, spec.entity_id_dtype), (spec.event_date, "date")]
+    columns += [(f.name, f.dtype) for f in spec.features]
+    label_kind = "float" if spec.target.task == "regression" else None
+    label_present = spec.target.name in present
+    for name, kind in columns:
         add(gxe.ExpectColumnToExist(column=name))
-        if name in skip:
-            continue
-        binary_target = name == spec.target.name and spec.target.task == "binary"
-        types = _TYPES[(dtype, nullable)] + (["bool"] if binary_target else [])
-        expected = dtype + (" (nullable)" if nullable else "")
-        add(
-            gxe.ExpectColumnValuesToBeInTypeList(
-                column=name, type_list=types, meta={"expected": expected}
-            )
-        )
-        if not nullable:
-            add(gxe.ExpectColumnValuesToNotBeNull(column=name))
-        if lo is not None or hi is not None:
+        if name in present:
             add(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=name, min_value=_num(lo), max_value=_num(hi)
+                gxe.ExpectColumnValuesToBeInTypeList(
+                    column=name, type_list=_TYPES[kind], meta={"expected": kind}
                 )
             )
-        if cats:
-            add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(cats)))
-    if with_target and spec.target.task == "binary" and spec.target.name not in skip:
-        add(gxe.ExpectColumnValuesToBeInSet(column=spec.target.name, value_set=[0, 1]))
-    if spec.entity_id not in skip and spec.event_date not in skip:
-        # One row per entity and day: within a partition that is plain id uniqueness, and it
-        # stays right for a training set spanning many days.
+    if with_target and label_present and label_kind:
         add(
-            gxe.ExpectCompoundColumnsToBeUnique(
-                column_list=[spec.event_date, spec.entity_id], ignore_row_if="never"
+            gxe.ExpectColumnValuesToBeInTypeList(
+                column=spec.target.name, type_list=_TYPES[label_kind], meta={"expected": label_kind}
             )
         )
+    for rule in rules.compile_rules(spec, cfg, label=with_target):
+        if rule.column in present:
+            add(_expectation(rule))
     add(gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows))
     for extra in cfg.extra_expectations:
         cls = expectation_class(extra.type)
-        if extra.kwargs.get("column") in skip:
+        if extra.kwargs.get("column") not in (None, *present):
             continue
         try:
             add(cls(**extra.kwargs))
         except Exception as exc:  # pydantic errors for bad kwargs
             raise ValueError(f"expectation {extra.type!r} with {extra.kwargs}: {exc}") from exc
-    name = f"{spec.name}{'' if with_target else '.scoring'}"
-    return gx.ExpectationSuite(name=name, expectations=expectations)
+    return gx.ExpectationSuite(name=spec.name, expectations=expectations)
 
 
 def build_suite(
-    spec: DatasetSpec, cfg: ValidationConfig, *, with_target: bool
+    spec: DatasetSpec, cfg: ValidationConfig, *, columns: list[str] | None = None
 ) -> gx.ExpectationSuite:
-    """The expectation suite a frame of this dataset must satisfy."""
-    return _build(spec, cfg, with_target, frozenset())
+    """The expectation suite a frame with `columns` (default: all of the spec's, label
+    included) must satisfy."""
+    if columns is None:
+        columns = [spec.entity_id, spec.event_date, *spec.feature_names, spec.target.name]
+    return _build(spec, cfg, True, frozenset(columns))
 
 
 def _suite(
-    spec: DatasetSpec, cfg: ValidationConfig, with_target: bool, skip: frozenset[str]
+    spec: DatasetSpec, cfg: ValidationConfig, with_target: bool, present: frozenset[str]
 ) -> gx.ExpectationSuite:
-    key = (spec.model_dump_json(), cfg.model_dump_json(), with_target, skip)
+    key = (spec.model_dump_json(), cfg.model_dump_json(), with_target, present)
     if key not in _SUITES:
-        _SUITES[key] = _build(spec, cfg, with_target, skip)
+        _SUITES[key] = _build(spec, cfg, with_target, present)
     return _SUITES[key]
 
 
@@ -297,12 +302,9 @@ def validate_frame(
     with_target: bool = True,
 ) -> ValidationReport:
     """Validate `df` against the spec's suite; write JSON (and Data Docs) under reports_url."""
-    required = {spec.entity_id, spec.event_date, *spec.feature_names}
-    required |= {spec.target.name} if with_target else set()
-    skip = frozenset(required - set(df.columns))
     frame = _for_gx(df)
     with _LOCK:
-        suite = _suite(spec, cfg, with_target, skip)
+        suite = _suite(spec, cfg, with_target, frozenset(df.columns))
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
         result = batch.validate(suite, result_format="SUMMARY")
     raw = result.to_json_dict()
@@ -354,4 +356,26 @@ def validate_or_raise(
     )
     if not report.success:
         raise ValidationError(report)
+    return report
+
+
+def validate_partition(
+    engine: sa.Engine,
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    root: str,
+    day: date,
+    *,
+    reports_url: str | None,
+    run_id: str,
+) -> ValidationReport:
+    """Validate one partition's current files and store the verdict under their content key
+    and the spec hash (see verdicts.partition_status). A file whose columns the spec cannot
+    accept (text in a number) fails here too, named with the column."""
+    files = storage.partition_files(root, day)
+    subject = f"partition dt={day} ({', '.join(files)})"
+    key = storage.fingerprint_partition(root, day)
+    table = storage.read_partition(root, day)
+    report = validate_frame(table.to_pandas(), spec, cfg, subject=subject, reports_url=reports_url)
+    verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
     return report

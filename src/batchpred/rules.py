@@ -1,0 +1,310 @@
+"""One rule source: the dataset spec compiled into row rules that Great Expectations (at ingest,
+through `validation`) and the scoring stream (per record batch) both evaluate with
+`bad_rows`, so the two can never disagree on a value.
+
+Semantics every caller shares:
+- null and NaN are the same thing, "missing": only `not_null` looks at them;
+- each rule applies to the rows where its column is present (GX's `mostly` denominator);
+  `not_null` applies to every row;
+- a rule's family (`not_null`, `type`, `range`, `category`, `unique`, `label`) picks its
+  threshold in `validation.reject_up_to`: up to that share of rows are rejected, above it
+  the partition fails.
+
+Column-level problems (a missing column, text in a numeric column) are not row rules: they
+fail the partition at once (`check_columns`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchpred.config import DatasetSpec, Feature, RejectPolicy, ValidationConfig
+
+Family = Literal["not_null", "type", "range", "category", "unique", "label"]
+Kind = Literal["not_null", "integer", "bool", "finite", "min", "max", "in_set", "unique", "label"]
+FAMILY: dict[str, Family] = {
+    "not_null": "not_null",
+    "integer": "type",
+    "bool": "type",
+    "finite": "range",
+    "min": "range",
+    "max": "range",
+    "in_set": "category",
+    "unique": "unique",
+    "label": "label",
+}
+BOOL_TEXT = ("true", "false")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One check on one column. `value`: the bound (min/max) or the allowed values."""
+
+    column: str
+    kind: Kind
+    value: float | tuple[str, ...] | None = None
+    threshold: float = 0.0  # share of applicable rows that may break it (0: none)
+
+    @property
+    def family(self) -> Family:
+        return FAMILY[self.kind]
+
+    @property
+    def name(self) -> str:
+        """Short, stable text for messages and rejected_rows.rule: never a whole vocabulary."""
+        if self.kind in ("min", "max"):
+            assert isinstance(self.value, float | int)
+            return f"{self.kind}={self.value:g}"
+        if self.kind == "in_set":
+            assert isinstance(self.value, tuple)
+            return f"in_set({len(self.value)} values)"
+        return self.kind
+
+
+class SchemaMismatch(ValueError):
+    """A column is missing or has a type the dataset spec cannot accept."""
+
+
+# --- compiling the spec ---------------------------------------------------------------------
+
+
+def _feature_rules(f: Feature, policy: RejectPolicy) -> list[Rule]:
+    out: list[Rule] = []
+    if not f.nullable:
+        out.append(Rule(f.name, "not_null", threshold=policy.not_null))
+    if f.dtype == "int":
+        out.append(Rule(f.name, "integer", threshold=policy.type))
+    elif f.dtype == "bool":
+        out.append(Rule(f.name, "bool", threshold=policy.type))
+    elif f.dtype == "float":
+        out.append(Rule(f.name, "finite", threshold=policy.range))
+    if f.min is not None:
+        out.append(Rule(f.name, "min", float(f.min), policy.range))
+    if f.max is not None:
+        out.append(Rule(f.name, "max", float(f.max), policy.range))
+    if f.dtype == "category" and f.categories and f.on_unknown != "missing":
+        limit = policy.category if f.on_unknown == "reject" else 0.0
+        out.append(Rule(f.name, "in_set", tuple(f.categories), limit))
+    return out
+
+
+def label_values(spec: DatasetSpec) -> tuple[str, ...]:
+    """The values a binary label may take, as text (the spec's classes, or 0/1/true/false)."""
+    if spec.target.classes:
+        return tuple(spec.target.classes)
+    return ("0", "1", *BOOL_TEXT)
+
+
+def compile_rules(spec: DatasetSpec, cfg: ValidationConfig, *, label: bool = True) -> list[Rule]:
+    """Every row rule of the spec, in column order. `label`: include the target's rule (the
+    label is optional in a partition; its rule applies only where the column is present)."""
+    policy = cfg.reject_up_to
+    rules = [Rule(spec.entity_id, "not_null", threshold=policy.not_null)]
+    if spec.entity_id_dtype == "int":
+        rules.append(Rule(spec.entity_id, "integer", threshold=policy.type))
+    rules.append(Rule(spec.entity_id, "unique", threshold=policy.unique))
+    for feature in spec.features:
+        rules += _feature_rules(feature, policy)
+    if label:
+        values = label_values(spec) if spec.target.task == "binary" else None
+        rules.append(Rule(spec.target.name, "label", values, policy.label))
+    return rules
+
+
+def spec_hash(spec: DatasetSpec, cfg: ValidationConfig) -> str:
+    """Identifies the rules a verdict was reached under: a spec or policy change revalidates."""
+    body = spec.model_dump_json() + "\n" + cfg.model_dump_json()
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+# --- evaluating a rule on a column ---------------------------------------------------------
+
+
+def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+def present(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Rows where the value is neither null nor NaN."""
+    return ~pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
+
+
+def bad_rows(rule: Rule, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Boolean mask of the rows that break `rule`. Missing values break only not_null."""
+    dtype = column.type
+    if pa.types.is_dictionary(dtype):
+        column, dtype = pc.cast(column, dtype.value_type), dtype.value_type
+    n = len(column)
+    if rule.kind == "not_null":
+        return ~present(column)
+    if rule.kind == "unique":
+        hashes = pd.util.hash_array(column.to_numpy(zero_copy_only=False))
+        out = np.ones(n, dtype=bool)
+        out[np.unique(hashes, return_index=True)[1]] = False  # first occurrences are fine
+        return out & present(column)
+    if rule.kind == "in_set":
+        assert isinstance(rule.value, tuple)
+        known = pc.is_in(column, value_set=pa.array(rule.value, pa.string()))
+        return present(column) & ~pc.fill_null(known, True).to_numpy(zero_copy_only=False)
+    if rule.kind == "label":
+        return _bad_labels(rule, column, dtype)
+    if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
+        return np.zeros(n, dtype=bool)  # bools and nulls: nothing numeric to break
+    v = _floats(column)
+    with np.errstate(invalid="ignore"):
+        if rule.kind == "integer":
+            return np.isinf(v) | (np.isfinite(v) & (v != np.floor(v)))
+        if rule.kind == "bool":
+            return ~np.isnan(v) & (v != 0) & (v != 1)
+        if rule.kind == "finite":
+            return np.isinf(v)
+        assert isinstance(rule.value, float)
+        return v < rule.value if rule.kind == "min" else v > rule.value
+
+
+def _bad_labels(rule: Rule, column: pa.Array | pa.ChunkedArray, dtype: pa.DataType) -> np.ndarray:
+    if rule.value is None:  # regression: any finite number
+        if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+            return np.isinf(_floats(column))
+        return present(column)
+    assert isinstance(rule.value, tuple)
+    if pa.types.is_boolean(dtype):
+        return np.zeros(len(column), dtype=bool)
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        v = _floats(column)
+        allowed = {float(x) for x in rule.value if x in ("0", "1")}
+        return ~np.isnan(v) & ~np.isin(v, list(allowed))
+    text = pc.cast(column, pa.string())
+    known = pc.is_in(text, value_set=pa.array(rule.value, pa.string()))
+    return present(column) & ~pc.fill_null(known, True).to_numpy(zero_copy_only=False)
+
+
+def label_codes(spec: DatasetSpec, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The label as float64: 0/1 for binary (classes mapped), the value for regression; NaN
+    where missing or not a valid label."""
+    if spec.target.task == "regression":
+        if _is_text(column.type):  # late labels joined as text
+            column = pc.cast(column, pa.float64())
+        v = _floats(column)
+        return np.where(np.isinf(v), np.nan, v)
+    mapping = {"1": 1.0, "0": 0.0, "true": 1.0, "false": 0.0}
+    if spec.target.classes:
+        mapping = {k: float(v) for k, v in spec.target.classes.items()}
+    if not _is_text(column.type):
+        v = _floats(column)
+        return np.where(np.isin(v, [0.0, 1.0]), v, np.nan)
+    keys = list(mapping)
+    index = pc.index_in(pc.cast(column, pa.string()), value_set=pa.array(keys, pa.string()))
+    codes = index.to_numpy(zero_copy_only=False).astype(np.float64)
+    lookup = np.array([mapping[k] for k in keys] + [np.nan])
+    return lookup[np.where(np.isnan(codes), len(keys), codes).astype(int)]
+
+
+# --- column-level checks -------------------------------------------------------------------
+
+
+def _numeric(dtype: pa.DataType) -> bool:
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
+
+
+def compatible(kind: str, dtype: pa.DataType) -> bool:
+    """Whether a column of Arrow type `dtype` can hold values of spec dtype `kind` (row rules
+    then judge each value: 3.7 in an int column is a row problem, text is a column one)."""
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    if kind in ("category", "string"):
+        return _is_text(dtype) or pa.types.is_null(dtype)
+    if kind == "bool":
+        return pa.types.is_boolean(dtype) or _numeric(dtype)
+    return _numeric(dtype)
+
+
+def check_columns(schema: pa.Schema, spec: DatasetSpec, features: list[str] | None = None) -> None:
+    """Raise SchemaMismatch naming the first missing or mistyped column among the entity id
+    and `features` (default: the spec's). An entity id of dtype string may arrive as numbers."""
+    names = set(schema.names)
+    if spec.entity_id not in names:
+        raise SchemaMismatch(f"column {spec.entity_id!r} (entity id) is missing [rule: exists]")
+    id_type = schema.field(spec.entity_id).type
+    if spec.entity_id_dtype == "int" and not compatible("int", id_type):
+        raise SchemaMismatch(
+            f"column {spec.entity_id!r} (entity id) has type {id_type}, spec says int [rule: type]"
+        )
+    for name in features if features is not None else spec.feature_names:
+        feature = spec.feature(name)
+        if name not in names:
+            raise SchemaMismatch(f"column {name!r} is missing [rule: exists]")
+        dtype = schema.field(name).type
+        if not compatible(feature.dtype, dtype):
+            raise SchemaMismatch(
+                f"column {name!r} has type {dtype}, spec says {feature.dtype} [rule: type]"
+            )
+
+
+# --- evaluating all rules on a batch -------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Per rule: rows it applied to, rows that broke it, and one example value."""
+
+    applied: int = 0
+    broken: int = 0
+    example: object = None
+
+    def fraction(self) -> float:
+        return self.broken / self.applied if self.applied else 0.0
+
+
+def evaluate(
+    rules: list[Rule], batch: pa.RecordBatch | pa.Table, tallies: dict[Rule, Tally]
+) -> tuple[np.ndarray, list[tuple[np.ndarray, Rule]]]:
+    """Apply `rules` (except unique, which spans batches: see scoring) to the columns of
+    `batch` that are present; add to `tallies`. Returns the mask of rows breaking no rule and
+    the (rows, rule) pairs that broke."""
+    ok = np.ones(batch.num_rows, dtype=bool)
+    broken: list[tuple[np.ndarray, Rule]] = []
+    names = set(batch.schema.names)
+    for rule in rules:
+        if rule.kind == "unique" or rule.column not in names:
+            continue
+        column = batch.column(rule.column)
+        bad = bad_rows(rule, column)
+        tally = tallies.setdefault(rule, Tally())
+        tally.applied += batch.num_rows if rule.kind == "not_null" else int(present(column).sum())
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            tally.broken += rows.size
+            if tally.example is None:
+                tally.example = column[int(rows[0])].as_py()
+            ok[rows] = False
+            broken.append((rows, rule))
+    return ok, broken
+
+
+def over_threshold(tallies: dict[Rule, Tally]) -> tuple[Rule, Tally] | None:
+    """The first rule broken by more than its family's share of rows, if any."""
+    for rule, tally in tallies.items():
+        if tally.broken and tally.fraction() > rule.threshold + 1e-12:
+            return rule, tally
+    return None
+
+
+def describe(rule: Rule, tally: Tally) -> str:
+    """`column 'x' broke rule max=120 in 3 of 400 rows (above reject_up_to.range 0), e.g. 130`"""
+    return (
+        f"column {rule.column!r} broke rule {rule.name} in {tally.broken} of {tally.applied} "
+        f"rows (above validation.reject_up_to.{rule.family} = {rule.threshold:g}), "
+        f"e.g. {tally.example!r}"
+    )

@@ -1,0 +1,120 @@
+"""The nightly on data shaped like real data: the day to score has no label yet, some outcomes
+are never known, labels arrive a few days later in their own source, a challenger scores in
+shadow, and realised performance is measured once labels are in."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from batchpred import config, demo, storage
+from flows.nightly import nightly
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(sql: str, **params: object) -> list[sa.Row]:
+    engine = sa.create_engine(config.database_url())
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql), params))
+
+
+def _write_late_labels(settings: config.Settings, days: list, url: str) -> None:
+    """What the upstream system sends a few days later: the outcome of each entity."""
+    spec = settings.dataset
+    labelled = settings.demo.model_copy(update={"unlabelled_days": 0})
+    for day in days:
+        table = demo.generate_day(spec, labelled, day)
+        storage.write_partition(url, day, table.select([spec.entity_id, spec.target.name]))
+
+
+def test_unlabelled_days_are_scored_null_labels_excluded_and_late_labels_measured(workspace):
+    overrides = {
+        "demo": {"days": 9, "rows_per_day": 400, "unlabelled_days": 2, "null_label_fraction": 0.05}
+    }
+    files = workspace("churn", **overrides)
+    settings = config.load_settings(files)
+    demo.write_demo_source(settings.dataset, settings.demo, settings.source.url)
+    last = settings.demo.start_date + timedelta(days=settings.demo.days - 1)
+    unlabelled = [last - timedelta(days=1), last]
+
+    first = nightly(config_files=files)
+
+    # The newest day has no label column: it is ingested, validated and scored.
+    assert first["day"] == last
+    (scored,) = first["scored"]
+    assert scored.status == "scored" and scored.rows_scored == 400
+    # Training took the newest labelled days, never the two unlabelled ones, and left the
+    # null-label rows out with a count.
+    prepared = json.loads(Path("data/train/churn/data/prepare.json").read_text())
+    assert not {d.isoformat() for d in unlabelled} & set(prepared["days"])
+    assert len(prepared["days"]) == settings.training.window_days
+    assert {e["reason"] for e in prepared["excluded"]} == {"no labels yet"}
+    assert 0 < prepared["unlabelled_rows"] < 0.1 * 400 * len(prepared["days"])
+    assert sum(prepared["rows"].values()) + prepared["unlabelled_rows"] == 400 * len(
+        prepared["days"]
+    )
+    # Nothing to measure yet: the scored day's outcome is unknown.
+    assert first["realised"] == []
+
+    # A week later the labels of the two unlabelled days arrive in their own source.
+    labels_url = str(Path("data/labels-source/churn").resolve())
+    _write_late_labels(settings, unlabelled, labels_url)
+    files = workspace("churn", **overrides, labels={"url": labels_url})
+    second = nightly(day=last, config_files=files)
+
+    # The days with late labels now count as labelled: the window moved forward, and the
+    # retrained champion scored the day too (its own rows).
+    prepared = json.loads(Path("data/train/churn/data/prepare.json").read_text())
+    assert {d.isoformat() for d in unlabelled} <= set(prepared["days"])
+    new = second["model"]["version"]
+    assert second["scored"][0].model_version == new != scored.model_version
+    # Every model that scored the day is measured on its real outcomes.
+    late = storage.read_partition(labels_url, last).column(settings.dataset.target.name)
+    known = len(late) - late.null_count  # outcomes that are never known stay out
+    assert 0 < late.null_count < 40
+    realised = {(r["partition_date"], r["model_version"]): r for r in second["realised"]}
+    assert set(realised) == {(last, scored.model_version), (last, new)}
+    for measured in realised.values():
+        assert measured["rows"] == measured["metrics"]["rows"] == known
+        assert 0.6 < measured["metrics"]["auc"] <= 1.0
+    stored = _rows("select partition_date, rows from realised_metrics")
+    assert len(stored) == 2 and {r.rows for r in stored} == {known}
+
+    # Nothing new: realised metrics are not computed again.
+    before = _rows("select model_version, computed_at from realised_metrics order by 1")
+    third = nightly(day=last, config_files=files)
+    assert third["model"]["decision"] == "unchanged"
+    assert _rows("select model_version, computed_at from realised_metrics order by 1") == before
+
+
+def test_shadow_challenger_scores_the_same_day_in_its_own_rows(workspace):
+    files = workspace("churn", demo={"days": 8, "rows_per_day": 400, "unlabelled_days": 1})
+    settings = config.load_settings(files)
+    demo.write_demo_source(settings.dataset, settings.demo, settings.source.url)
+    first = nightly(config_files=files)
+    champion = first["model"]["version"]
+
+    # A retrained model that cannot pass the gate stays challenger; in shadow it scores too.
+    files = workspace(
+        "churn",
+        demo={"days": 8, "rows_per_day": 400, "unlabelled_days": 1},
+        training={"seed": 1, "gate": {"min_metric": 0.999}},
+        scoring={"shadow": True},
+    )
+    second = nightly(config_files=files)
+    challenger = second["model"]["version"]
+    assert second["model"]["decision"] == "rejected" and challenger != champion
+    versions = {r.model_version: r for r in second["scored"]}
+    assert set(versions) == {champion, challenger}
+    counts = dict(
+        _rows("select model_version, count(*) from predictions group by model_version")
+    )
+    assert counts == {champion: 400, challenger: 400}
+    # Analysts' champion view shows only the champion's rows.
+    (only,) = _rows("select distinct model_version from champion_predictions")
+    assert only[0] == champion
