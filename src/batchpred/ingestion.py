@@ -64,12 +64,25 @@ def _soft_cast(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
         wanted = types.get(name)
         if wanted is None or table.schema.field(i).type == wanted:
             continue
+        column = table.column(i)
+        if pa.types.is_boolean(wanted) and not _zero_one(column):
+            continue  # Arrow would cast 7 or 300 to true: leave it for the bool rule
         try:
-            column = pc.cast(table.column(i), wanted)
+            column = pc.cast(column, wanted)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
         table = table.set_column(i, pa.field(name, wanted), column)
     return table
+
+
+def _zero_one(column: pa.ChunkedArray) -> bool:
+    """Whether every value is a bool, or a number that is 0 or 1 (text: Arrow's own parse)."""
+    if pa.types.is_boolean(column.type) or pa.types.is_string(column.type):
+        return True
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return False
+    values = pc.drop_null(pc.cast(column, pa.float64()))
+    return bool(pc.all(pc.is_in(values, value_set=pa.array([0.0, 1.0]))).as_py() is not False)
 
 
 def _source_label(settings: Settings) -> str:

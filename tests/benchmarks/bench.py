@@ -165,6 +165,7 @@ def child_plain(args: argparse.Namespace) -> None:
         return scoring.score_partition(
             engine,
             settings.dataset,
+            settings.validation,
             settings.scoring,
             model,
             settings.scoring_input,
@@ -229,7 +230,7 @@ def train_and_save(settings: Any, lake: str, days: list[date], out: Path) -> Pat
     import xgboost as xgb
 
     from batchpred import storage, training
-    from batchpred.schema import arrow_schema
+    from batchpred.schema import arrow_schema, build_contract
 
     spec = settings.dataset
     schema = arrow_schema(spec)
@@ -242,12 +243,16 @@ def train_and_save(settings: Any, lake: str, days: list[date], out: Path) -> Pat
             break
     train = pa.concat_tables(tables).slice(0, TRAIN_SAMPLE).combine_chunks()
     params = training.effective_params(settings)
+    contract = build_contract(spec, train)
     booster = xgb.train(
-        params, training._dmatrix(train, spec), num_boost_round=settings.training.num_boost_round
+        params,
+        training._dmatrix(train, spec, contract),
+        num_boost_round=settings.training.num_boost_round,
     )
     training.save_model(
         booster,
         settings,
+        contract,
         train,
         out,
         best_iteration=settings.training.num_boost_round - 1,
@@ -267,8 +272,36 @@ def fresh_sqlite(tmp: Path, tag: str, model_dir: Path, registry_url: str) -> str
     engine = db.create_engine(url)
     db.migrate(engine)
     registry.register_model(engine, model_dir, registry_url)
+    seed_verdicts(engine)
     engine.dispose()
     return url
+
+
+VERDICTS: list[tuple[Any, ...]] = []  # (dataset, day, content key, spec hash, report)
+
+
+def validate_once(settings: Any, lake: str, days: list[date], tmp: Path) -> None:
+    """Validate every partition once, as ingest does in production, so scoring finds a
+    verdict; each fresh database gets a copy (seed_verdicts)."""
+    from batchpred import db, rules, storage, validation
+
+    engine = db.create_engine(f"sqlite:///{tmp}/verdicts.db")
+    db.migrate(engine)
+    spec, cfg = settings.dataset, settings.validation
+    for day in days:
+        report = validation.validate_partition(
+            engine, spec, cfg, lake, day, reports_url=None, run_id="bench"
+        )
+        key = storage.fingerprint_partition(lake, day)
+        VERDICTS.append((spec.name, day, key, rules.spec_hash(spec, cfg), report))
+    engine.dispose()
+
+
+def seed_verdicts(engine: Any) -> None:
+    from batchpred import verdicts
+
+    for dataset, day, key, spec_hash, report in VERDICTS:
+        verdicts.record(engine, dataset, day, key, spec_hash, report, "bench")
 
 
 def reset_pg(engine: Any) -> None:
@@ -311,7 +344,8 @@ def naive_run(
                 X[f.name] = np.where(codes < 0, np.nan, codes).astype("float32")
             else:
                 X[f.name] = col.astype("float32")
-        proba = booster.predict(xgb.DMatrix(X))
+        dm = xgb.DMatrix(X, feature_types=booster.feature_types, enable_categorical=True)
+        proba = booster.predict(dm)
         out = pd.DataFrame(
             {
                 "partition_date": day,
@@ -405,7 +439,7 @@ def bench(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
     import sqlalchemy as sa
 
-    from batchpred import config, db, demo, registry, schema, scoring, storage
+    from batchpred import config, db, demo, registry, rules, schema, scoring, storage
 
     t_bench = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="batchpred-bench-"))
@@ -452,6 +486,9 @@ def bench(args: argparse.Namespace) -> None:
         version = registry.register_model(pg_engine, model_dir, registry_url)
         log(f"  trained in {R['train_s']:.1f}s, model {version}")
         model = registry.load_model(pg_engine, version)
+        log("validating every partition once (as ingest does), outside the timings")
+        validate_once(settings, str(lake), days, tmp)
+        seed_verdicts(pg_engine)
 
         # 2c. ceilings: read, predict, write; plus row checks and fingerprints
         cols = [spec.entity_id, *spec.feature_names]
@@ -476,18 +513,19 @@ def bench(args: argparse.Namespace) -> None:
             per_day[day] = []
             for b in bs:
                 t1 = time.perf_counter()
-                X = schema.feature_matrix(b, spec)
+                X, _ = schema.feature_matrix(b, model.contract)
                 t_fm += time.perf_counter() - t1
                 s = model.booster.inplace_predict(X, validate_features=False)
                 per_day[day].append((b.column(spec.entity_id), s, (s >= 0.5).astype(np.int8)))
         R["predict_s"] = time.perf_counter() - t
         R["feature_matrix_s"] = t_fm
 
-        log("row checks alone (schema.check_rows, duplicate tracker) and input fingerprints")
+        log("row checks alone (rules.evaluate, duplicate tracker) and input fingerprints")
+        row_rules = rules.compile_rules(spec, settings.validation, label=False)
         t = time.perf_counter()
         for bs in batches.values():
             for b in bs:
-                schema.check_rows(b, spec)
+                rules.evaluate(row_rules, b, {})
         R["check_rows_s"] = time.perf_counter() - t
         t = time.perf_counter()
         for bs in batches.values():
@@ -687,7 +725,7 @@ def report(R: dict[str, Any], args: argparse.Namespace) -> None:
     )
     add("ceiling: write, SQLite sink", R["write_sqlite_s"], "1 thread")
     add("ceiling: write, PostgreSQL sink", R["write_pg_s"], "1 thread")
-    add("schema.check_rows alone", R["check_rows_s"], "1 thread")
+    add("rules.evaluate alone", R["check_rows_s"], "1 thread")
     add("duplicate-id tracker alone", R["dup_check_s"], "1 thread")
     add("input fingerprints (sha256 of files)", R["fingerprint_s"], "1 thread")
 
@@ -747,7 +785,7 @@ def report(R: dict[str, Any], args: argparse.Namespace) -> None:
     tgt("Prefect overhead, PostgreSQL (flow / plain - 1)", ov_pg, "{:.1f}%", 5.0, False, "<= 5%:")
     tgt("Prefect overhead, SQLite (flow / plain - 1)", ov_sq, "{:.1f}%", 5.0, False, "<= 5%:")
     tgt(
-        "row checks (check_rows + duplicates) / flow wall, PostgreSQL",
+        "row checks (rules.evaluate + duplicates) / flow wall, PostgreSQL",
         checks / fp["wall_s"] * 100,
         "{:.1f}%",
         15.0,
@@ -755,7 +793,7 @@ def report(R: dict[str, Any], args: argparse.Namespace) -> None:
         "<= 15%:",
     )
     tgt(
-        "row checks (check_rows + duplicates) / flow wall, SQLite",
+        "row checks (rules.evaluate + duplicates) / flow wall, SQLite",
         checks / fs["wall_s"] * 100,
         "{:.1f}%",
         15.0,

@@ -111,9 +111,7 @@ def test_shadow_challenger_scores_the_same_day_in_its_own_rows(workspace):
     assert second["model"]["decision"] == "rejected" and challenger != champion
     versions = {r.model_version: r for r in second["scored"]}
     assert set(versions) == {champion, challenger}
-    counts = dict(
-        _rows("select model_version, count(*) from predictions group by model_version")
-    )
+    counts = dict(_rows("select model_version, count(*) from predictions group by model_version"))
     assert counts == {champion: 400, challenger: 400}
     # Analysts' champion view shows only the champion's rows.
     (only,) = _rows("select distinct model_version from champion_predictions")

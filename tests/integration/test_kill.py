@@ -26,7 +26,8 @@ model = registry.load_model(engine, sys.argv[3])
 root = settings.scoring_input
 for day in storage.list_partitions(root):
     r = scoring.score_partition(
-        engine, settings.dataset, settings.scoring, model, root, day, sys.argv[4]
+        engine, settings.dataset, settings.validation, settings.scoring, model, root, day,
+        sys.argv[4],
     )
     print(day, r.status, flush=True)
 """
