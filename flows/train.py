@@ -1,4 +1,5 @@
-"""Flow `train`: run the DVC pipeline (prepare -> train -> evaluate), then register and gate."""
+"""Flow `train`: run the dataset's DVC pipeline (window -> prepare -> train -> evaluate), then
+register and gate."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from tasks import model, reporting
 
 @flow(name="train", flow_run_name="train")
 def train(config_files: list[str] | None = None, workspace: str = ".") -> dict[str, Any]:
-    """Retrain on the rolling window via `dvc repro`; promote only past the quality gate."""
+    """Retrain on the rolling window via `dvc repro evaluate@<dataset>` (a no-op when window,
+    settings and code are unchanged); promote only past the quality gate."""
     settings = config.load_settings(config_files)
-    model.reproduce_pipeline(workspace, config_files)
+    dataset = settings.dataset.name
+    model.reproduce_pipeline(workspace, config_files, dataset)
     result = model.register_and_gate(settings, workspace)
-    model.push_artifacts(workspace, config_files)
+    model.push_artifacts(workspace, config_files, dataset)
     reporting.publish_model_comparison(result)
     return result
 

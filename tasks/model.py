@@ -16,10 +16,20 @@ from batchpred import config, registry
 from batchpred.config import Settings
 from tasks import resources
 
-TRAIN_DIR = "data/train"  # where dvc.yaml's stages write, relative to the workspace
+TRAIN_DIR = "data/train"  # dvc.yaml's stages for dataset D write under data/train/D/
 
 
-def _dvc(workspace: str, config_files: list[str], *args: str) -> str:
+def train_dir(dataset: str) -> str:
+    """Where dvc.yaml's stages for `dataset` write, relative to the workspace."""
+    return f"{TRAIN_DIR}/{dataset}"
+
+
+def stage(name: str, dataset: str) -> str:
+    """The DVC name of a `foreach` stage for one dataset, e.g. evaluate@churn."""
+    return f"{name}@{dataset}"
+
+
+def _dvc(workspace: str, config_files: list[str] | None, *args: str) -> str:
     env = dict(os.environ)
     # The stages call `batchpred`; make sure it is this environment's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -36,29 +46,32 @@ def _dvc(workspace: str, config_files: list[str], *args: str) -> str:
 
 
 @task(name="dvc-repro", cache_policy=NONE)
-def reproduce_pipeline(workspace: str, config_files: list[str]) -> dict[str, Any]:
-    """Run `dvc repro` (prepare -> train -> evaluate); unchanged stages are skipped."""
-    out = _dvc(workspace, config_files, "repro")
+def reproduce_pipeline(
+    workspace: str, config_files: list[str] | None, dataset: str
+) -> dict[str, Any]:
+    """Run `dvc repro evaluate@<dataset>` (window -> prepare -> train -> evaluate); the window
+    stage always runs, the others only if the window, the settings or the code changed."""
+    out = _dvc(workspace, config_files, "repro", stage("evaluate", dataset))
     get_run_logger().info(out[-2000:])
-    return json.loads((Path(workspace) / TRAIN_DIR / "metrics.json").read_text())
+    return json.loads((Path(workspace) / train_dir(dataset) / "metrics.json").read_text())
 
 
 @task(name="dvc-push", cache_policy=NONE, retries=3, retry_delay_seconds=10)
-def push_artifacts(workspace: str, config_files: list[str]) -> None:
-    """Push the model and training data to the DVC remote."""
-    _dvc(workspace, config_files, "push")
+def push_artifacts(workspace: str, config_files: list[str] | None, dataset: str) -> None:
+    """Push the dataset's model and training data to the DVC remote."""
+    _dvc(workspace, config_files, "push", "--with-deps", stage("evaluate", dataset))
 
 
 @task(name="register-and-gate", cache_policy=NONE)
 def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
     """Register the trained model and promote it if it beats the champion on the same holdout."""
-    work = Path(workspace)
+    work, out = Path(workspace), train_dir(settings.dataset.name)
     result = registry.promote_if_better(
         resources.engine(),
         settings,
-        work / TRAIN_DIR / "model",
-        work / TRAIN_DIR / "data" / "holdout.parquet",
-        dvc_hash=registry.dvc_md5(work / "dvc.lock", f"{TRAIN_DIR}/model"),
+        work / out / "model",
+        work / out / "data" / "holdout.parquet",
+        dvc_hash=registry.dvc_md5(work / "dvc.lock", f"{out}/model"),
     )
     get_run_logger().info(
         "model %s: %s (%s)", result["version"], result["decision"], result["reason"]

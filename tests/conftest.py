@@ -12,13 +12,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from batchpred import db
-from batchpred.config import Settings, deep_merge, load_settings
+from batchpred import db, rules, storage, verdicts
+from batchpred.config import DatasetSpec, Settings, ValidationConfig, deep_merge, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -41,11 +42,45 @@ def settings_for(dataset: str, tmp: Path, **overrides: object) -> Settings:
     """Settings for a dataset config with every path under `tmp`."""
     base = {
         "source": {"url": str(tmp / "source")},
-        "lake": {"raw": str(tmp / "raw"), "reports": str(tmp / "reports")},
+        "lake": {
+            "raw": str(tmp / "raw"),
+            "labels": str(tmp / "labels"),
+            "reports": str(tmp / "reports"),
+        },
         "training": {"registry": str(tmp / "models")},
     }
     files = [ROOT / "configs/base.yaml", ROOT / f"configs/datasets/{dataset}.yaml"]
     return load_settings(files, overrides=deep_merge(base, overrides))
+
+
+def record_verdict(
+    engine: sa.Engine,
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    root: str,
+    day: date,
+    *,
+    valid: bool = True,
+    message: str = "column 'x' failed expect_column_values_to_be_between: 1 of 1 rows",
+    run_id: str = "test",
+) -> verdicts.ValidationReport:
+    """Record a verdict for the partition's current files under the spec's current rules, the
+    way ingest does (verdicts.record keyed by storage.fingerprint_partition and
+    rules.spec_hash), without running Great Expectations. `valid=False` stores a failed report
+    whose one failure carries `message` as its detail."""
+    failures = () if valid else (verdicts.Failure("x", "expect_test_rule", message),)
+    report = verdicts.ValidationReport(
+        subject=f"partition dt={day.isoformat()} (test verdict)",
+        success=valid,
+        failures=failures,
+        evaluated=1,
+        rows=0,
+        json_path=None,
+        docs_path=None,
+    )
+    key = storage.fingerprint_partition(root, day)
+    verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
+    return report
 
 
 @pytest.fixture

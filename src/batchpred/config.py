@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
@@ -158,9 +159,10 @@ class ExtraExpectation(Frozen):
 
 
 class RejectPolicy(Frozen):
-    """Per rule family, the share of a partition's rows that may break it. Those rows are
-    rejected (kept in rejected_rows when scoring, left out of training); above the share,
-    the whole partition fails. 0 = any broken row fails the partition."""
+    """Per rule family, the share of a partition's rows that may break each rule of the family
+    (one check on one column, like GX's `mostly`). Those rows are rejected (kept in
+    rejected_rows when scoring, left out of training); above the share, the whole partition
+    fails. 0 = any broken row fails the partition."""
 
     not_null: float = Field(0.0, ge=0, le=1)  # a null in a non-nullable column
     type: float = Field(0.0, ge=0, le=1)  # 3.7 in an int, 7 in a bool, text in a number
@@ -238,6 +240,22 @@ class Settings(Frozen):
 # --- loading ------------------------------------------------------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes, no, on, off as booleans,
+    which turns a category or class named `no` into False."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
@@ -265,7 +283,7 @@ def load_settings(
     merged: dict[str, Any] = {}
     for path in config_files(paths):
         with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+            data = yaml.load(fh, Loader=_Loader) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: top level must be a mapping")
         merged = deep_merge(merged, data)

@@ -7,8 +7,9 @@ Semantics every caller shares:
 - each rule applies to the rows where its column is present (GX's `mostly` denominator);
   `not_null` applies to every row;
 - a rule's family (`not_null`, `type`, `range`, `category`, `unique`, `label`) picks its
-  threshold in `validation.reject_up_to`: up to that share of rows are rejected, above it
-  the partition fails.
+  threshold in `validation.reject_up_to`: each rule (one check on one column) may be broken
+  by up to that share of the rows it applies to, which are rejected; above it the partition
+  fails. This is GX's `mostly`, per expectation.
 
 Column-level problems (a missing column, text in a numeric column) are not row rules: they
 fail the partition at once (`check_columns`).
@@ -64,7 +65,8 @@ class Rule:
             return f"{self.kind}={self.value:g}"
         if self.kind == "in_set":
             assert isinstance(self.value, tuple)
-            return f"in_set({len(self.value)} values)"
+            # () is the model's vocabulary at scoring time (on_unknown reject/fail)
+            return f"in_set({len(self.value)} values)" if self.value else "unknown_category"
         return self.kind
 
 

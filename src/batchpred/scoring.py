@@ -199,11 +199,7 @@ def _rejects_table(ids: pa.Array, broken: list[tuple[np.ndarray, rules.Rule]]) -
     rows = np.concatenate([r for r, _ in broken])
     taken = ids.take(pa.array(rows)).cast(pa.string())
     columns = [rule.column for r, rule in broken for _ in range(r.size)]
-    names = [
-        "unknown_category" if rule.kind == "in_set" and rule.value == () else rule.name
-        for r, rule in broken
-        for _ in range(r.size)
-    ]
+    names = [rule.name for r, rule in broken for _ in range(r.size)]
     return pa.table({"entity_id": taken, "column_name": columns, "rule": names})
 
 

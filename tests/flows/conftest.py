@@ -24,9 +24,10 @@ def prefect_harness():
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A copy of the project's pipeline definition (dvc.yaml, configs) in a fresh DVC repo,
-    with the library source linked in (a DVC dependency), as the working directory, and a
-    SQLite database of its own. Returns a function writing a small override config."""
+    """A copy of the project's pipeline definition (dvc.yaml, .dvcignore, configs) in a fresh
+    DVC repo, with the library source linked in (a DVC dependency), as the working directory,
+    and a SQLite database of its own. Returns a function writing a small override config for
+    a dataset (configs/test-<dataset>.yaml; calling it again rewrites that file)."""
     ws = tmp_path / "ws"
     ws.mkdir()
     shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
@@ -40,6 +41,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         (ROOT / ".dvc" / "config").read_text().replace("[core]", "[core]\n    no_scm = True")
     )
     (ws / ".dvc" / "config").write_text(project_config)
+    shutil.copy(ROOT / ".dvcignore", ws / ".dvcignore")  # after init, which writes its own
     monkeypatch.chdir(ws)
     monkeypatch.setenv("PATH", env["PATH"])
     monkeypatch.setenv("BATCHPRED_DATABASE_URL", f"sqlite:///{ws / 'data' / 'bp.db'}")
@@ -57,7 +59,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         }
         from batchpred.config import deep_merge
 
-        path = ws / "configs" / "test.yaml"
+        path = ws / "configs" / f"test-{dataset}.yaml"
         path.write_text(yaml.safe_dump(deep_merge(small, overrides), sort_keys=False))
         return [
             str(ws / "configs/base.yaml"),

@@ -55,7 +55,7 @@ def test_nightly_twice_lands_each_row_once(workspace):
     assert _count("select count(distinct entity_id) from champion_predictions") == rows
     assert _count("select count(*) from scoring_ledger") == 1
     # DVC tracked the run: metrics readable, model hash recorded with the version
-    metrics = json.loads(Path("data/train/metrics.json").read_text())
+    metrics = json.loads(Path("data/train/churn/metrics.json").read_text())
     assert metrics["auc"] == first["model"]["challenger_metrics"]["auc"]
     assert _count("select count(*) from model_versions where dvc_md5 is not null") == 1
 
@@ -104,7 +104,7 @@ def test_bad_partitions_are_rejected_with_reasons_and_never_scored(workspace):
     with pytest.raises(InvalidPartitions):
         nightly(config_files=files)  # the newest day is the bad one: trained, not scored
     assert _count("select count(*) from predictions") == 0
-    prepared = json.loads(Path("data/train/data/prepare.json").read_text())
+    prepared = json.loads(Path("data/train/churn/data/prepare.json").read_text())
     assert {str(missing_day), str(range_day)} <= {e["day"] for e in prepared["excluded"]}
 
     # Scoring a bad partition directly is refused too, naming partition, column and rule.

@@ -39,7 +39,7 @@ def test_score_partition_from_s3(
     cfg = settings.demo.model_copy(update={"days": 2, "rows_per_day": 150, "seed": 99})
     day = demo.write_demo_source(spec, cfg, root)[0]
     scoring = settings.scoring.model_copy(update={"batch_rows": 64})
-    args = (engine, spec, scoring, model, root, day)
+    args = (engine, spec, settings.validation, scoring, model, root, day)
 
     result = score_partition(*args, "r1")
     assert (result.status, result.rows_in, result.rows_scored) == ("scored", 150, 150)

@@ -32,14 +32,79 @@ def test_settings_are_frozen():
         s.scoring.concurrency = 8  # type: ignore[misc]
 
 
-def test_category_feature_needs_categories(tmp_path):
-    bad = tmp_path / "ds.yaml"
-    bad.write_text(
+def _dataset_file(tmp_path, features: str, target: str = "{name: y, task: binary}"):
+    path = tmp_path / "ds.yaml"
+    path.write_text(
         "dataset:\n  name: x\n  entity_id: id\n  event_date: d\n"
-        "  target: {name: y, task: binary}\n  features:\n    - {name: c, dtype: category}\n"
+        f"  target: {target}\n  features:\n{features}"
     )
-    with pytest.raises(pydantic.ValidationError, match="needs 'categories'"):
-        load_settings([ROOT / "configs/base.yaml", bad])
+    return [ROOT / "configs/base.yaml", path]
+
+
+def test_category_feature_may_omit_categories_and_learns_them(tmp_path):
+    """A category without a list is allowed: its vocabulary is learned from training data
+    (schema.build_contract); an unknown value is scored as missing by default."""
+    s = load_settings(_dataset_file(tmp_path, "    - {name: c, dtype: category}\n"))
+    feature = s.dataset.feature("c")
+    assert feature.categories is None and feature.on_unknown == "missing"
+
+
+def test_feature_rules_are_checked(tmp_path):
+    cases = {
+        "    - {name: c, dtype: float, categories: [a]}\n": "only applies to dtype category",
+        "    - {name: c, dtype: category, min: 1}\n": "do not apply to dtype category",
+        "    - {name: c, dtype: int, min: 5, max: 1}\n": "min > max",
+        "    - {name: c, dtype: category, on_unknown: ignore}\n": "on_unknown",
+    }
+    for features, words in cases.items():
+        with pytest.raises(pydantic.ValidationError, match=words):
+            load_settings(_dataset_file(tmp_path, features))
+
+
+def test_target_classes_map_text_labels_to_both_classes(tmp_path):
+    feature = "    - {name: f, dtype: float}\n"
+    # quoted: YAML 1.1 reads bare yes/no as booleans
+    ok = "{name: y, task: binary, classes: {'yes': 1, 'no': 0}, threshold: 0.3}"
+    target = load_settings(_dataset_file(tmp_path, feature, ok)).dataset.target
+    assert target.classes == {"yes": 1, "no": 0} and target.threshold == 0.3
+    with pytest.raises(pydantic.ValidationError, match="both 0 and 1"):
+        load_settings(_dataset_file(tmp_path, feature, "{name: y, task: binary, classes: {a: 1}}"))
+    with pytest.raises(pydantic.ValidationError, match="only applies to task binary"):
+        load_settings(
+            _dataset_file(tmp_path, feature, "{name: y, task: regression, classes: {a: 1, b: 0}}")
+        )
+
+
+def test_reject_up_to_replaces_max_reject_fraction(tmp_path):
+    base = [ROOT / "configs/base.yaml", ROOT / "configs/datasets/churn.yaml"]
+    s = load_settings(base, overrides={"validation": {"reject_up_to": {"range": 0.1}}})
+    policy = s.validation.reject_up_to
+    assert (policy.range, policy.not_null, policy.category, policy.label) == (0.1, 0, 0, 0)
+    with pytest.raises(pydantic.ValidationError, match="max_reject_fraction"):
+        load_settings(base, overrides={"scoring": {"max_reject_fraction": 0.1}})
+    with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
+        load_settings(base, overrides={"validation": {"reject_up_to": {"type": 1.5}}})
+
+
+def test_dataset_placeholder_separates_the_lake_zones_of_each_dataset(tmp_path):
+    churn = load_settings([ROOT / "configs/base.yaml", ROOT / "configs/datasets/churn.yaml"])
+    deliveries = load_settings(
+        [ROOT / "configs/base.yaml", ROOT / "configs/datasets/deliveries.yaml"],
+        overrides={"lake": {"raw": str(tmp_path / "{dataset}" / "raw")}},
+    )
+    assert (churn.lake.raw, churn.lake.labels) == ("data/raw/churn", "data/labels/churn")
+    assert churn.source.url == "data/source/churn"
+    assert deliveries.lake.raw == str(tmp_path / "deliveries" / "raw")
+    assert deliveries.lake.reports == "data/reports/deliveries"
+
+
+def test_split_days_needs_room_for_training_days():
+    base = [ROOT / "configs/base.yaml", ROOT / "configs/datasets/churn.yaml"]
+    days = {"window_days": 4, "valid_days": 2, "holdout_days": 2}
+    with pytest.raises(pydantic.ValidationError, match="valid_days \\+ holdout_days"):
+        load_settings(base, overrides={"training": days})
+    rows = load_settings(base, overrides={"training": {**days, "window_days": 1, "split": "rows"}})
+    assert rows.training.split == "rows" and rows.training.window_days == 1
 
 
 def test_config_files_from_environment(monkeypatch):

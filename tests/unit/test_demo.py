@@ -11,7 +11,7 @@ import xgboost as xgb
 from batchpred import storage
 from batchpred.config import Settings
 from batchpred.demo import generate_day, write_demo_source
-from batchpred.schema import arrow_schema, feature_matrix
+from batchpred.schema import arrow_schema, build_contract, feature_matrix
 
 DAY = date(2026, 10, 1)
 
@@ -80,12 +80,23 @@ def test_churn_label_is_learnable_on_a_held_out_day(churn: Settings) -> None:
     test = generate_day(spec, demo, DAY + timedelta(days=5))
     y_train = train.column(spec.target.name).to_numpy()
     assert 0.1 < y_train.mean() < 0.5
+    contract = build_contract(spec)  # the matrix a model sees: categories as native codes
+
+    def dmatrix(table, label=None):
+        return xgb.DMatrix(
+            feature_matrix(table, contract)[0],
+            label=label,
+            feature_names=contract.feature_names,
+            feature_types=contract.feature_types,
+            enable_categorical=True,
+        )
+
     model = xgb.train(
         {"objective": "binary:logistic", "max_depth": 3, "eta": 0.1, "nthread": 1},
-        xgb.DMatrix(feature_matrix(train, spec), label=y_train),
+        dmatrix(train, y_train),
         num_boost_round=80,
     )
-    scores = model.predict(xgb.DMatrix(feature_matrix(test, spec)))
+    scores = model.predict(dmatrix(test))
     assert auc(test.column(spec.target.name).to_numpy(), scores) > 0.7
 
 
@@ -96,10 +107,11 @@ def test_regression_target_correlates_with_features(deliveries: Settings) -> Non
     test = generate_day(spec, demo, DAY + timedelta(days=3))
     target = test.column(spec.target.name).to_numpy()
     assert target.min() > 0
-    x = np.nan_to_num(feature_matrix(train, spec))
+    contract = build_contract(spec)
+    x = np.nan_to_num(feature_matrix(train, contract)[0])
     design = np.column_stack([x, np.ones(len(x))])
     coef, *_ = np.linalg.lstsq(design, train.column(spec.target.name).to_numpy(), rcond=None)
-    x_test = np.nan_to_num(feature_matrix(test, spec))
+    x_test = np.nan_to_num(feature_matrix(test, contract)[0])
     predicted = np.column_stack([x_test, np.ones(len(x_test))]) @ coef
     assert np.corrcoef(predicted, target)[0, 1] > 0.5
 

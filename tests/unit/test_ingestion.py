@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from batchpred import storage
 from batchpred.config import Settings
 from batchpred.demo import generate_day, write_demo_source
-from batchpred.ingestion import ingest_partition, read_source_day, source_days
+from batchpred.ingestion import (
+    ingest_labels,
+    ingest_partition,
+    label_days,
+    read_source_day,
+    source_days,
+)
 from batchpred.schema import arrow_schema
 
 DAY = date(2026, 10, 1)
@@ -37,7 +43,8 @@ def test_new_unchanged_replaced(churn: Settings) -> None:
     assert manifest["partition"] == "2026-10-01"
     assert manifest["rows"] == 40
     assert manifest["source"] == churn.source.url
-    assert manifest["validation"] is None
+    assert manifest["label_rows"] == 40  # labels in the data: the day can be trained on
+    assert "validation" not in manifest  # verdicts live in validation_results, by content
     assert manifest["schema"][churn.dataset.target.name] == "int8"
     mtime = Path(first.path).stat().st_mtime_ns
     fingerprint = storage.fingerprint_partition(churn.lake.raw, DAY)
@@ -198,3 +205,90 @@ def test_parquet_types_are_not_forced(churn: Settings) -> None:
     folder.mkdir(parents=True)
     pq.write_table(table, folder / "a.parquet")
     assert read_source_day(churn, DAY).schema.field(target).type == pa.string()
+
+
+def test_source_days_within_a_range(churn: Settings) -> None:
+    churn = small(churn, days=4)
+    days = write_demo_source(churn.dataset, churn.demo, churn.source.url)
+    assert source_days(churn, start=days[1]) == days[1:]
+    assert source_days(churn, end=days[1]) == days[:2]
+    assert source_days(churn, days[1], days[2]) == days[1:3]
+
+
+def test_unlabelled_day_counts_no_label_rows(churn: Settings) -> None:
+    """A day to score arrives without labels (no column, or nulls): ingest records how many
+    rows carry one, which is how training passes over days without labels."""
+    churn = small(churn)
+    spec = churn.dataset
+    table = generate_day(spec, churn.demo, DAY)
+    storage.write_partition(churn.source.url, DAY, table.drop_columns([spec.target.name]))
+    assert ingest_partition(churn, DAY).status == "new"
+    assert storage.read_manifest(churn.lake.raw, DAY)["label_rows"] == 0
+    i = table.schema.get_field_index(spec.target.name)
+    labels = table.column(i).to_pylist()
+    partly = table.set_column(i, spec.target.name, pa.array(labels[:10] + [None] * 30, pa.int8()))
+    storage.write_partition(churn.source.url, DAY, partly)
+    assert ingest_partition(churn, DAY).status == "replaced"
+    assert storage.read_manifest(churn.lake.raw, DAY)["label_rows"] == 10
+
+
+def test_snapshot_file_is_ingested_as_the_named_day_with_the_date_filled(
+    churn: Settings, tmp_path: Path
+) -> None:
+    """source.layout snapshot: one Parquet file without dates becomes the day you name."""
+    spec = churn.dataset
+    table = generate_day(spec, small(churn).demo, DAY).drop_columns([spec.event_date])
+    snapshot = tmp_path / "snapshot.parquet"
+    pq.write_table(table, snapshot)
+    source = churn.source.model_copy(update={"url": str(snapshot), "layout": "snapshot"})
+    settings = churn.model_copy(update={"source": source})
+    day = date(2027, 1, 15)
+    assert source_days(settings, end=day) == [day]
+    result = ingest_partition(settings, day)
+    assert (result.status, result.rows) == ("new", 40)
+    assert storage.list_partitions(settings.lake.raw) == [day]
+    raw = storage.read_partition(settings.lake.raw, day)
+    assert raw.schema.field(spec.event_date).type == pa.date32()
+    assert set(raw.column(spec.event_date).to_pylist()) == {day}
+    assert raw.column(spec.entity_id).equals(table.column(spec.entity_id))
+    assert ingest_partition(settings, day).status == "unchanged"
+
+
+def test_late_labels_are_ingested_into_the_labels_zone(churn: Settings, tmp_path: Path) -> None:
+    spec = churn.dataset
+    table = generate_day(spec, small(churn).demo, DAY)
+    url = str(tmp_path / "late")
+    labels = table.select([spec.entity_id, spec.target.name, spec.features[0].name])
+    storage.write_partition(url, DAY, labels)
+    settings = churn.model_copy(update={"labels": churn.labels.model_copy(update={"url": url})})
+    assert label_days(settings) == [DAY] and label_days(churn) == []
+    result = ingest_labels(settings, DAY)
+    assert (result.status, result.rows) == ("new", 40)
+    stored = storage.read_partition(settings.lake.labels, DAY)
+    assert stored.column_names == [spec.entity_id, spec.target.name]  # id and label only
+    assert stored.column(spec.target.name).equals(table.column(spec.target.name))
+    assert storage.read_manifest(settings.lake.labels, DAY)["label_rows"] == 40
+    assert ingest_labels(settings, DAY).status == "unchanged"
+    storage.write_partition(url, DAY, labels.drop_columns([spec.target.name]))
+    with pytest.raises(ValueError, match=rf"dt={DAY}.*'{spec.target.name}'.*missing"):
+        ingest_labels(settings, DAY)
+    with pytest.raises(FileNotFoundError, match="2026-10-02"):
+        ingest_labels(settings, DAY + timedelta(days=1))
+
+
+def test_ingest_never_turns_a_bad_bool_into_true(churn: Settings) -> None:
+    """7 or 300 in a bool column stay numbers in the raw zone, for the bool rule to reject;
+    a column of 0/1 numbers becomes bool."""
+    churn = small(churn)
+    table = generate_day(churn.dataset, churn.demo, DAY)
+    for name, bad in (("has_partner", [7, 300]), ("paperless_billing", [])):
+        i = table.schema.get_field_index(name)
+        values = [int(v) for v in table.column(i).to_pylist()]
+        values[: len(bad)] = bad
+        table = table.set_column(i, name, pa.array(values, pa.int64()))
+    storage.write_partition(churn.source.url, DAY, table)
+    ingest_partition(churn, DAY)
+    raw = storage.read_partition(churn.lake.raw, DAY)
+    assert raw.schema.field("has_partner").type == pa.int64()
+    assert raw.column("has_partner").to_pylist()[:2] == [7, 300]
+    assert raw.schema.field("paperless_billing").type == pa.bool_()

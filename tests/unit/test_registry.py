@@ -64,16 +64,33 @@ def test_register_and_load_roundtrip(engine: sa.Engine, models: dict, store: str
     assert row["uri"] == f"{store}/{version}/model.ubj" and row["dvc_md5"] == "d41d8cd9"
     assert row["features"] == manifest["features"]
     assert row["reference_stats"] == manifest["reference_stats"]
+    assert row["contract"] == manifest["contract"]
 
     model = registry.load_model(engine, version)
     assert model.version == version and model.manifest == manifest
+    assert model.contract == schema.Contract.from_dict(manifest["contract"])
+    assert model.contract.feature_names == models["settings"].dataset.feature_names
     holdout = pq.read_table(models["holdout"])
-    x = schema.feature_matrix(holdout, models["settings"].dataset)
+    x, _ = schema.feature_matrix(holdout, model.contract)
     original = xgb.Booster(model_file=str(good / "model.ubj"))
+    expected = original.inplace_predict(x, validate_features=False)
     np.testing.assert_array_equal(
-        model.booster.inplace_predict(x, validate_features=False),
-        original.inplace_predict(x, validate_features=False),
+        model.booster.inplace_predict(x, validate_features=False), expected
     )
+    np.testing.assert_array_equal(registry.predict_table(model, holdout), expected)
+
+
+def test_model_registered_without_a_contract_is_refused(
+    engine: sa.Engine, models: dict, store: str
+) -> None:
+    """A model from before contracts cannot say how to encode its inputs: retrain it."""
+    version = registry.register_model(engine, models["good"], store)
+    t = db.table(engine, "model_versions")
+    with engine.begin() as conn:
+        conn.execute(t.update().where(t.c.version == version).values(contract=None))
+    with pytest.raises(registry.ModelIntegrityError, match="without a contract.*retrain") as err:
+        registry.load_model(engine, version)
+    assert version in str(err.value)
 
 
 def test_registering_twice_gives_the_same_version(

@@ -1,4 +1,5 @@
-"""score_partition on a small seeded lake: exactly once, skips, rejects, batching, regression.
+"""score_partition on a small seeded lake: exactly once, skips, verdicts, rejects, unknown
+categories, batching, regression.
 
 tests/integration/test_postgres.py and test_s3_scoring.py reuse `train_small` and collect
 some of these tests again with `engine` on PostgreSQL.
@@ -17,10 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from batchpred import db, demo, registry, schema, sinks, storage, training
-from batchpred.config import Settings, load_settings
+from batchpred import db, demo, registry, sinks, storage, training, verdicts
+from batchpred.config import DatasetSpec, Settings, ValidationConfig, load_settings
 from batchpred.registry import LoadedModel
-from batchpred.scoring import PartitionRejected, score_partition
+from batchpred.scoring import PartitionRejected, PartitionResult, score_partition
+from tests.conftest import record_verdict
 
 FAST = {"num_boost_round": 40, "early_stopping_rounds": 10, "nthread": 2}
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +34,11 @@ def settings_for(dataset: str, tmp: Path) -> Settings:
     files = [ROOT / "configs/base.yaml", ROOT / f"configs/datasets/{dataset}.yaml"]
     paths = {
         "source": {"url": str(tmp / "source")},
-        "lake": {"raw": str(tmp / "raw"), "reports": str(tmp / "reports")},
+        "lake": {
+            "raw": str(tmp / "raw"),
+            "labels": str(tmp / "labels"),
+            "reports": str(tmp / "reports"),
+        },
         "training": {"registry": str(tmp / "models")},
     }
     return load_settings(files, overrides=paths)
@@ -131,12 +137,68 @@ def rejects(engine: sa.Engine, day: date, version: str) -> set[tuple]:
 
 
 def expected_scores(model: LoadedModel, table: pa.Table, settings: Settings) -> dict[str, float]:
+    """The model's scores for `table`, matrix built from the model's own contract."""
     spec = settings.dataset
-    scores = model.booster.inplace_predict(
-        schema.feature_matrix(table, spec), validate_features=False
-    )
+    scores = registry.predict_table(model, table)
     ids = [str(i) for i in table.column(spec.entity_id).to_pylist()]
     return dict(zip(ids, scores.tolist(), strict=True))
+
+
+def lenient(settings: Settings, share: float = 0.5, **families: float) -> ValidationConfig:
+    """The validation policy with every reject_up_to family at `share` (or as given)."""
+    policy = {name: share for name in ("not_null", "type", "range", "category", "unique")}
+    policy |= {"label": share, **families}
+    return settings.validation.model_copy(
+        update={"reject_up_to": settings.validation.reject_up_to.model_copy(update=policy)}
+    )
+
+
+def with_feature(spec: DatasetSpec, name: str, **update: object) -> DatasetSpec:
+    """`spec` with one feature changed."""
+    features = tuple(f.model_copy(update=update) if f.name == name else f for f in spec.features)
+    return spec.model_copy(update={"features": features})
+
+
+def score(
+    engine: sa.Engine,
+    settings: Settings,
+    model: LoadedModel,
+    root: str,
+    day: date,
+    run_id: str = "r1",
+    *,
+    spec: DatasetSpec | None = None,
+    rules_cfg: ValidationConfig | None = None,
+    **kwargs: object,
+) -> PartitionResult:
+    """score_partition with the settings' spec, validation policy and scoring section unless
+    given; `cfg=` replaces the scoring section."""
+    cfg = kwargs.pop("cfg", settings.scoring)
+    return score_partition(
+        engine,
+        spec or settings.dataset,
+        rules_cfg or settings.validation,
+        cfg,  # type: ignore[arg-type]
+        model,
+        root,
+        day,
+        run_id,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def validated_at_ingest(
+    engine: sa.Engine,
+    settings: Settings,
+    root: str,
+    day: date,
+    *,
+    spec: DatasetSpec | None = None,
+    rules_cfg: ValidationConfig | None = None,
+) -> None:
+    """Record a VALID verdict for the partition's current files without Great Expectations,
+    so scoring goes straight to the stream's own row checks (its defence in depth)."""
+    record_verdict(engine, spec or settings.dataset, rules_cfg or settings.validation, root, day)
 
 
 def assert_nothing_written(engine: sa.Engine, day: date, version: str) -> None:
@@ -154,13 +216,17 @@ def test_scores_every_row_once_with_probabilities_and_labels(
     settings, model = churn_model
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
-    result = score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+    result = score(engine, settings, model, root, day, "r1")
     assert (result.status, result.partition_date, result.model_version) == (
         "scored",
         day,
         model.version,
     )
     assert (result.rows_in, result.rows_scored, result.rows_rejected) == (200, 200, 0)
+    assert result.unknown_values == {}
+    # never validated: validated on the way in, and the verdict kept for the next reader
+    status = verdicts.partition_status(engine, settings.dataset, settings.validation, root, day)
+    assert status.status == "valid"
     table = storage.read_partition(root, day)
     expected = expected_scores(model, table, settings)
     rows = stored(engine, day, model.version)
@@ -181,10 +247,9 @@ def test_second_run_skips_and_writes_nothing_new(
     settings, model = churn_model
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
-    args = (engine, settings.dataset, settings.scoring, model, root, day)
-    score_partition(*args, "r1")
+    score(engine, settings, model, root, day, "r1")
     before = stored(engine, day, model.version)
-    again = score_partition(*args, "r2")
+    again = score(engine, settings, model, root, day, "r2")
     assert again.status == "skipped" and again.rows_scored == 0
     assert stored(engine, day, model.version) == before
     assert sinks.ledger_row(engine, day, model.version)["run_id"] == "r1"
@@ -196,12 +261,11 @@ def test_changed_input_is_rescored(
     settings, model = churn_model
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
-    args = (engine, settings.dataset, settings.scoring, model, root, day)
-    score_partition(*args, "r1")
+    score(engine, settings, model, root, day, "r1")
     other = settings.demo.model_copy(update={"rows_per_day": 150, "seed": 5})
     new = demo.generate_day(settings.dataset, other, day)
     storage.write_partition(root, day, new)
-    result = score_partition(*args, "r2")
+    result = score(engine, settings, model, root, day, "r2")
     assert result.status == "scored" and result.rows_scored == 150
     rows = stored(engine, day, model.version)
     assert rows.keys() == expected_scores(model, new, settings).keys()
@@ -217,10 +281,9 @@ def test_force_rescores_the_same_input(
     settings, model = churn_model
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
-    args = (engine, settings.dataset, settings.scoring, model, root, day)
-    score_partition(*args, "r1")
+    score(engine, settings, model, root, day, "r1")
     before = stored(engine, day, model.version)
-    result = score_partition(*args, "r2", force=True)
+    result = score(engine, settings, model, root, day, "r2", force=True)
     assert result.status == "scored" and result.rows_scored == 200
     after = stored(engine, day, model.version)
     assert after.keys() == before.keys()
@@ -236,8 +299,17 @@ def test_missing_feature_column_rejects_the_partition(
     day = make_lake(settings, root)[0]
     table = storage.read_partition(root, day).drop_columns(["usage_gb"])
     url = storage.write_partition(root, day, table)
+    # validated on the way in: Great Expectations names the missing column
     with pytest.raises(PartitionRejected) as err:
-        score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+        score(engine, settings, model, root, day, "r1")
+    message = str(err.value)
+    assert f"dt={day.isoformat()}" in message and "failed validation" in message
+    assert "column 'usage_gb' failed expect_column_to_exist" in message
+    assert_nothing_written(engine, day, model.version)
+    # the stream checks each file's columns itself, whatever the verdict says
+    validated_at_ingest(engine, settings, root, day)
+    with pytest.raises(PartitionRejected) as err:
+        score(engine, settings, model, root, day, "r1")
     message = str(err.value)
     assert f"dt={day.isoformat()}" in message
     assert url in message and "'usage_gb'" in message and "missing" in message
@@ -254,8 +326,14 @@ def test_wrong_column_type_rejects_the_partition(
     i = table.schema.get_field_index("contract")
     table = table.set_column(i, "contract", pc.index_in(table.column(i), pa.array(["monthly"])))
     storage.write_partition(root, day, table)
+    with pytest.raises(
+        PartitionRejected, match=r"(?s)dt=2026-10-01 .*failed validation.*'contract'"
+    ):
+        score(engine, settings, model, root, day, "r1")
+    assert_nothing_written(engine, day, model.version)
+    validated_at_ingest(engine, settings, root, day)
     with pytest.raises(PartitionRejected, match=r"dt=2026-10-01 .*'contract'.*\[rule: type\]"):
-        score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+        score(engine, settings, model, root, day, "r1")
     assert_nothing_written(engine, day, model.version)
 
 
@@ -263,16 +341,25 @@ def test_out_of_range_value_fails_fast_when_no_rejects_allowed(
     engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
 ) -> None:
     settings, model = churn_model
-    assert settings.scoring.max_reject_fraction == 0
+    assert settings.validation.reject_up_to.range == 0
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
     table = edit(storage.read_partition(root, day), "tenure_months", {170: 500})
     storage.write_partition(root, day, table)
     with pytest.raises(PartitionRejected) as err:
-        score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+        score(engine, settings, model, root, day, "r1")
+    message = str(err.value)
+    assert f"dt={day.isoformat()}" in message and "failed validation" in message
+    assert "column 'tenure_months' failed expect_column_values_to_be_between" in message
+    assert_nothing_written(engine, day, model.version)
+    # the stream, on its own, stops at the first broken row
+    validated_at_ingest(engine, settings, root, day)
+    with pytest.raises(PartitionRejected) as err:
+        score(engine, settings, model, root, day, "r1")
     message = str(err.value)
     assert f"dt={day.isoformat()}" in message
-    assert "'tenure_months'" in message and "[rule: max=120]" in message
+    assert "column 'tenure_months' broke rule max=120 in 1 of" in message
+    assert "reject_up_to.range = 0" in message and "e.g. 500" in message
     assert "nothing was written" in message
     assert_nothing_written(engine, day, model.version)
 
@@ -282,46 +369,54 @@ def test_rejected_rows_are_recorded_and_the_rest_scored(
 ) -> None:
     settings, model = churn_model
     spec = settings.dataset
-    cfg = settings.scoring.model_copy(update={"max_reject_fraction": 0.5})
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
     table = storage.read_partition(root, day)
     table = edit(table, "tenure_months", {3: 500})
     table = edit(table, "monthly_charges", {10: 1.0})
-    table = edit(table, "contract", {20: "weekly"})
-    table = edit(table, "satisfaction", {30: float("nan")})
+    table = edit(table, "contract", {20: "weekly"})  # on_unknown missing: scored, counted
+    table = edit(table, "satisfaction", {30: float("nan")})  # NaN is null: not_null
     storage.write_partition(root, day, table)
     ids = [str(i) for i in table.column(spec.entity_id).to_pylist()]
-    result = score_partition(engine, spec, cfg, model, root, day, "r1")
+    result = score(engine, settings, model, root, day, "r1", rules_cfg=lenient(settings))
     assert (result.status, result.rows_in, result.rows_scored, result.rows_rejected) == (
         "scored",
         200,
-        196,
-        4,
+        197,
+        3,
     )
+    assert result.unknown_values == {"contract": 1}
     assert rejects(engine, day, model.version) == {
         (ids[3], "tenure_months", "max=120"),
         (ids[10], "monthly_charges", "min=5"),
-        (ids[20], "contract", "in_set['monthly', 'annual', 'biennial']"),
-        (ids[30], "satisfaction", "finite"),
+        (ids[30], "satisfaction", "not_null"),
     }
-    good = [i for n, i in enumerate(ids) if n not in (3, 10, 20, 30)]
+    good = [i for n, i in enumerate(ids) if n not in (3, 10, 30)]
     assert sorted(stored(engine, day, model.version)) == sorted(good)
     ledger = sinks.ledger_row(engine, day, model.version)
-    assert (ledger["rows_in"], ledger["rows_scored"], ledger["rows_rejected"]) == (200, 196, 4)
+    assert (ledger["rows_in"], ledger["rows_scored"], ledger["rows_rejected"]) == (200, 197, 3)
+    assert ledger["unknown_values"] == {"contract": 1}
 
 
 def test_rejects_above_the_threshold_fail_the_partition(
     engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
 ) -> None:
     settings, model = churn_model
-    cfg = settings.scoring.model_copy(update={"max_reject_fraction": 0.01})
+    rules_cfg = lenient(settings, 0.0, range=0.01)
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
-    table = edit(storage.read_partition(root, day), "support_calls", {1: -1, 2: -1, 3: 99})
+    table = edit(storage.read_partition(root, day), "support_calls", {1: 99, 2: 99, 3: 99})
     storage.write_partition(root, day, table)  # 3 of 200 rows: 1.5% > 1%
-    with pytest.raises(PartitionRejected, match=r"dt=2026-10-01 .*3 of 200 rows rejected"):
-        score_partition(engine, settings.dataset, cfg, model, root, day, "r1")
+    with pytest.raises(PartitionRejected, match=r"(?s)failed validation.*'support_calls'"):
+        score(engine, settings, model, root, day, "r1", rules_cfg=rules_cfg)
+    assert_nothing_written(engine, day, model.version)
+    validated_at_ingest(engine, settings, root, day, rules_cfg=rules_cfg)
+    with pytest.raises(
+        PartitionRejected,
+        match=r"dt=2026-10-01 .*'support_calls' broke rule max=40 in 3 of 200 rows "
+        r"\(above validation.reject_up_to.range = 0.01\)",
+    ):
+        score(engine, settings, model, root, day, "r1", rules_cfg=rules_cfg)
     assert_nothing_written(engine, day, model.version)
 
 
@@ -330,13 +425,12 @@ def test_duplicate_entity_ids_are_rejected_as_unique(
 ) -> None:
     settings, model = churn_model
     spec = settings.dataset
-    cfg = settings.scoring.model_copy(update={"max_reject_fraction": 0.5})
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
     table = storage.read_partition(root, day)
     first = table.column(spec.entity_id)[0].as_py()
     storage.write_partition(root, day, edit(table, spec.entity_id, {7: first}))
-    result = score_partition(engine, spec, cfg, model, root, day, "r1")
+    result = score(engine, settings, model, root, day, "r1", rules_cfg=lenient(settings))
     assert (result.rows_scored, result.rows_rejected) == (199, 1)
     assert rejects(engine, day, model.version) == {(str(first), spec.entity_id, "unique")}
     assert len(stored(engine, day, model.version)) == 199
@@ -347,13 +441,13 @@ def test_duplicate_entity_ids_across_batches_are_rejected_as_unique(
 ) -> None:
     settings, model = churn_model
     spec = settings.dataset
-    cfg = settings.scoring.model_copy(update={"max_reject_fraction": 0.5, "batch_rows": 50})
+    cfg = settings.scoring.model_copy(update={"batch_rows": 50})
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
     table = storage.read_partition(root, day)
     first = table.column(spec.entity_id)[0].as_py()
     storage.write_partition(root, day, edit(table, spec.entity_id, {120: first}))
-    result = score_partition(engine, spec, cfg, model, root, day, "r1")
+    result = score(engine, settings, model, root, day, "r1", rules_cfg=lenient(settings), cfg=cfg)
     assert (result.rows_scored, result.rows_rejected) == (199, 1)
     assert rejects(engine, day, model.version) == {(str(first), spec.entity_id, "unique")}
 
@@ -370,7 +464,7 @@ def test_small_batches_give_the_same_predictions_as_one_batch(
         engine = db.create_engine(f"sqlite:///{tmp_path}/b{batch_rows}.db")
         db.migrate(engine)
         cfg = settings.scoring.model_copy(update={"batch_rows": batch_rows})
-        result = score_partition(engine, settings.dataset, cfg, model, root, day, "r1")
+        result = score(engine, settings, model, root, day, "r1", cfg=cfg)
         assert result.rows_scored == 300
         results[batch_rows] = {
             i: (r["score"], r["label"]) for i, r in stored(engine, day, model.version).items()
@@ -384,10 +478,9 @@ def test_regression_scores_with_null_labels(
     engine: sa.Engine, deliveries_model: tuple[Settings, LoadedModel], tmp_path: Path
 ) -> None:
     settings, model = deliveries_model
-    spec = settings.dataset
     root = str(tmp_path / "lake")
     day = make_lake(settings, root, rows=120)[0]
-    result = score_partition(engine, spec, settings.scoring, model, root, day, "r1")
+    result = score(engine, settings, model, root, day, "r1")
     assert result.status == "scored" and result.rows_scored == 120
     rows = stored(engine, day, model.version)
     expected = expected_scores(model, storage.read_partition(root, day), settings)
@@ -406,7 +499,7 @@ def test_missing_partition_is_rejected(
     make_lake(settings, root, days=1)
     day = date(2026, 12, 24)
     with pytest.raises(PartitionRejected, match="dt=2026-12-24 .*no data files"):
-        score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+        score(engine, settings, model, root, day, "r1")
     assert_nothing_written(engine, day, model.version)
 
 
@@ -414,14 +507,150 @@ def test_partition_that_failed_validation_at_ingest_is_never_scored(
     engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
 ) -> None:
     settings, model = churn_model
+    spec = settings.dataset
     root = str(tmp_path / "lake")
     day = make_lake(settings, root)[0]
-    failed = {"success": False, "content_hash": "h1", "message": "column 'x' failed rule y"}
-    storage.write_manifest(root, day, {"content_hash": "h1", "validation": failed})
-    with pytest.raises(PartitionRejected, match=rf"(?s)dt={day}.*failed validation.*'x'"):
-        score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
+    record_verdict(
+        engine, spec, settings.validation, root, day, valid=False, message="rule y broken"
+    )
+    with pytest.raises(PartitionRejected, match=rf"(?s)dt={day}.*failed validation.*'x'.*rule y"):
+        score(engine, settings, model, root, day, "r1")
     assert_nothing_written(engine, day, model.version)
-    # a verdict about older content does not apply: the new content is scored (row checks)
-    storage.write_manifest(root, day, {"content_hash": "h2", "validation": failed})
-    result = score_partition(engine, settings.dataset, settings.scoring, model, root, day, "r1")
-    assert result.status == "scored"
+    # a verdict about older content does not apply: the new content is validated and scored
+    other = settings.demo.model_copy(update={"rows_per_day": 150, "seed": 5})
+    storage.write_partition(root, day, demo.generate_day(spec, other, day))
+    result = score(engine, settings, model, root, day, "r1")
+    assert (result.status, result.rows_scored) == ("scored", 150)
+    assert verdicts.partition_status(engine, spec, settings.validation, root, day).status == "valid"
+
+
+def test_never_validated_partition_is_refused_when_configured(
+    engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
+) -> None:
+    settings, model = churn_model
+    root = str(tmp_path / "lake")
+    day = make_lake(settings, root)[0]
+    cfg = settings.scoring.model_copy(update={"unvalidated": "refuse"})
+    with pytest.raises(PartitionRejected, match=rf"dt={day} .*never validated.*refuse"):
+        score(engine, settings, model, root, day, "r1", cfg=cfg)
+    assert_nothing_written(engine, day, model.version)
+    status = verdicts.partition_status(engine, settings.dataset, settings.validation, root, day)
+    assert status.status == "unvalidated"  # refusing validates nothing
+    validated_at_ingest(engine, settings, root, day)
+    assert score(engine, settings, model, root, day, "r1", cfg=cfg).rows_scored == 200
+
+
+def test_verdict_under_another_policy_does_not_apply(
+    engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
+) -> None:
+    """A verdict belongs to the rules it was reached under: after a policy change the
+    partition is validated again before it is scored."""
+    settings, model = churn_model
+    spec = settings.dataset
+    root = str(tmp_path / "lake")
+    day = make_lake(settings, root)[0]
+    storage.write_partition(
+        root, day, edit(storage.read_partition(root, day), "support_calls", {5: 99})
+    )
+    validated_at_ingest(engine, settings, root, day, rules_cfg=lenient(settings))
+    with pytest.raises(PartitionRejected, match="failed validation"):
+        score(engine, settings, model, root, day, "r1")  # strict policy: validated again
+    assert verdicts.partition_status(engine, spec, settings.validation, root, day).status == (
+        "invalid"
+    )
+    assert verdicts.partition_status(engine, spec, lenient(settings), root, day).status == "valid"
+    assert_nothing_written(engine, day, model.version)
+
+
+def test_partition_without_labels_validates_and_is_scored(
+    engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
+) -> None:
+    """Days to score arrive before their labels: the label column is optional."""
+    settings, model = churn_model
+    spec = settings.dataset
+    root = str(tmp_path / "lake")
+    day = make_lake(settings, root)[0]
+    table = storage.read_partition(root, day).drop_columns([spec.target.name])
+    storage.write_partition(root, day, table)
+    result = score(engine, settings, model, root, day, "r1")
+    assert (result.status, result.rows_scored, result.rows_rejected) == ("scored", 200, 0)
+    assert verdicts.partition_status(engine, spec, settings.validation, root, day).status == (
+        "valid"
+    )
+    expected = expected_scores(model, table, settings)
+    rows = stored(engine, day, model.version)
+    assert [rows[i]["score"] for i in expected] == pytest.approx(list(expected.values()), abs=1e-6)
+
+
+# --- category values the model never saw --------------------------------------------------
+
+
+def _unseen_contract_value(settings: Settings, root: str, rows: dict[int, str]) -> date:
+    """A lake day whose `contract` column holds values at `rows` the model never saw."""
+    day = make_lake(settings, root)[0]
+    storage.write_partition(root, day, edit(storage.read_partition(root, day), "contract", rows))
+    return day
+
+
+def test_unknown_category_is_scored_as_missing_and_counted_by_default(
+    engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
+) -> None:
+    settings, model = churn_model
+    spec = settings.dataset
+    assert spec.feature("contract").on_unknown == "missing"
+    root = str(tmp_path / "lake")
+    day = _unseen_contract_value(settings, root, {4: "weekly", 9: "weekly", 11: "daily"})
+    result = score(engine, settings, model, root, day, "r1")
+    assert (result.status, result.rows_scored, result.rows_rejected) == ("scored", 200, 0)
+    assert result.unknown_values == {"contract": 3}
+    assert sinks.ledger_row(engine, day, model.version)["unknown_values"] == {"contract": 3}
+    assert rejects(engine, day, model.version) == set()
+    table = storage.read_partition(root, day)
+    as_missing = edit(table, "contract", {4: None, 9: None, 11: None})
+    expected = expected_scores(model, as_missing, settings)
+    rows = stored(engine, day, model.version)
+    assert [rows[i]["score"] for i in expected] == pytest.approx(list(expected.values()), abs=1e-6)
+
+
+def test_unknown_category_rejects_its_row_with_on_unknown_reject(
+    engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
+) -> None:
+    """`weekly` is in today's spec (so the partition is valid) but not in the model's
+    vocabulary: with on_unknown reject the row lands in rejected_rows as unknown_category."""
+    settings, model = churn_model
+    spec = with_feature(
+        settings.dataset,
+        "contract",
+        categories=("monthly", "annual", "biennial", "weekly"),
+        on_unknown="reject",
+    )
+    rules_cfg = lenient(settings, 0.0, category=0.05)
+    root = str(tmp_path / "lake")
+    day = _unseen_contract_value(settings, root, {4: "weekly"})
+    ids = [str(i) for i in storage.read_partition(root, day).column(spec.entity_id).to_pylist()]
+    result = score(engine, settings, model, root, day, "r1", spec=spec, rules_cfg=rules_cfg)
+    assert (result.status, result.rows_scored, result.rows_rejected) == ("scored", 199, 1)
+    assert result.unknown_values == {"contract": 1}
+    assert rejects(engine, day, model.version) == {(ids[4], "contract", "unknown_category")}
+    assert ids[4] not in stored(engine, day, model.version)
+
+
+def test_unknown_category_fails_the_partition_with_on_unknown_fail(
+    engine: sa.Engine, churn_model: tuple[Settings, LoadedModel], tmp_path: Path
+) -> None:
+    settings, model = churn_model
+    spec = with_feature(
+        settings.dataset,
+        "contract",
+        categories=("monthly", "annual", "biennial", "weekly"),
+        on_unknown="fail",
+    )
+    rules_cfg = lenient(settings)  # fail never tolerates a value, whatever the shares
+    root = str(tmp_path / "lake")
+    day = _unseen_contract_value(settings, root, {4: "weekly"})
+    with pytest.raises(PartitionRejected) as err:
+        score(engine, settings, model, root, day, "r1", spec=spec, rules_cfg=rules_cfg)
+    message = str(err.value)
+    assert f"dt={day}" in message and "'contract'" in message and "'weekly'" in message
+    assert model.version in message and "nothing was written" in message
+    assert_nothing_written(engine, day, model.version)

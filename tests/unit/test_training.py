@@ -1,9 +1,11 @@
-"""Training stages on a small synthetic lake: window, determinism, metrics, gate, drift."""
+"""Training stages on a small synthetic lake: window, labels, determinism, metrics, gate,
+drift."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,10 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
-from batchpred import storage, training
+from batchpred import db, ingestion, schema, storage, training, validation
 from batchpred.config import DatasetSpec, GateConfig, Settings
 from batchpred.schema import arrow_schema, encode_column
+from tests.conftest import record_verdict, settings_for
 
 START = date(2026, 10, 1)
 FAST = {"num_boost_round": 60, "early_stopping_rounds": 10, "nthread": 2}
@@ -60,25 +64,52 @@ def synthetic_day(
             values = pa.array(values.to_pylist(), values.type, mask=rng.random(rows) < 0.05)
         cols[f.name] = values
     score = 4 * signal[0] - 3 * signal[1] + rng.normal(0, 0.3, rows)
-    if spec.target.task == "binary":
+    if spec.target.classes:  # text labels: the class names mapped to 1 and 0
+        names = {code: name for name, code in spec.target.classes.items()}
+        cols[spec.target.name] = pa.array(np.where(score > 0, names[1], names[0]).tolist())
+    elif spec.target.task == "binary":
         cols[spec.target.name] = pa.array((score > 0).astype(np.int8))
     else:
         cols[spec.target.name] = pa.array(30 + 10 * score)
     return pa.table(cols).cast(arrow_schema(spec))
 
 
+def write_day(settings: Settings, day: date, table: pa.Table) -> None:
+    """A raw partition with the manifest ingest writes (label_rows: how many rows have one)."""
+    storage.write_partition(settings.lake.raw, day, table)
+    name = settings.dataset.target.name
+    labels = table.num_rows - table.column(name).null_count if name in table.column_names else 0
+    manifest = {"partition": day.isoformat(), "rows": table.num_rows, "label_rows": labels}
+    storage.write_manifest(settings.lake.raw, day, manifest)
+
+
 def build_lake(
-    settings: Settings, days: int = 8, rows: int = 300, failed: tuple[int, ...] = ()
+    settings: Settings,
+    engine: sa.Engine,
+    days: int = 8,
+    rows: int = 300,
+    *,
+    failed: tuple[int, ...] = (),
+    unvalidated: tuple[int, ...] = (),
+    unlabelled: tuple[int, ...] = (),
+    edit: Callable[[int, pa.Table], pa.Table] | None = None,
 ) -> list[date]:
-    """`days` partitions with manifests; indices in `failed` fail validation."""
+    """`days` partitions with manifests and verdicts recorded as ingest does: indices in
+    `failed` are invalid, in `unvalidated` have no verdict, in `unlabelled` have no label
+    column. `edit(i, table)` may change a day before it is written."""
     out = []
+    spec = settings.dataset
     for i in range(days):
         day = START + timedelta(days=i)
-        storage.write_partition(
-            settings.lake.raw, day, synthetic_day(settings.dataset, day, rows, i)
-        )
-        success = i not in failed
-        storage.write_manifest(settings.lake.raw, day, {"validation": {"success": success}})
+        table = synthetic_day(spec, day, rows, i)
+        if i in unlabelled:
+            table = table.drop_columns([spec.target.name])
+        if edit is not None:
+            table = edit(i, table)
+        write_day(settings, day, table)
+        if i not in unvalidated:
+            valid = i not in failed
+            record_verdict(engine, spec, settings.validation, settings.lake.raw, day, valid=valid)
         out.append(day)
     return out
 
@@ -90,43 +121,59 @@ def sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """One churn lake, prepared and trained once, shared by the read-only tests."""
-    from tests.conftest import settings_for
-
     tmp = tmp_path_factory.mktemp("trained")
     settings = fast(settings_for("churn", tmp))
-    build_lake(settings)
+    engine = db.create_engine(f"sqlite:///{tmp}/verdicts.db")
+    db.migrate(engine)
+    build_lake(settings, engine)
     data, model = tmp / "data", tmp / "model"
-    summary = training.prepare_training_set(settings, data)
+    summary = training.prepare_training_set(settings, data, engine)
     manifest = training.train_model(settings, data, model)
-    return {
+    yield {
         "settings": settings,
+        "engine": engine,
         "data": data,
         "model": model,
         "summary": summary,
         "manifest": manifest,
     }
+    engine.dispose()
 
 
 # --- prepare ----------------------------------------------------------------------------------
 
 
-def test_prepare_picks_newest_validated_window(churn: Settings, tmp_path: Path) -> None:
+def test_prepare_picks_newest_validated_labelled_window(
+    churn: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
     settings = fast(churn, window_days=4)
-    days = build_lake(settings, days=8, rows=50, failed=(5,))
-    (Path(settings.lake.raw) / f"dt={days[6].isoformat()}" / "_manifest.json").unlink()
-    storage.write_manifest(settings.lake.raw, days[3], {"validation": None})
-    summary = training.prepare_training_set(settings, tmp_path / "out")
+    days = build_lake(
+        settings, engine, days=8, rows=50, unvalidated=(3,), failed=(5,), unlabelled=(6,)
+    )
+    summary = training.prepare_training_set(settings, tmp_path / "out", engine)
     assert summary["days"] == [d.isoformat() for d in (days[1], days[2], days[4], days[7])]
     assert summary["excluded"] == [
         {"day": days[3].isoformat(), "reason": "not validated"},
         {"day": days[5].isoformat(), "reason": "validation failed"},
-        {"day": days[6].isoformat(), "reason": "no manifest"},
+        {"day": days[6].isoformat(), "reason": "no labels yet"},
     ]
+    assert summary["splits"] == {
+        "train": [days[1].isoformat(), days[2].isoformat()],
+        "valid": [days[4].isoformat()],
+        "holdout": [days[7].isoformat()],
+    }
     assert summary["rows"] == {"train": 100, "valid": 50, "holdout": 50}
+    assert summary["unlabelled_rows"] == summary["rejected_rows"] == 0
+    assert summary["rows_by_day"][days[1].isoformat()] == {
+        "rows": 50,
+        "rejected": 0,
+        "unlabelled": 0,
+    }
     spec = settings.dataset
     holdout = pq.read_table(tmp_path / "out/holdout.parquet")
     train = pq.read_table(tmp_path / "out/train.parquet")
     assert holdout.column_names == arrow_schema(spec).names
+    assert holdout.schema.field(spec.target.name).type == pa.float64()  # label as float
     assert set(holdout.column(spec.event_date).to_pylist()) == {days[7]}
     dates, ids = (train.column(c).to_pylist() for c in (spec.event_date, spec.entity_id))
     keys = list(zip(dates, ids, strict=True))
@@ -134,34 +181,204 @@ def test_prepare_picks_newest_validated_window(churn: Settings, tmp_path: Path) 
     assert json.loads((tmp_path / "out/prepare.json").read_text()) == summary
 
 
-def test_too_few_validated_days_is_a_clear_error(churn: Settings, tmp_path: Path) -> None:
+def test_too_few_validated_days_is_a_clear_error(
+    churn: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
     settings = fast(churn, valid_days=2, holdout_days=2)
-    build_lake(settings, days=6, rows=20, failed=(0, 3))
-    with pytest.raises(training.TrainingDataError, match=r"at least 5 validated .* found 4"):
-        training.prepare_training_set(settings, tmp_path / "out")
+    build_lake(settings, engine, days=6, rows=20, failed=(0, 3))
+    with pytest.raises(
+        training.TrainingDataError, match=r"at least 5 valid, labelled partitions .* found 4"
+    ) as err:
+        training.prepare_training_set(settings, tmp_path / "out", engine)
+    assert "validation failed" in str(err.value)  # says what it passed over
+
+
+def test_until_limits_the_window(churn: Settings, engine: sa.Engine, tmp_path: Path) -> None:
+    settings = fast(churn, window_days=3, until=START + timedelta(days=4))
+    days = build_lake(settings, engine, days=8, rows=20, unlabelled=(4,))
+    selected, excluded = training.select_days(settings, engine)
+    assert selected == days[1:4]  # the newest labelled days up to `until`
+    assert excluded == [{"day": days[4].isoformat(), "reason": "no labels yet"}]
+    early = fast(churn, window_days=3, until=START + timedelta(days=1))
+    with pytest.raises(training.TrainingDataError, match=r"up to 2026-10-02, found 2"):
+        training.select_days(early, engine)
 
 
 def test_prepared_files_are_byte_identical_across_runs(trained: dict, tmp_path: Path) -> None:
-    again = training.prepare_training_set(trained["settings"], tmp_path)
+    again = training.prepare_training_set(trained["settings"], tmp_path, trained["engine"])
     assert again["data_hash"] == trained["summary"]["data_hash"]
     for split in training.SPLITS:
         assert sha(tmp_path / f"{split}.parquet") == sha(trained["data"] / f"{split}.parquet")
 
 
-def test_invalid_training_set_is_rejected(churn: Settings, tmp_path: Path) -> None:
-    from batchpred import validation
-
-    settings = fast(churn)
-    days = build_lake(settings, rows=30)
-    bad = storage.read_partition(settings.lake.raw, days[-1])
-    feature = settings.dataset.features[0]
-    column = pa.array(
-        [(feature.max or 0) + 1e6] * bad.num_rows, bad.schema.field(feature.name).type
+def test_rows_breaking_a_rule_are_never_trained_on(
+    churn: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The training set is not validated again as a whole: each day has its verdict (Great
+    Expectations, under the same rules), and the few rows a reject share lets through are
+    dropped and counted; a day above the share is passed over."""
+    base = fast(churn)
+    reject = base.validation.reject_up_to.model_copy(update={"range": 0.1})
+    settings = base.model_copy(
+        update={"validation": base.validation.model_copy(update={"reject_up_to": reject})}
     )
-    bad = bad.set_column(bad.schema.get_field_index(feature.name), feature.name, column)
-    storage.write_partition(settings.lake.raw, days[-1], bad)
-    with pytest.raises(validation.ValidationError):
-        training.prepare_training_set(settings, tmp_path / "out")
+    spec, root = settings.dataset, settings.lake.raw
+    bad_ids: list[int] = []
+
+    def out_of_range(i: int, table: pa.Table) -> pa.Table:
+        broken = {6: 2, 7: 25}.get(i, 0)  # of 30 rows: 2 within the 10% share, 25 above
+        values = table.column("satisfaction").to_pylist()
+        for row in range(broken):
+            values[row] = 9.0
+        if i == 6:
+            bad_ids.extend(table.column(spec.entity_id).to_pylist()[:broken])
+        return table.set_column(
+            table.schema.get_field_index("satisfaction"), "satisfaction", pa.array(values)
+        )
+
+    days = build_lake(settings, engine, rows=30, unvalidated=tuple(range(8)), edit=out_of_range)
+    for day in days:
+        validation.validate_partition(
+            engine, spec, settings.validation, root, day, reports_url=None, run_id="ingest"
+        )
+    summary = training.prepare_training_set(settings, tmp_path / "out", engine)
+    assert summary["excluded"] == [{"day": days[7].isoformat(), "reason": "validation failed"}]
+    assert days[6].isoformat() in summary["days"]
+    assert summary["rejected_rows"] == 2
+    assert summary["rows_by_day"][days[6].isoformat()] == {
+        "rows": 30,
+        "rejected": 2,
+        "unlabelled": 0,
+    }
+    ids = set()
+    for split in training.SPLITS:
+        table = pq.read_table(tmp_path / "out" / f"{split}.parquet")
+        ids |= set(table.column(spec.entity_id).to_pylist())
+        assert max(table.column("satisfaction").to_pylist()) <= 5
+    assert len(ids) == sum(summary["rows"].values()) and not ids & set(bad_ids)
+
+
+def test_rows_without_labels_are_left_out_and_counted(
+    churn: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    settings = fast(churn)
+    spec = settings.dataset
+
+    def unlabel(i: int, table: pa.Table) -> pa.Table:
+        if i != 2:
+            return table
+        column = table.schema.get_field_index(spec.target.name)
+        labels = table.column(column).to_pylist()
+        labels[:10] = [None] * 10
+        return table.set_column(column, spec.target.name, pa.array(labels, pa.int8()))
+
+    days = build_lake(settings, engine, rows=30, edit=unlabel)
+    summary = training.prepare_training_set(settings, tmp_path / "out", engine)
+    assert summary["unlabelled_rows"] == 10 and summary["rejected_rows"] == 0
+    assert summary["rows_by_day"][days[2].isoformat()] == {
+        "rows": 30,
+        "rejected": 0,
+        "unlabelled": 10,
+    }
+    train = pq.read_table(tmp_path / "out/train.parquet")
+    assert train.column(spec.target.name).null_count == 0
+    assert summary["rows"]["train"] == 4 * 30 - 10
+
+
+def test_text_classes_train(churn: Settings, engine: sa.Engine, tmp_path: Path) -> None:
+    """Labels given as text (`classes: {yes: 1, no: 0}`) are mapped to 0/1 for training."""
+    settings = fast(churn)
+    target = settings.dataset.target.model_copy(update={"classes": {"yes": 1, "no": 0}})
+    settings = settings.model_copy(
+        update={"dataset": settings.dataset.model_copy(update={"target": target})}
+    )
+    days = build_lake(settings, engine, rows=200)
+    raw = storage.read_partition(settings.lake.raw, days[0]).column("churned")
+    assert set(raw.to_pylist()) == {"yes", "no"}
+    training.prepare_training_set(settings, tmp_path / "data", engine)
+    holdout = pq.read_table(tmp_path / "data/holdout.parquet")
+    assert set(holdout.column("churned").to_pylist()) == {0.0, 1.0}
+    training.train_model(settings, tmp_path / "data", tmp_path / "model")
+    metrics = training.evaluate_model(
+        settings, tmp_path / "model/model.ubj", tmp_path / "data/holdout.parquet"
+    )
+    assert metrics["auc"] > 0.7 and metrics["rows"] == 200
+
+
+def test_late_labels_are_joined_for_training(
+    churn: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Days arrive without labels; labels come later from labels.url (dt= partitions of id
+    and label), are ingested into lake.labels and joined to the rows on the entity id."""
+    source = str(tmp_path / "late")
+    settings = fast(churn)
+    settings = settings.model_copy(
+        update={"labels": settings.labels.model_copy(update={"url": source})}
+    )
+    spec = settings.dataset
+    days = build_lake(settings, engine, rows=40, unlabelled=tuple(range(8)))
+    with pytest.raises(training.TrainingDataError, match="no labels yet"):
+        training.select_days(settings, engine)
+    truth: dict[int, int] = {}
+    for i, day in enumerate(days[:7]):  # the newest day's labels have not arrived yet
+        full = synthetic_day(spec, day, 40, i)
+        labels = full.select([spec.entity_id, spec.target.name])
+        labels = labels.take(pa.array(np.arange(40)[::-1]))  # any order: joined by id
+        ids, ys = (labels.column(c).to_pylist() for c in labels.column_names)
+        truth.update(zip(ids, ys, strict=True))
+        storage.write_partition(source, day, labels)
+        assert ingestion.ingest_labels(settings, day).status == "new"
+    summary = training.prepare_training_set(settings, tmp_path / "out", engine)
+    assert summary["excluded"] == [{"day": days[7].isoformat(), "reason": "no labels yet"}]
+    assert summary["days"] == [d.isoformat() for d in days[1:7]]
+    assert summary["unlabelled_rows"] == 0
+    for split in training.SPLITS:
+        table = pq.read_table(tmp_path / "out" / f"{split}.parquet")
+        ids = table.column(spec.entity_id).to_pylist()
+        labels = table.column(spec.target.name).to_pylist()
+        assert labels == [float(truth[i]) for i in ids]
+
+
+def test_snapshot_trains_on_one_day_split_by_rows(churn: Settings, engine: sa.Engine) -> None:
+    """A snapshot (one table, no dates) ingested as a day, validated, and trained on with
+    training.split rows: a stable hash of the entity id picks each row's split."""
+    spec = churn.dataset
+    snapshot = Path(churn.source.url) / "snapshot.parquet"
+    snapshot.parent.mkdir(parents=True)
+    pq.write_table(synthetic_day(spec, START, 900, 1).drop_columns([spec.event_date]), snapshot)
+    settings = fast(churn, window_days=1, split="rows")
+    settings = settings.model_copy(
+        update={
+            "source": settings.source.model_copy(
+                update={"url": str(snapshot), "layout": "snapshot"}
+            )
+        }
+    )
+    day = date(2027, 3, 1)
+    ingestion.ingest_partition(settings, day)
+    report = validation.validate_partition(
+        engine, spec, settings.validation, settings.lake.raw, day, reports_url=None, run_id="i"
+    )
+    assert report.success, report.message()
+    out = Path(settings.lake.raw).parent / "train"
+    summary = training.prepare_training_set(settings, out / "data", engine)
+    assert summary["days"] == [day.isoformat()]
+    assert summary["splits"] == {split: [day.isoformat()] for split in training.SPLITS}
+    rows = summary["rows"]
+    assert sum(rows.values()) == 900
+    assert 0.08 < rows["valid"] / 900 < 0.22 and 0.08 < rows["holdout"] / 900 < 0.22
+    ids = [
+        set(pq.read_table(out / "data" / f"{s}.parquet").column(spec.entity_id).to_pylist())
+        for s in training.SPLITS
+    ]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    again = training.prepare_training_set(settings, out / "again", engine)
+    assert again["data_hash"] == summary["data_hash"]  # the same rows land in the same split
+    training.train_model(settings, out / "data", out / "model")
+    metrics = training.evaluate_model(
+        settings, out / "model/model.ubj", out / "data/holdout.parquet"
+    )
+    assert metrics["auc"] > 0.7
 
 
 # --- train / evaluate -------------------------------------------------------------------------
@@ -184,16 +401,23 @@ def test_manifest_describes_the_saved_model(trained: dict) -> None:
 
     settings, manifest, model = trained["settings"], trained["manifest"], trained["model"]
     spec = settings.dataset
-    assert json.loads((model / "manifest.json").read_text()) == manifest
+    # the returned manifest holds the contract's tuples; the file holds them as lists
+    assert json.loads((model / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
     assert manifest["sha256"] == sha(model / "model.ubj")
     assert manifest["features"] == spec.feature_names
     assert list(manifest["feature_dtypes"]) == spec.feature_names
+    contract = schema.Contract.from_dict(manifest["contract"])
+    assert contract.feature_names == spec.feature_names
+    assert contract.dataset == spec.name and contract.threshold == spec.target.threshold
+    assert contract.features[-1].vocabulary == spec.features[-1].categories
+    assert contract.feature_types.count("c") == 3  # native categorical splits
     assert manifest["training_data_hash"] == trained["summary"]["data_hash"]
     assert manifest["created_from"]["days"] == trained["summary"]["days"]
     assert manifest["train_rows"] == trained["summary"]["rows"]["train"]
     assert set(manifest["reference_stats"]) == set(spec.feature_names)
     booster = xgb.Booster(model_file=str(model / "model.ubj"))
     assert booster.feature_names == spec.feature_names
+    assert booster.feature_types == contract.feature_types
     assert booster.num_boosted_rounds() == manifest["best_iteration"] + 1  # truncated to best
 
 
@@ -202,10 +426,12 @@ def test_same_data_seed_nthread_give_identical_model(trained: dict, tmp_path: Pa
     assert again["sha256"] == trained["manifest"]["sha256"] == sha(tmp_path / "model.ubj")
 
 
-def test_regression_trains_and_evaluates(deliveries: Settings, tmp_path: Path) -> None:
+def test_regression_trains_and_evaluates(
+    deliveries: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
     settings = fast(deliveries)
-    build_lake(settings, rows=200)
-    training.prepare_training_set(settings, tmp_path / "data")
+    build_lake(settings, engine, rows=200)
+    training.prepare_training_set(settings, tmp_path / "data", engine)
     manifest = training.train_model(settings, tmp_path / "data", tmp_path / "model")
     assert manifest["task"] == "regression" and manifest["params"]["eval_metric"] == ["rmse"]
     assert manifest["params"]["max_depth"] == 5  # dataset params win over defaults
@@ -227,6 +453,16 @@ def test_auc_handles_ties(churn: Settings) -> None:
     assert training.metrics_for(spec, y, np.array([0.2, 0.5, 0.5, 0.9]))["auc"] == 0.875
     with pytest.raises(ValueError, match="one class"):
         training.metrics_for(spec, np.ones(3), np.full(3, 0.5))
+
+
+def test_metrics_ignore_rows_without_a_label_and_use_the_threshold(churn: Settings) -> None:
+    spec = churn.dataset
+    y = np.array([0, np.nan, 1, 1, np.nan])
+    p = np.array([0.1, 0.9, 0.35, 0.8, 0.0])
+    metrics = training.metrics_for(spec, y, p)
+    assert metrics["rows"] == 3 and metrics["auc"] == 1.0
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert training.metrics_for(spec, y, p, threshold=0.3)["accuracy"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -268,24 +504,24 @@ def psi(expected: list[float], actual: list[float]) -> float:
 def test_reference_statistics_and_bin_fractions(churn: Settings) -> None:
     spec = churn.dataset
     base = synthetic_day(spec, START, 3000, seed=1)
-    stats = training.reference_statistics(base, spec)
+    contract = schema.build_contract(spec, base)
+    stats = training.reference_statistics(base, contract)
     json.dumps(stats, allow_nan=False)  # JSON-safe
     same = synthetic_day(spec, START, 3000, seed=2)
     shifted = synthetic_day(spec, START, 3000, seed=3, shift=0.3)
-    for f in spec.features:
+    for f in contract.features:
         s = stats[f.name]
+        nullable = spec.feature(f.name).nullable
         assert sum(s["fractions"]) == pytest.approx(1.0)
-        assert 0 <= s["null_rate"] <= 1 and (s["null_rate"] > 0) == f.nullable
-        own = training.bin_fractions(encode_column(f, base.column(f.name)), s)
+        assert 0 <= s["null_rate"] <= 1 and (s["null_rate"] > 0) == nullable
+        own = training.bin_fractions(encode_column(f, base.column(f.name))[0], s)
         assert own == s["fractions"]
-        assert (
-            psi(s["fractions"], training.bin_fractions(encode_column(f, same.column(f.name)), s))
-            < 0.02
-        )
+        again = training.bin_fractions(encode_column(f, same.column(f.name))[0], s)
+        assert psi(s["fractions"], again) < 0.02
         if s["kind"] == "numeric":
             assert len(s["edges"]) <= 9 and s["edges"] == sorted(set(s["edges"]))
             assert s["mean"] is not None and s["std"] > 0
-            moved = training.bin_fractions(encode_column(f, shifted.column(f.name)), s)
+            moved = training.bin_fractions(encode_column(f, shifted.column(f.name))[0], s)
             assert psi(s["fractions"], moved) > 0.2
         else:
-            assert len(s["fractions"]) == (len(f.categories or ()) if f.dtype == "category" else 2)
+            assert len(s["fractions"]) == (len(f.vocabulary or ()) if f.dtype == "category" else 2)

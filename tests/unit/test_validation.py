@@ -10,15 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
-from batchpred.config import DatasetSpec, ExtraExpectation, Settings
+from batchpred import demo, rules, storage, verdicts
+from batchpred.config import DatasetSpec, ExtraExpectation, Settings, ValidationConfig
 from batchpred.validation import (
     ValidationError,
     build_suite,
     validate_frame,
     validate_or_raise,
+    validate_partition,
 )
+from tests.conftest import record_verdict
 
 SUBJECT = "partition dt=2026-10-03 (data/raw/dt=2026-10-03/part-0.parquet)"
 
@@ -55,6 +60,16 @@ def check(settings: Settings, df: pd.DataFrame, **kwargs: object):
     )
 
 
+def with_feature(spec: DatasetSpec, name: str, **update: object) -> DatasetSpec:
+    features = tuple(f.model_copy(update=update) if f.name == name else f for f in spec.features)
+    return spec.model_copy(update={"features": features})
+
+
+def policy(settings: Settings, **shares: float) -> ValidationConfig:
+    reject = settings.validation.reject_up_to.model_copy(update=shares)
+    return settings.validation.model_copy(update={"reject_up_to": reject})
+
+
 def only(report, expectation: str):
     found = [f for f in report.failures if f.expectation == expectation]
     assert len(found) == 1, report.message()
@@ -73,21 +88,24 @@ def test_valid_frame_passes(name, request):
     ).success  # fmt: skip
 
 
-def test_nullable_int_may_arrive_as_float_or_Int64_but_required_int_may_not(churn):
+def test_ints_may_arrive_as_float_or_Int64_but_fractional_values_break_the_integer_rule(churn):
+    """Nulls make a Parquet int column float; the values are judged one by one, as the
+    scoring stream judges them (rules.bad_rows)."""
     df = valid_frame(churn.dataset)
     df["tenure_months"] = df["tenure_months"].astype("Int64")
     df["support_calls"] = df["support_calls"].astype("float64")
-    failure = only(check(churn, df), "expect_column_values_to_be_in_type_list")
-    assert failure.column == "support_calls" and "expected=int" in str(failure)
+    assert check(churn, df).success
+    df.loc[3, "support_calls"] = 3.7
+    failure = only(check(churn, df), "expect_column_values_to_follow_batchpred_rule")
+    assert failure.column == "support_calls" and "rule_kind='integer'" in str(failure)
+    assert "1 of 400 rows" in failure.detail and "3.7" in failure.detail
 
-    features = tuple(
-        f.model_copy(update={"nullable": True}) if f.name == "support_calls" else f
-        for f in churn.dataset.features
-    )
-    spec = churn.dataset.model_copy(update={"features": features})
+    spec = with_feature(churn.dataset, "support_calls", nullable=True)
     df.loc[3, "support_calls"] = np.nan
     report = validate_frame(df, spec, churn.validation, subject=SUBJECT, reports_url=None)
     assert report.success, report.message()
+    failure = only(check(churn, df), "expect_column_values_to_not_be_null")  # not nullable
+    assert failure.column == "support_calls"
 
 
 def test_event_date_may_be_datetime64_but_not_text(churn):
@@ -122,7 +140,11 @@ def test_out_of_range_names_column_rule_count_and_examples(churn):
     assert SUBJECT in str(err.value)
     assert (
         "column 'tenure_months' failed expect_column_values_to_be_between"
-        "(min_value=0, max_value=120): 37 of 400 rows, e.g. [-5, 999]"
+        "(min_value=0): 1 of 400 rows, e.g. [-5]"
+    ) in str(err.value)
+    assert (
+        "column 'tenure_months' failed expect_column_values_to_be_between"
+        "(max_value=120): 36 of 400 rows, e.g. [999]"
     ) in str(err.value)
 
 
@@ -136,19 +158,27 @@ def test_nulls_in_non_nullable_column_fail_but_nullable_columns_may_be_null(chur
     assert len(report.failures) == 1
 
 
-def test_unknown_category_fails_with_allowed_set_and_example(deliveries):
+def test_unknown_category_fails_only_where_the_spec_says_so(deliveries):
+    """on_unknown missing (the default): scored as missing, not a validation failure;
+    reject or fail: the value must be in the list, and the report names it."""
     df = valid_frame(deliveries.dataset, n=300)
     df.loc[5, "vehicle"] = "hovercraft"
-    failure = only(check(deliveries, df), "expect_column_values_to_be_in_set")
-    assert failure.column == "vehicle"
-    assert "['bike', 'scooter', 'car']" in str(failure) and "hovercraft" in failure.detail
+    assert deliveries.dataset.feature("vehicle").on_unknown == "missing"
+    assert check(deliveries, df).success
+    for on_unknown in ("reject", "fail"):
+        spec = with_feature(deliveries.dataset, "vehicle", on_unknown=on_unknown)
+        report = validate_frame(df, spec, deliveries.validation, subject=SUBJECT, reports_url=None)
+        failure = only(report, "expect_column_values_to_be_in_set")
+        assert failure.column == "vehicle"
+        assert "['bike', 'scooter', 'car']" in str(failure) and "hovercraft" in failure.detail
 
 
 def test_duplicate_entity_ids_fail(deliveries):
     df = valid_frame(deliveries.dataset, n=300)
     df.loc[1, "order_ref"] = df.loc[0, "order_ref"]
-    failure = only(check(deliveries, df), "expect_compound_columns_to_be_unique")
-    assert failure.column == "order_day, order_ref" and "id-1" in failure.detail
+    failure = only(check(deliveries, df), "expect_column_values_to_follow_batchpred_rule")
+    assert failure.column == "order_ref" and "rule_kind='unique'" in str(failure)
+    assert "1 of 300 rows" in failure.detail and "id-1" in failure.detail
 
 
 def test_strings_in_float_column_fail_the_type_rule(churn):
@@ -184,20 +214,77 @@ def test_unknown_extra_expectation_type_is_a_value_error(churn):
         update={"extra_expectations": (ExtraExpectation(type="expect_column_to_be_nice"),)}
     )
     with pytest.raises(ValueError, match="expect_column_to_be_nice"):
-        build_suite(churn.dataset, cfg, with_target=True)
+        build_suite(churn.dataset, cfg)
 
 
-def test_without_target_the_target_is_not_required(churn):
+def test_label_is_optional_and_checked_where_present(churn):
+    """Days to score arrive without labels: a frame without the target validates, and the
+    suite for it has no label expectation; where present, every label must be a class."""
     df = valid_frame(churn.dataset).drop(columns=["churned"])
-    assert not check(churn, df).success
-    assert check(churn, df, with_target=False).success
-    suite = build_suite(churn.dataset, churn.validation, with_target=False)
+    assert check(churn, df).success
+    suite = build_suite(churn.dataset, churn.validation, columns=list(df.columns))
     assert all(getattr(e, "column", None) != "churned" for e in suite.expectations)
+    assert any(
+        getattr(e, "column", None) == "churned"
+        for e in build_suite(churn.dataset, churn.validation).expectations
+    )
+    df = valid_frame(churn.dataset)
+    df["churned"] = df["churned"].astype("float64")
+    df.loc[[1, 2], "churned"] = np.nan  # not labelled yet: fine
+    assert check(churn, df).success
+    df.loc[3, "churned"] = 2
+    failure = only(check(churn, df), "expect_column_values_to_follow_batchpred_rule")
+    assert failure.column == "churned" and "rule_kind='label'" in str(failure)
+    assert "1 of 400 rows" in failure.detail
+
+
+def test_text_classes_are_the_only_valid_labels(churn):
+    target = churn.dataset.target.model_copy(update={"classes": {"yes": 1, "no": 0}})
+    spec = churn.dataset.model_copy(update={"target": target})
+    df = valid_frame(churn.dataset)
+    df["churned"] = np.where(df["churned"] == 1, "yes", "no").astype(object)
+    df.loc[0, "churned"] = None
+    assert validate_frame(df, spec, churn.validation, subject=SUBJECT, reports_url=None).success
+    df.loc[1, "churned"] = "maybe"
+    report = validate_frame(df, spec, churn.validation, subject=SUBJECT, reports_url=None)
+    failure = only(report, "expect_column_values_to_follow_batchpred_rule")
+    assert failure.column == "churned" and "maybe" in failure.detail
+
+
+def test_nan_is_null_infinity_is_out_of_range_and_bools_are_zero_or_one(churn):
+    df = valid_frame(churn.dataset)
+    df.loc[1, "total_charges"] = np.nan  # nullable: fine
+    df["has_partner"] = df["has_partner"].astype("int64")  # 0/1 as numbers: fine
+    assert check(churn, df).success
+    df.loc[2, "monthly_charges"] = np.inf
+    df.loc[3, "has_partner"] = 7
+    report = check(churn, df)
+    found = {(f.column, f.expectation, f.args) for f in report.failures}
+    rule = "expect_column_values_to_follow_batchpred_rule"
+    assert ("monthly_charges", rule, "rule_kind='finite'") in found
+    assert ("has_partner", rule, "rule_kind='bool'") in found
+    assert {f.column for f in report.failures} == {"monthly_charges", "has_partner"}
+
+
+def test_reject_up_to_tolerates_that_share_of_rows_per_rule(churn):
+    """mostly = 1 - reject_up_to: 4 of 400 rows (1%) pass with range 0.01, 5 do not."""
+    df = valid_frame(churn.dataset)
+    df.loc[:3, "satisfaction"] = 9.0
+    cfg = policy(churn, range=0.01)
+    assert not check(churn, df).success
+    assert validate_frame(df, churn.dataset, cfg, subject=SUBJECT, reports_url=None).success
+    df.loc[4, "satisfaction"] = 9.0
+    report = validate_frame(df, churn.dataset, cfg, subject=SUBJECT, reports_url=None)
+    failure = only(report, "expect_column_values_to_be_between")
+    assert failure.column == "satisfaction" and "5 of 400 rows" in failure.detail
+    df.loc[4, "satisfaction"] = np.nan  # another family: not covered by range
+    report = validate_frame(df, churn.dataset, cfg, subject=SUBJECT, reports_url=None)
+    assert only(report, "expect_column_values_to_not_be_null").column == "satisfaction"
 
 
 def test_json_report_and_data_docs_are_written(churn):
     df = valid_frame(churn.dataset)
-    df.loc[0, "region"] = "atlantis"
+    df.loc[0, "region"] = None
     reports = churn.lake.reports
     report = validate_frame(
         df, churn.dataset, churn.validation, subject=SUBJECT, reports_url=reports
@@ -229,3 +316,74 @@ def test_concurrent_validations_are_independent_and_fast(churn):
         results = list(pool.map(lambda d: check(churn, d).success, [good, bad] * 2))
     assert results == [True, False, True, False]
     assert (time.perf_counter() - start) / 4 < 3
+
+
+# --- partitions and their verdicts ------------------------------------------------------------
+
+
+def _lake_day(settings: Settings, rows: int = 60) -> date:
+    cfg = settings.demo.model_copy(update={"days": 1, "rows_per_day": rows})
+    return demo.write_demo_source(settings.dataset, cfg, settings.lake.raw)[0]
+
+
+def _status(engine: sa.Engine, spec: DatasetSpec, cfg: ValidationConfig, root: str, day: date):
+    return verdicts.partition_status(engine, spec, cfg, root, day)
+
+
+def test_validate_partition_records_the_verdict_for_this_content(churn, engine):
+    spec, cfg, root = churn.dataset, churn.validation, churn.lake.raw
+    day = _lake_day(churn)
+    assert _status(engine, spec, cfg, root, day).status == "unvalidated"
+    report = validate_partition(engine, spec, cfg, root, day, reports_url=None, run_id="r1")
+    assert report.success and report.rows == 60
+    verdict = _status(engine, spec, cfg, root, day)
+    assert verdict.status == "valid"
+    assert verdict.content_key == storage.fingerprint_partition(root, day)
+    assert verdict.spec_hash == rules.spec_hash(spec, cfg)
+    # new content: the old verdict does not apply
+    table = storage.read_partition(root, day)
+    i = table.schema.get_field_index("satisfaction")
+    values = table.column(i).to_pylist()
+    values[0] = 9.0
+    storage.write_partition(root, day, table.set_column(i, "satisfaction", pa.array(values)))
+    assert _status(engine, spec, cfg, root, day).status == "unvalidated"
+    report = validate_partition(engine, spec, cfg, root, day, reports_url=None, run_id="r2")
+    verdict = _status(engine, spec, cfg, root, day)
+    assert (report.success, verdict.status) == (False, "invalid")
+    assert "column 'satisfaction' failed" in verdict.message and f"dt={day}" in verdict.message
+
+
+def test_spec_change_revalidates_the_partition(churn, engine):
+    """A partition invalid under the old spec (a category value not in the list, on_unknown
+    fail) is unvalidated under the new spec that adds the value, then valid once validated."""
+    root, cfg = churn.lake.raw, churn.validation
+    old = with_feature(churn.dataset, "contract", on_unknown="fail")
+    new = with_feature(old, "contract", categories=("monthly", "annual", "biennial", "weekly"))
+    day = _lake_day(churn)
+    table = storage.read_partition(root, day)
+    i = table.schema.get_field_index("contract")
+    values = table.column(i).to_pylist()
+    values[7] = "weekly"
+    storage.write_partition(root, day, table.set_column(i, "contract", pa.array(values)))
+
+    report = validate_partition(engine, old, cfg, root, day, reports_url=None, run_id="r1")
+    assert not report.success
+    failure = only(report, "expect_column_values_to_be_in_set")
+    assert failure.column == "contract" and "weekly" in failure.detail
+    assert _status(engine, old, cfg, root, day).status == "invalid"
+    assert rules.spec_hash(new, cfg) != rules.spec_hash(old, cfg)
+    assert _status(engine, new, cfg, root, day).status == "unvalidated"
+    assert validate_partition(engine, new, cfg, root, day, reports_url=None, run_id="r2").success
+    assert _status(engine, new, cfg, root, day).status == "valid"
+    assert _status(engine, old, cfg, root, day).status == "invalid"  # still, under the old
+
+
+def test_recorded_verdict_helper_matches_partition_status(churn, engine):
+    """tests.conftest.record_verdict keys a verdict the way ingest does."""
+    spec, cfg, root = churn.dataset, churn.validation, churn.lake.raw
+    day = _lake_day(churn, rows=5)
+    record_verdict(engine, spec, cfg, root, day, valid=False, message="boom")
+    verdict = _status(engine, spec, cfg, root, day)
+    assert verdict.status == "invalid" and "boom" in verdict.message
+    record_verdict(engine, spec, cfg, root, day)  # the newest verdict wins
+    assert _status(engine, spec, cfg, root, day).status == "valid"

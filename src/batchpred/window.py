@@ -1,0 +1,71 @@
+"""The training window as DVC sees it: a small JSON naming exactly what `prepare` will read.
+
+DVC hashes local paths, not an `s3://` lake, and cannot see `$BATCHPRED_CONFIG`. So the
+pipeline's first stage (always run) writes this manifest: the dataset, the days
+`training.select_days` picks with each partition's content hash (raw and, when present, late
+labels), the excluded days, and a hash of every setting that shapes training. Beyond what
+`select_days` consults (listings and validation verdicts) it reads only `_manifest.json`
+files, never Parquet, so it is cheap on a local or `s3://` lake. The file is byte-identical
+while lake and config are unchanged, and every later stage depends on it: DVC retrains
+exactly when it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from batchpred import storage, training
+from batchpred.config import Settings
+
+# The settings sections that change what is trained (scoring and demo do not).
+TRAINING_SECTIONS = ("dataset", "validation", "training", "labels", "lake")
+
+
+def settings_hash(settings: Settings) -> str:
+    """sha256 of the effective (layered, expanded) settings that affect training."""
+    payload = {
+        name: json.loads(getattr(settings, name).model_dump_json()) for name in TRAINING_SECTIONS
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _content_hash(root: str, day: Any) -> str | None:
+    manifest = storage.read_manifest(root, day)
+    return None if manifest is None else manifest.get("content_hash")
+
+
+def describe_window(settings: Settings) -> dict[str, Any]:
+    """The window manifest: what the next `prepare` will train on, by content hash."""
+    days, excluded = training.select_days(settings)
+    return {
+        "dataset": settings.dataset.name,
+        "days": [
+            {
+                "day": day.isoformat(),
+                "raw": _content_hash(settings.lake.raw, day),
+                "labels": _content_hash(settings.lake.labels, day),
+            }
+            for day in days
+        ],
+        "excluded": excluded,
+        "settings_sha256": settings_hash(settings),
+    }
+
+
+def dumps(window: dict[str, Any]) -> str:
+    """Deterministic text: sorted keys, no timestamps, trailing newline."""
+    return json.dumps(window, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def write_window(settings: Settings, out: str | Path) -> dict[str, Any]:
+    """Write the window manifest to `out`; rewrites only if the bytes differ (mtime kept)."""
+    window = describe_window(settings)
+    path, text = Path(out), dumps(window)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return window
