@@ -35,7 +35,8 @@ def nightly(
     label yet). Training uses the newest labelled days; invalid partitions are left out of
     training and scoring; realised performance is computed for scored days whose labels have
     arrived. The run fails at the end if any partition is invalid."""
-    ingested = ingest(config_files=config_files, fail_on_invalid=False)
+    # As of `day`: days after it are not pulled (a snapshot source is ingested as `day`).
+    ingested = ingest(end=day, config_files=config_files, fail_on_invalid=False)
     target = day or max([date.fromisoformat(d) for d in ingested.failed] + ingested.passed)
     trained = train(config_files=config_files, workspace=workspace)
     if target not in ingested.passed:
@@ -88,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"  model {model['version']} ({model['decision']}): "
         + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     )
+    data = model.get("training_data") or {}
+    if data:
+        print(
+            f"  trained on {data['days']} days, {sum(data['rows'].values()):,} rows; left out: "
+            f"{data['unlabelled_rows_left_out']:,} without a label, "
+            f"{data['rejected_rows_left_out']:,} breaking a rule, "
+            f"{len(data['days_passed_over'])} day(s) passed over"
+        )
     worst = max(out["drift"], key=lambda m: m["psi"])
     print(f"  drift vs training data: max PSI {worst['psi']:.3f} ({worst['feature']})")
     for r in out["realised"][:3]:

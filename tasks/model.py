@@ -12,7 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import config, registry
+from batchpred import config, registry, training
 from batchpred.config import Settings
 from tasks import resources
 
@@ -73,7 +73,19 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
         work / out / "data" / "holdout.parquet",
         dvc_hash=registry.dvc_md5(work / "dvc.lock", f"{out}/model"),
     )
+    prepared = json.loads((work / out / "data" / training.PREPARE_FILE).read_text())
+    result["training_data"] = {
+        "days": f"{prepared['days'][0]}..{prepared['days'][-1]} ({len(prepared['days'])})",
+        "rows": prepared["rows"],
+        "unlabelled_rows_left_out": prepared.get("unlabelled_rows", 0),
+        "rejected_rows_left_out": prepared.get("rejected_rows", 0),
+        "days_passed_over": prepared["excluded"],
+    }
     get_run_logger().info(
-        "model %s: %s (%s)", result["version"], result["decision"], result["reason"]
+        "model %s: %s (%s); trained on %s",
+        result["version"],
+        result["decision"],
+        result["reason"],
+        result["training_data"],
     )
     return result

@@ -69,13 +69,18 @@ def publish_drift(day: str, version: str, metrics: list[dict[str, Any]]) -> None
 
 @task(name="report-model", cache_policy=NONE)
 def publish_model_comparison(result: dict[str, Any]) -> None:
-    """Challenger vs champion on the same holdout, and the gate's decision."""
+    """Challenger vs champion on the same holdout, the gate's decision, and what the model was
+    trained on (rows, rows left out for a missing label or a broken rule, days passed over)."""
     challenger = result["challenger_metrics"]
     champion = result["champion_metrics"] or {}
-    rows = [
-        {"metric": k, "challenger": challenger.get(k), "champion": champion.get(k)}
+    rows: list[dict[str, Any]] = [
+        {"metric": k, "challenger": _round(challenger.get(k)), "champion": _round(champion.get(k))}
         for k in sorted(challenger)
-        if k not in ("primary",)
+        if k not in ("primary", "primary_value")
+    ]
+    data = result.get("training_data") or {}
+    rows += [
+        {"metric": f"training: {k}", "challenger": str(v), "champion": ""} for k, v in data.items()
     ]
     create_table_artifact(
         key="model-comparison",

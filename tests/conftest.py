@@ -39,8 +39,11 @@ def unavailable(what: str) -> None:
 
 
 def settings_for(dataset: str, tmp: Path, **overrides: object) -> Settings:
-    """Settings for a dataset config with every path under `tmp`."""
+    """Settings for a dataset config with every path under `tmp`, and demo data labelled on
+    every row of every day unless a test asks otherwise (make run's demo leaves the newest
+    day unlabelled)."""
     base = {
+        "demo": {"unlabelled_days": 0, "null_label_fraction": 0.0},
         "source": {"url": str(tmp / "source")},
         "lake": {
             "raw": str(tmp / "raw"),

@@ -157,7 +157,8 @@ def ingest_partition(settings: Settings, day: date) -> IngestResult:
     content_hash = storage.table_hash(table)
     manifest = storage.read_manifest(raw, day)
     existing = storage.partition_files(raw, day)
-    if manifest and manifest.get("content_hash") == content_hash and existing:
+    current = bool(manifest and manifest.get("content_hash") == content_hash and existing)
+    if current and "label_rows" in (manifest or {}):  # older manifests lack it: rewrite them
         return IngestResult(day, "unchanged", table.num_rows, content_hash, existing[0])
     path = storage.write_partition(raw, day, table)
     storage.write_manifest(

@@ -98,7 +98,13 @@ def write_configs(
 
     (tmp / "dataset.yaml").write_text(yaml.safe_dump(dataset_yaml(n_features), sort_keys=False))
     override = {
-        "demo": {"start_date": START.isoformat(), "days": days, "rows_per_day": rows_per_day},
+        "demo": {
+            "start_date": START.isoformat(),
+            "days": days,
+            "rows_per_day": rows_per_day,
+            "unlabelled_days": 0,  # every day labelled: the benchmark trains on them
+            "null_label_fraction": 0.0,
+        },
         "source": {"url": str(tmp / "source")},
         "lake": {"raw": str(lake), "reports": str(tmp / "reports")},
         "training": {"registry": str(tmp / "models")},

@@ -48,7 +48,12 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def configure(dataset: str, **overrides: object) -> list[str]:
         small = {
-            "demo": {"days": 8, "rows_per_day": 400},
+            "demo": {
+                "days": 8,
+                "rows_per_day": 400,
+                "unlabelled_days": 0,
+                "null_label_fraction": 0.0,
+            },
             "training": {
                 "window_days": 6,
                 "valid_days": 1,

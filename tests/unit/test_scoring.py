@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from batchpred import db, demo, registry, sinks, storage, training, verdicts
-from batchpred.config import DatasetSpec, Settings, ValidationConfig, load_settings
+from batchpred.config import DatasetSpec, Settings, ValidationConfig
 from batchpred.registry import LoadedModel
 from batchpred.scoring import PartitionRejected, PartitionResult, score_partition
 from tests.conftest import record_verdict
@@ -29,19 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings_for(dataset: str, tmp: Path) -> Settings:
-    """Settings for a dataset config with every path under `tmp`, as conftest.settings_for.
-    Not imported from conftest: in a full run `conftest` may name tests/flows/conftest.py."""
-    files = [ROOT / "configs/base.yaml", ROOT / f"configs/datasets/{dataset}.yaml"]
-    paths = {
-        "source": {"url": str(tmp / "source")},
-        "lake": {
-            "raw": str(tmp / "raw"),
-            "labels": str(tmp / "labels"),
-            "reports": str(tmp / "reports"),
-        },
-        "training": {"registry": str(tmp / "models")},
-    }
-    return load_settings(files, overrides=paths)
+    """tests.conftest.settings_for (imported by package name: in a full run the bare name
+    `conftest` may be tests/flows/conftest.py)."""
+    from tests.conftest import settings_for as shared
+
+    return shared(dataset, tmp)
 
 
 def train_small(
