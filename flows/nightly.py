@@ -87,13 +87,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
     print(
         f"  model {model['version']} ({model['decision']}): "
-        + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        + ", ".join(
+            f"{k}={v:.4f}"
+            for k, v in metrics.items()
+            if isinstance(v, float) and k != "primary_value"
+        )
     )
     data = model.get("training_data") or {}
     if data:
         print(
-            f"  trained on {data['days']} days, {sum(data['rows'].values()):,} rows; left out: "
-            f"{data['unlabelled_rows_left_out']:,} without a label, "
+            f"  trained on {data['days']}, {sum(data['rows'].values()):,} rows in "
+            f"train/valid/holdout; left out:\n    {data['unlabelled_rows_left_out']:,} without "
+            f"a label, "
             f"{data['rejected_rows_left_out']:,} breaking a rule, "
             f"{len(data['days_passed_over'])} day(s) passed over"
         )

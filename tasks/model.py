@@ -75,7 +75,7 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
     )
     prepared = json.loads((work / out / "data" / training.PREPARE_FILE).read_text())
     result["training_data"] = {
-        "days": f"{prepared['days'][0]}..{prepared['days'][-1]} ({len(prepared['days'])})",
+        "days": f"{prepared['days'][0]}..{prepared['days'][-1]} ({len(prepared['days'])} days)",
         "rows": prepared["rows"],
         "unlabelled_rows_left_out": prepared.get("unlabelled_rows", 0),
         "rejected_rows_left_out": prepared.get("rejected_rows", 0),
