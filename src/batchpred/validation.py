@@ -243,6 +243,13 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def _arg(name: str, value: Any) -> str:
+    """One rule argument for a message; a long value set is summarised, never listed whole."""
+    if isinstance(value, list) and len(value) > 8:
+        return f"{name}=<{len(value)} values: {', '.join(map(repr, value[:3]))}, ...>"
+    return f"{name}={_num(value) if isinstance(value, float) else value!r}"
+
+
 def _failure(res: dict[str, Any]) -> Failure:
     conf = res["expectation_config"]
     kwargs = conf.get("kwargs", {})
@@ -250,7 +257,7 @@ def _failure(res: dict[str, Any]) -> Failure:
     args = ", ".join(
         f"expected={meta['expected']}"
         if k == "type_list" and "expected" in meta
-        else f"{k}={_num(v) if isinstance(v, float) else v!r}"
+        else _arg(k, v)
         for k, v in kwargs.items()
         if k not in _NOT_ARGS and v is not None
     )

@@ -387,3 +387,29 @@ def test_recorded_verdict_helper_matches_partition_status(churn, engine):
     assert verdict.status == "invalid" and "boom" in verdict.message
     record_verdict(engine, spec, cfg, root, day)  # the newest verdict wins
     assert _status(engine, spec, cfg, root, day).status == "valid"
+
+
+def test_a_long_vocabulary_is_summarised_in_the_message_never_listed_whole():
+    from batchpred.config import load_settings
+    from tests.conftest import ROOT
+
+    values = [f"store-{i:03d}" for i in range(104)]
+    feature = {"name": "store", "dtype": "category", "categories": values, "on_unknown": "fail"}
+    settings = load_settings(
+        [ROOT / "configs/base.yaml", ROOT / "configs/datasets/churn.yaml"],
+        overrides={"dataset": {"features": [feature]}},
+    )
+    spec = settings.dataset
+    frame = pd.DataFrame(
+        {
+            spec.entity_id: [1, 2],
+            spec.event_date: [date(2026, 1, 1)] * 2,
+            "store": ["store-001", "new"],
+        }
+    )
+    report = validate_frame(frame, spec, settings.validation, subject="t", reports_url=None)
+    message = report.message()
+    assert (
+        not report.success and "<104 values: 'store-000'" in message and "e.g. ['new']" in message
+    )
+    assert "store-103" not in message
