@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -17,7 +18,15 @@ from tasks import lake, reporting
 @dataclass
 class IngestSummary:
     passed: list[date] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # day -> error naming column and rule
+    # day (or refused folder) -> error naming file, column and rule
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def failed_days(self) -> list[date]:
+        days = []
+        for key in self.failed:
+            with suppress(ValueError):  # a refused folder is not a day
+                days.append(date.fromisoformat(key))
+        return days
 
 
 class InvalidPartitions(Exception):
@@ -70,6 +79,9 @@ def ingest(
             outcomes[str(day)] = "passed"
         else:
             summary.failed[str(day)] = str(future.state.result(raise_on_failure=False))
+    for problem in lake.refused_folders(settings):  # never silently skipped
+        folder, _, why = problem.partition(": ")
+        summary.failed[folder] = f"{folder}: refused, {why}"
     outcomes.update({day: f"FAILED: {err}" for day, err in summary.failed.items()})
     reporting.publish_validation(outcomes)
     summary.passed.sort()

@@ -12,13 +12,31 @@ from batchpred.config import Settings
 from tasks import resources
 
 
-@task(name="list-source-days", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+@task(
+    name="list-source-days",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=resources.retry_transient,
+)
 def list_source_days(settings: Settings, start: date | None, end: date | None) -> list[date]:
     """The days the source offers in [start, end]."""
     return ingestion.source_days(settings, start, end)
 
 
-@task(name="list-label-days", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+@task(name="refused-folders", cache_policy=NONE)
+def refused_folders(settings: Settings) -> list[str]:
+    """Source folders that are not canonical dt=YYYY-MM-DD partitions, or lead out of the root."""
+    return ingestion.refused_folders(settings)
+
+
+@task(
+    name="list-label-days",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=resources.retry_transient,
+)
 def list_label_days(settings: Settings, start: date | None, end: date | None) -> list[date]:
     """The days the late-labels source offers in [start, end]."""
     return ingestion.label_days(settings, start, end)
@@ -29,6 +47,7 @@ def list_label_days(settings: Settings, start: date | None, end: date | None) ->
     cache_policy=NONE,
     retries=2,
     retry_delay_seconds=5,
+    retry_condition_fn=resources.retry_transient,
     task_run_name="ingest-{day}",
 )
 def ingest_partition(settings: Settings, day: date) -> ingestion.IngestResult:
@@ -43,6 +62,7 @@ def ingest_partition(settings: Settings, day: date) -> ingestion.IngestResult:
     cache_policy=NONE,
     retries=2,
     retry_delay_seconds=5,
+    retry_condition_fn=resources.retry_transient,
     task_run_name="labels-{day}",
 )
 def ingest_labels(settings: Settings, day: date) -> ingestion.IngestResult:

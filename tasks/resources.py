@@ -44,3 +44,25 @@ def run_id() -> str:
     from prefect.runtime import flow_run
 
     return str(flow_run.id or "local")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failure may heal on a retry: a dropped or refused connection, a timeout, a
+    database that is briefly locked or restarting, an object store's network error. Bad data
+    (storage.DataError), a bad model or an incompatible spec never heal: they fail at once."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        return bool(exc.connection_invalidated)
+    return type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "urllib3")
+
+
+def retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
+    """Prefect retry condition: retry only what `transient` says may heal."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001
+        return transient(exc)
+    return False

@@ -132,10 +132,7 @@ def read_source_day(settings: Settings, day: date) -> pa.Table:
     files = storage.snapshot_files(url) if snapshot else storage.partition_files(url, day)
     if not files:
         raise FileNotFoundError(f"source {url} has no files for {day.isoformat()}")
-    try:
-        table = storage.read_files(files, column_types=types)
-    except pa.ArrowInvalid:  # a CSV value that does not parse as its spec type
-        table = storage.read_files(files)
+    table = storage.read_files(files, column_types=types)
     date_column = settings.dataset.event_date
     if snapshot and date_column not in table.column_names:  # a snapshot is dated by its day
         table = table.append_column(date_column, pa.array([day] * table.num_rows, pa.date32()))

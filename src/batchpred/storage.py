@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import date
 from typing import Any
 
@@ -42,20 +44,48 @@ def _fresh_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
-def list_partitions(root: str) -> list[date]:
-    """The days with a dt=YYYY-MM-DD folder under `root`, sorted; empty if `root` is missing."""
+_CANONICAL = re.compile(r"^dt=\d{4}-\d{2}-\d{2}$")
+
+
+def scan_partitions(root: str) -> tuple[list[date], list[str]]:
+    """The days with a dt=YYYY-MM-DD folder under `root` (sorted; none if `root` is
+    missing), and the folders refused, each with why: a name that is not canonical
+    (dt=20261105, dt=2026-1-5, 2026-11-05: never half-parsed into a day) or, on a local disk,
+    a symlink leading out of `root`. Folders starting with _ or . are ignored."""
     fs, path = _fresh_fs(root)
     if not fs.exists(path):
-        return []
-    days = set()
-    for entry in fs.ls(path, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith(PARTITION_PREFIX):
-            try:
-                days.add(date.fromisoformat(name[len(PARTITION_PREFIX) :]))
-            except ValueError:
-                continue
-    return sorted(days)
+        return [], []
+    days, problems = set(), []
+    local = fsspec.utils.get_protocol(root) in ("file", "local")
+    base = os.path.realpath(path) if local else ""
+    for entry in fs.ls(path, detail=True):
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        folder = entry.get("type") == "directory" or entry.get("islink")  # links: checked below
+        if not folder or name.startswith(("_", ".")):
+            continue
+        day = None
+        if _CANONICAL.match(name):
+            with suppress(ValueError):  # dt=2026-02-30
+                day = date.fromisoformat(name[len(PARTITION_PREFIX) :])
+        if day is None:
+            problems.append(f"{root.rstrip('/')}/{name}: not a dt=YYYY-MM-DD partition folder")
+            continue
+        if local and not _inside(os.path.realpath(entry["name"]), base):
+            target = os.path.realpath(entry["name"])
+            problems.append(f"{root.rstrip('/')}/{name}: a symlink out of the root (to {target})")
+            continue
+        days.add(day)
+    return sorted(days), problems
+
+
+def _inside(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def list_partitions(root: str) -> list[date]:
+    """The days with a canonical dt=YYYY-MM-DD folder under `root`, sorted (see
+    scan_partitions for the folders it refuses)."""
+    return scan_partitions(root)[0]
 
 
 def _is_data_file(name: str) -> bool:
@@ -71,9 +101,17 @@ def _data_names(root: str, day: date) -> list[str]:
 
 
 def partition_files(root: str, day: date) -> list[str]:
-    """The partition's data files (.parquet/.csv) as URLs under `root`, sorted by name."""
+    """The partition's data files (.parquet/.csv) as URLs under `root`, sorted by name.
+    Raises DataError for a local file that is a symlink out of `root`."""
     folder = partition_path(root, day)
-    return [f"{folder}/{name}" for name in _data_names(root, day)]
+    urls = [f"{folder}/{name}" for name in _data_names(root, day)]
+    if urls and fsspec.utils.get_protocol(root) in ("file", "local"):
+        base = os.path.realpath(url_to_fs(root)[1])
+        for url in urls:
+            target = os.path.realpath(url_to_fs(url)[1])
+            if not _inside(target, base):
+                raise DataError(f"file {url}: a symlink out of the root {root} (to {target})")
+    return urls
 
 
 def fingerprint_partition(root: str, day: date) -> str:
@@ -154,27 +192,61 @@ def snapshot_files(url: str) -> list[str]:
     return [f"{url.rstrip('/')}/{name}" for name in sorted(names) if _is_data_file(name)]
 
 
+class DataError(ValueError):
+    """A file that cannot be read as data (empty, truncated, corrupt, not Parquet/CSV, or
+    files whose schemas cannot be combined). Names the file; retrying will not heal it."""
+
+
+# Raised by pyarrow while decoding: data problems. Connection and timeout errors (also
+# OSError subclasses) pass through untouched: those may heal on a retry.
+_DECODE_ERRORS = (pa.ArrowException, OSError, EOFError)
+_NETWORK_ERRORS = (ConnectionError, TimeoutError)
+
+
+@contextmanager
+def _decoding(url: str) -> Iterator[None]:
+    try:
+        yield
+    except _NETWORK_ERRORS:
+        raise
+    except FileNotFoundError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise DataError(f"file {url}: cannot be read as data: {exc}") from exc
+
+
+def _read_csv(fh: Any, columns: list[str] | None, types: dict[str, pa.DataType]) -> pa.Table:
+    convert = pacsv.ConvertOptions(
+        column_types=types, include_columns=columns or [], strings_can_be_null=True
+    )
+    return pacsv.read_csv(fh, convert_options=convert)
+
+
 def read_files(
     urls: list[str],
     columns: list[str] | None = None,
     *,
     column_types: dict[str, pa.DataType] | None = None,
 ) -> pa.Table:
-    """Parquet and CSV files as one table. `column_types` applies to CSV files only."""
+    """Parquet and CSV files as one table. `column_types` applies to CSV files only, where
+    the values allow it (a value that does not parse leaves the column as read, for
+    validation to judge). Raises DataError naming a file that cannot be read."""
     tables = []
     for url in urls:
         fs, path = url_to_fs(url)
-        with fs.open(path, "rb") as fh:
-            if path.endswith(".csv"):
-                convert = pacsv.ConvertOptions(
-                    column_types=column_types or {},
-                    include_columns=columns or [],
-                    strings_can_be_null=True,
-                )
-                tables.append(pacsv.read_csv(fh, convert_options=convert))
-            else:
+        with _decoding(url), fs.open(path, "rb") as fh:
+            if not path.endswith(".csv"):
                 tables.append(pq.read_table(fh, columns=columns))
-    return pa.concat_tables(tables, promote_options="default")
+                continue
+            try:
+                tables.append(_read_csv(fh, columns, column_types or {}))
+            except pa.ArrowInvalid:  # a value that does not parse as its spec type
+                if not column_types:
+                    raise
+                fh.seek(0)
+                tables.append(_read_csv(fh, columns, {}))
+    with _decoding(", ".join(urls)):
+        return pa.concat_tables(tables, promote_options="default")
 
 
 def iter_file_batches(
@@ -189,15 +261,18 @@ def iter_file_batches(
         raise ValueError(f"{url}: only Parquet partitions can be streamed")
     fs, path = url_to_fs(url)
     with fs.open(path, "rb") as fh:
-        reader = pq.ParquetFile(fh)
+        with _decoding(url):
+            reader = pq.ParquetFile(fh)
         if check is not None:
             check(reader.schema_arrow)
         # One row group at a time: iterating the whole file lets the reader keep several
         # row groups alive (measured: peak Arrow memory grew with the file's size).
         for group in range(reader.num_row_groups):
-            yield from reader.iter_batches(
-                batch_size=batch_rows, row_groups=[group], columns=columns
-            )
+            with _decoding(url):
+                batches = list(
+                    reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+                )
+            yield from batches
 
 
 def iter_batches(

@@ -255,9 +255,7 @@ def _failure(res: dict[str, Any]) -> Failure:
     kwargs = conf.get("kwargs", {})
     meta = conf.get("meta") or {}
     args = ", ".join(
-        f"expected={meta['expected']}"
-        if k == "type_list" and "expected" in meta
-        else _arg(k, v)
+        f"expected={meta['expected']}" if k == "type_list" and "expected" in meta else _arg(k, v)
         for k, v in kwargs.items()
         if k not in _NOT_ARGS and v is not None
     )

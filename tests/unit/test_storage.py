@@ -123,3 +123,56 @@ def test_table_hash(tmp_path: Path) -> None:
     )
     storage.write_partition(str(tmp_path), DAY, t)
     assert storage.table_hash(storage.read_partition(str(tmp_path), DAY)) == storage.table_hash(t)
+
+
+def test_folders_that_are_not_canonical_partitions_are_reported_never_half_parsed(tmp_path):
+    root = tmp_path / "root"
+    for name in ("dt=2026-01-01", "dt=20260102", "dt=2026-1-3", "dt=2026-02-30", "2026-01-04"):
+        (root / name).mkdir(parents=True)
+    (root / "_tmp").mkdir()  # working folders are ignored
+    days, refused = storage.scan_partitions(str(root))
+    assert days == [date(2026, 1, 1)]
+    assert sorted(p.split("/")[-1].split(":")[0] for p in refused) == [
+        "2026-01-04",
+        "dt=2026-02-30",
+        "dt=2026-1-3",
+        "dt=20260102",
+    ]
+    assert all("not a dt=YYYY-MM-DD partition folder" in p for p in refused)
+    assert storage.list_partitions(str(root)) == [date(2026, 1, 1)]
+
+
+def test_symlinks_out_of_the_root_are_refused(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    table = pa.table({"k": [1, 2]})
+    storage.write_partition(str(outside), date(2026, 1, 5), table)
+    storage.write_partition(str(root), date(2026, 1, 1), table)
+    (root / "dt=2026-01-05").symlink_to(outside / "dt=2026-01-05")
+    (root / "dt=2026-01-02").symlink_to(root / "dt=2026-01-01")  # inside the root: fine
+    days, refused = storage.scan_partitions(str(root))
+    assert days == [date(2026, 1, 1), date(2026, 1, 2)]
+    assert len(refused) == 1 and "dt=2026-01-05: a symlink out of the root" in refused[0]
+    # a data file linked from elsewhere is refused too
+    (root / "dt=2026-01-01" / "extra.parquet").symlink_to(
+        outside / "dt=2026-01-05" / "part-0.parquet"
+    )
+    with pytest.raises(storage.DataError, match=r"extra\.parquet: a symlink out of the root"):
+        storage.partition_files(str(root), date(2026, 1, 1))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not-parquet", "corrupt-page"])
+def test_unreadable_files_raise_a_data_error_naming_the_file(tmp_path, damage):
+    day = date(2026, 1, 1)
+    url = storage.write_partition(str(tmp_path), day, pa.table({"k": list(range(5000))}))
+    good = Path(url).read_bytes()
+    bad = {
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "not-parquet": b"id,score\n1,2\n" * 20,
+        "corrupt-page": good[:100] + b"\0" * 200 + good[300:],
+    }[damage]
+    Path(url).write_bytes(bad)
+    with pytest.raises(storage.DataError, match=rf"file {url}: cannot be read as data"):
+        storage.read_partition(str(tmp_path), day)
+    with pytest.raises(storage.DataError, match=rf"file {url}"):
+        list(storage.iter_file_batches(url, 1000))
