@@ -144,18 +144,40 @@ def _label_rows(settings: Settings, table: pa.Table) -> int:
     return 0 if name not in table.column_names else table.num_rows - table.column(name).null_count
 
 
+def _source_files(settings: Settings, day: date) -> list[str]:
+    url = settings.source.url
+    if settings.source.layout == "snapshot":
+        return storage.snapshot_files(url)
+    return storage.partition_files(url, day)
+
+
 def ingest_partition(settings: Settings, day: date) -> IngestResult:
     """Copy one source day into the raw zone with a manifest, unless the raw partition
-    already holds the same content. Raises ValueError for a day with no rows."""
+    already holds the same content. A file source whose listing (names, sizes, modification
+    times or ETags) is unchanged since the last ingest is not read at all. Raises ValueError
+    for a day with no rows."""
+    raw = settings.lake.raw
+    manifest = storage.read_manifest(raw, day)
+    existing = storage.partition_files(raw, day)
+    source_key = None
+    if settings.source.kind == "files":
+        files = _source_files(settings, day)
+        source_key = storage.listing_key(files) if files else None
+        seen = manifest is not None and "label_rows" in manifest and "files" in manifest
+        if seen and existing and source_key and (manifest or {}).get("source_key") == source_key:
+            assert manifest is not None
+            return IngestResult(
+                day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0]
+            )
     table = read_source_day(settings, day)
     if table.num_rows == 0:
         raise ValueError(f"source {_source_label(settings)} has no rows for {day.isoformat()}")
-    raw = settings.lake.raw
     content_hash = storage.table_hash(table)
-    manifest = storage.read_manifest(raw, day)
-    existing = storage.partition_files(raw, day)
     current = bool(manifest and manifest.get("content_hash") == content_hash and existing)
-    if current and "label_rows" in (manifest or {}):  # older manifests lack it: rewrite them
+    if current and "label_rows" in (manifest or {}) and "files" in (manifest or {}):
+        assert manifest is not None
+        if manifest.get("source_key") != source_key:  # touched, same content: remember
+            storage.write_manifest(raw, day, {**manifest, "source_key": source_key})
         return IngestResult(day, "unchanged", table.num_rows, content_hash, existing[0])
     path = storage.write_partition(raw, day, table)
     storage.write_manifest(
@@ -167,6 +189,8 @@ def ingest_partition(settings: Settings, day: date) -> IngestResult:
             "schema": {field.name: str(field.type) for field in table.schema},
             "content_hash": content_hash,
             "source": _source_label(settings),
+            "source_key": source_key,
+            "files": storage.file_stats([path]),
             "ingested_at": datetime.now(UTC).isoformat(),
             "label_rows": _label_rows(settings, table),
         },
@@ -184,6 +208,14 @@ def ingest_labels(settings: Settings, day: date) -> IngestResult:
     files = storage.partition_files(url, day)
     if not files:
         raise FileNotFoundError(f"labels source {url} has no files for {day.isoformat()}")
+    root = settings.lake.labels
+    manifest = storage.read_manifest(root, day)
+    existing = storage.partition_files(root, day)
+    source_key = storage.listing_key(files)
+    if manifest and existing and "files" in manifest and manifest.get("source_key") == source_key:
+        return IngestResult(
+            day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0]
+        )
     table = storage.read_files(files)
     missing = {spec.entity_id, spec.target.name} - set(table.column_names)
     if missing:
@@ -193,11 +225,11 @@ def ingest_labels(settings: Settings, day: date) -> IngestResult:
         )
     types = _spec_types(spec)
     table = _soft_cast(table.select([spec.entity_id, spec.target.name]), types)
-    root = settings.lake.labels
     content_hash = storage.table_hash(table)
-    manifest = storage.read_manifest(root, day)
-    existing = storage.partition_files(root, day)
     if manifest and manifest.get("content_hash") == content_hash and existing:
+        storage.write_manifest(
+            root, day, {**manifest, "source_key": source_key, "files": storage.file_stats(existing)}
+        )
         return IngestResult(day, "unchanged", table.num_rows, content_hash, existing[0])
     path = storage.write_partition(root, day, table)
     storage.write_manifest(
@@ -209,6 +241,8 @@ def ingest_labels(settings: Settings, day: date) -> IngestResult:
             "label_rows": _label_rows(settings, table),
             "content_hash": content_hash,
             "source": url,
+            "source_key": source_key,
+            "files": storage.file_stats([path]),
             "ingested_at": datetime.now(UTC).isoformat(),
         },
     )

@@ -114,15 +114,63 @@ def partition_files(root: str, day: date) -> list[str]:
     return urls
 
 
-def fingerprint_partition(root: str, day: date) -> str:
-    """sha256 over each data file's name, size and ETag (object stores) or content digest
-    (local files): changes when any file changes, without downloading from S3."""
-    digest = hashlib.sha256()
-    for url in partition_files(root, day):
+def _stat(fs: fsspec.AbstractFileSystem, path: str) -> tuple[int, str]:
+    """(size, change tag) from a listing, never from the bytes: the ETag of an object store,
+    the modification time of a local file."""
+    info = fs.info(path)
+    tag = (
+        info.get("ETag")
+        or info.get("etag")
+        or f"mtime={info.get('mtime') or info.get('LastModified')}"
+    )
+    return int(info["size"]), str(tag).strip('"')
+
+
+def file_stats(urls: list[str]) -> dict[str, dict[str, Any]]:
+    """Per file name: size, change tag (see _stat) and content sha256 (ETag on object
+    stores). Written into a manifest, it lets fingerprint_partition skip the content hash of
+    files that did not change."""
+    out = {}
+    for url in urls:
         fs, path = url_to_fs(url)
-        info = fs.info(path)
-        tag = info.get("ETag") or info.get("etag") or _content_digest(fs, path)
-        digest.update(f"{path.rsplit('/', 1)[-1]}\0{info['size']}\0{tag}\n".encode())
+        size, tag = _stat(fs, path)
+        digest = tag if not tag.startswith("mtime=") else _content_digest(fs, path)
+        out[path.rsplit("/", 1)[-1]] = {"size": size, "tag": tag, "sha256": digest}
+    return out
+
+
+def listing_key(urls: list[str]) -> str:
+    """sha256 over each file's name, size and change tag: equal while no file was touched,
+    computed from the listing alone (nothing read). Changes when a file is rewritten even
+    with the same bytes, so it only ever says "look closer", never "changed"."""
+    digest = hashlib.sha256()
+    for url in urls:
+        fs, path = url_to_fs(url)
+        size, tag = _stat(fs, path)
+        digest.update(f"{path.rsplit('/', 1)[-1]}\0{size}\0{tag}\n".encode())
+    return digest.hexdigest()
+
+
+def fingerprint_partition(root: str, day: date) -> str:
+    """sha256 over each data file's name, size and content identity (the ETag on object
+    stores, the sha256 of the bytes on a local disk): changes when any file's content changes.
+    Cheap first: a local file whose size and modification time match the `files` recorded in
+    the partition's manifest is not read again (ingest records them), so a night with
+    nothing new reads no data to find that out."""
+    urls = partition_files(root, day)
+    known = (read_manifest(root, day) or {}).get("files") or {} if urls else {}
+    digest = hashlib.sha256()
+    for url in urls:
+        fs, path = url_to_fs(url)
+        name = path.rsplit("/", 1)[-1]
+        size, tag = _stat(fs, path)
+        if not tag.startswith("mtime="):
+            content = tag
+        elif known.get(name, {}).get("size") == size and known[name].get("tag") == tag:
+            content = known[name]["sha256"]
+        else:
+            content = _content_digest(fs, path)
+        digest.update(f"{name}\0{size}\0{content}\n".encode())
     return digest.hexdigest()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -292,3 +293,36 @@ def test_ingest_never_turns_a_bad_bool_into_true(churn: Settings) -> None:
     assert raw.schema.field("has_partner").type == pa.int64()
     assert raw.column("has_partner").to_pylist()[:2] == [7, 300]
     assert raw.schema.field("paperless_billing").type == pa.bool_()
+
+
+def test_a_night_with_nothing_new_reads_no_data(churn: Settings, monkeypatch) -> None:
+    """Ingest and fingerprints look at listings and manifests only while nothing changed:
+    the cost of a no-op night does not grow with the bytes of history."""
+    churn = small(churn)
+    days = write_demo_source(churn.dataset, churn.demo, churn.source.url)
+    for day in days:
+        ingest_partition(churn, day)
+    before = {day: storage.fingerprint_partition(churn.lake.raw, day) for day in days}
+
+    reads: list[str] = []
+    real_read, real_digest = storage.read_files, storage._content_digest
+    monkeypatch.setattr(storage, "read_files", lambda urls, *a, **k: reads.extend(urls))
+    monkeypatch.setattr(storage, "_content_digest", lambda fs, path: reads.append(path))
+    again = [ingest_partition(churn, day) for day in days]
+    after = {day: storage.fingerprint_partition(churn.lake.raw, day) for day in days}
+    assert {r.status for r in again} == {"unchanged"} and reads == []
+    assert after == before
+
+    # A touched source file (same bytes) is read once to find it unchanged, then remembered.
+    monkeypatch.setattr(storage, "read_files", real_read)
+    monkeypatch.setattr(storage, "_content_digest", real_digest)
+    (source_file,) = storage.partition_files(churn.source.url, days[0])
+    os.utime(source_file, ns=(1, 1))
+    assert ingest_partition(churn, days[0]).status == "unchanged"
+    monkeypatch.setattr(storage, "read_files", lambda urls, *a, **k: reads.extend(urls))
+    assert ingest_partition(churn, days[0]).status == "unchanged" and reads == []
+    # A raw file rewritten behind our back is hashed again: its fingerprint tracks content.
+    monkeypatch.setattr(storage, "_content_digest", real_digest)
+    (raw_file,) = storage.partition_files(churn.lake.raw, days[1])
+    os.utime(raw_file, ns=(2, 2))
+    assert storage.fingerprint_partition(churn.lake.raw, days[1]) == before[days[1]]
