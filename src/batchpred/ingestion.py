@@ -40,6 +40,15 @@ def source_days(
     return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
 
 
+def refused_folders(settings: Settings) -> list[str]:
+    """Folders of the file source and the labels source that look like partitions but are
+    refused (a name that is not dt=YYYY-MM-DD, a symlink out of the root), with why."""
+    roots = [settings.labels.url] if settings.labels.url else []
+    partitioned = settings.source.kind == "files" and settings.source.layout == "partitioned"
+    roots += [settings.source.url] if partitioned else []
+    return [problem for root in roots for problem in storage.scan_partitions(root)[1]]
+
+
 def label_days(
     settings: Settings, start: date | None = None, end: date | None = None
 ) -> list[date]:

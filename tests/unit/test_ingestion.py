@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from batchpred import storage
+from batchpred import ingestion, storage
 from batchpred.config import Settings
 from batchpred.demo import generate_day, write_demo_source
 from batchpred.ingestion import (
@@ -326,3 +326,11 @@ def test_a_night_with_nothing_new_reads_no_data(churn: Settings, monkeypatch) ->
     (raw_file,) = storage.partition_files(churn.lake.raw, days[1])
     os.utime(raw_file, ns=(2, 2))
     assert storage.fingerprint_partition(churn.lake.raw, days[1]) == before[days[1]]
+
+
+def test_refused_source_folders_are_named(churn: Settings) -> None:
+    churn = small(churn)
+    write_demo_source(churn.dataset, churn.demo, churn.source.url)
+    Path(churn.source.url, "dt=20261005").mkdir()
+    (problem,) = ingestion.refused_folders(churn)
+    assert problem.endswith("dt=20261005: not a dt=YYYY-MM-DD partition folder")
