@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
 
-from batchpred import config
+from batchpred import config, monitoring, notifications, outcomes
 from flows.ingest import InvalidPartitions, ingest
 from flows.score import score
 from flows.train import train
@@ -34,34 +36,93 @@ def nightly(
     """The whole pipeline for one day (default: the newest source day, which usually has no
     label yet). Training uses the newest labelled days; invalid partitions are left out of
     training and scoring; realised performance is computed for scored days whose labels have
-    arrived. The run fails at the end if any partition is invalid."""
-    # As of `day`: days after it are not pulled (a snapshot source is ingested as `day`).
-    ingested = ingest(end=day, config_files=config_files, fail_on_invalid=False)
-    target = day or max([date.fromisoformat(d) for d in ingested.failed] + ingested.passed)
-    trained = train(config_files=config_files, workspace=workspace)
-    if target not in ingested.passed:
-        raise InvalidPartitions(
-            ingested.failed.get(str(target), f"partition {target} is not valid")
-        )
+    arrived. Failed training does not stop the day being scored with the current champion.
+    Ends Failed if training failed, any partition is invalid or the day has no partition;
+    Drifted (a COMPLETED state) if the day drifted above monitoring's thresholds; the
+    webhook in `notifications` is told of either."""
     settings = config.load_settings(config_files)
-    scored = score(day=target, config_files=config_files)
-    version = scored[0].model_version
-    shadow = scoring.resolve_shadow(settings, version) if settings.scoring.shadow else None
-    if shadow:
-        scored += score(day=target, model=shadow, config_files=config_files)
-    drift = scoring.measure_drift(settings, version, target)
-    reporting.publish_drift(str(target), version, drift)
-    realised = scoring.realised_performance(settings)
-    reporting.publish_realised(settings.dataset.name, realised)
-    if ingested.failed:
-        raise InvalidPartitions("\n".join(ingested.failed.values()))
-    return {
+    target = day
+    try:
+        # As of `day`: days after it are not pulled (a snapshot source is ingested as `day`).
+        ingested = ingest(end=day, config_files=config_files, fail_on_invalid=False)
+        seen = ingested.failed_days() + ingested.passed
+        if target is None and not seen:
+            raise outcomes.nothing_to_score(settings.source.url, None, None)
+        target = day or max(seen)
+        trained = train(config_files=config_files, workspace=workspace, return_state=True)
+        training_error = None if trained.is_completed() else trained.result(raise_on_failure=False)
+        scored, drift, realised, problem = [], None, [], None
+        if target in ingested.passed:
+            done = score(day=target, config_files=config_files, return_state=True)
+            if done.is_completed():
+                scored = done.result()
+                version = scored[0].model_version
+                shadow = (
+                    scoring.resolve_shadow(settings, version) if settings.scoring.shadow else None
+                )
+                if shadow:
+                    scored += score(day=target, model=shadow, config_files=config_files)
+                drift = scoring.measure_drift(settings, version, target)
+                reporting.publish_drift(str(target), version, drift)
+                realised = scoring.realised_performance(settings)
+                reporting.publish_realised(settings.dataset.name, realised)
+            else:
+                problem = done.result(raise_on_failure=False)
+        elif str(target) in ingested.failed:
+            problem = InvalidPartitions(ingested.failed[str(target)])
+        else:
+            problem = outcomes.nothing_to_score(settings.source.url, target, target)
+        if training_error is not None:
+            raise outcomes.training_failed(
+                training_error,
+                target,
+                scored[0].model_version if scored else None,
+                scored[0].rows_scored if scored else 0,
+                problem,
+            )
+        if problem is not None:
+            raise problem
+        if ingested.failed:
+            raise InvalidPartitions("\n".join(ingested.failed.values()))
+    except Exception as exc:
+        reporting.notify(settings.notifications, _summary(settings, target, "Failed", exc))
+        if isinstance(exc, (*outcomes.KNOWN_FAILURES, InvalidPartitions)):
+            get_run_logger().error("%s", exc)  # known: its message, without a traceback
+            return Failed(message=outcomes.one_line(exc), data=exc)
+        raise
+    out = {
         "day": target,
-        "model": trained,
+        "model": trained.result(),
         "scored": scored,
-        "drift": drift,
+        "drift": drift.rows,
+        "drifted": drift.drifted,
         "realised": realised,
     }
+    if drift.is_drifted:
+        reason = f"{target} drifted: {drift.describe()}"
+        reporting.notify(
+            settings.notifications, _summary(settings, target, outcomes.DRIFTED, reason, drift)
+        )
+        return Completed(name=outcomes.DRIFTED, message=reason, data=out)
+    return out
+
+
+def _summary(
+    settings: config.Settings,
+    day: date | None,
+    state: str,
+    reason: BaseException | str,
+    drift: monitoring.DriftAssessment | None = None,
+) -> dict[str, Any]:
+    return notifications.run_summary(
+        flow="nightly",
+        run=flow_run.name,
+        dataset=settings.dataset.name,
+        day=day,
+        state=state,
+        reason=outcomes.one_line(reason),
+        drifted=drift.drifted if drift else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -70,7 +131,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
     parser.add_argument("--workspace", default=".", help="folder holding dvc.yaml")
     args = parser.parse_args(argv)
-    out = nightly(day=args.day, config_files=args.config, workspace=args.workspace)
+    state = nightly(
+        day=args.day, config_files=args.config, workspace=args.workspace, return_state=True
+    )
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, outcomes.NothingToScore):
+            print(error, file=sys.stderr)
+            sys.exit(outcomes.EXIT_NOTHING_TO_SCORE)
+        print(f"nightly {state.name}: {error}", file=sys.stderr)
+        sys.exit(outcomes.EXIT_FAILED)
+    out = state.result()
     model, url = out["model"], sa.engine.make_url(config.database_url())
     metrics = model["challenger_metrics"]
     print("\n=== batchpred nightly", out["day"], "===")
@@ -112,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     print(f"  database: {url.render_as_string(hide_password=True)}")
     print("  try:\n    " + EXAMPLE_SQL.format(day=out["day"]).replace("\n", "\n    "))
+    if state.name == outcomes.DRIFTED:
+        print(f"DRIFTED: {state.message}", file=sys.stderr)
+        sys.exit(outcomes.EXIT_DRIFTED)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import date
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
-from batchpred import config
+from batchpred import config, outcomes
 from batchpred.scoring import PartitionResult
 from tasks import reporting, scoring
 
@@ -38,12 +40,17 @@ def score(
 ) -> list[PartitionResult]:
     """Score one day, or every partition in [start, end], with `model` (an alias or a version
     id) resolved once for the whole run. Partitions already in the ledger with the same input
-    and model are skipped unless `force`."""
+    and model are skipped unless `force`. No partition at all for the day or range: the run
+    fails with one line naming the days (outcomes.NothingToScore)."""
     settings = config.load_settings(config_files)
     if day is not None:
         start = end = day
-    version = scoring.resolve_model(settings, model)
     days = scoring.plan_partitions(settings, start, end)
+    if not days:  # a known end, not a crash: one line, no traceback (exit 3 from main)
+        nothing = outcomes.nothing_to_score(settings.scoring_input, start, end)
+        get_run_logger().error("%s", nothing)
+        return Failed(message=str(nothing), data=nothing)
+    version = scoring.resolve_model(settings, model)
     get_run_logger().info("scoring %d partition(s) with model %s", len(days), version)
     results, failures = [], {}
     with scoring.partition_runner(settings) as runner:
@@ -75,14 +82,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="re-score partitions already done")
     parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
     args = parser.parse_args(argv)
-    results = score(
-        day=args.day,
-        start=args.start,
-        end=args.end,
-        model=args.model,
-        force=args.force,
-        config_files=args.config,
-    )
+    try:
+        results = score(
+            day=args.day,
+            start=args.start,
+            end=args.end,
+            model=args.model,
+            force=args.force,
+            config_files=args.config,
+        )
+    except outcomes.NothingToScore as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(outcomes.EXIT_NOTHING_TO_SCORE)
     for r in results:
         print(
             f"{r.partition_date}  {r.status:8}  {r.rows_scored:>9,} rows"

@@ -1,13 +1,15 @@
-"""Tasks that publish run reports to the Prefect UI as artifacts."""
+"""Tasks that publish run reports: artifacts in the Prefect UI, and the webhook notification."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from batchpred import monitoring, notifications
+from batchpred.config import NotificationsConfig
 from batchpred.scoring import PartitionResult
 
 
@@ -48,23 +50,37 @@ def publish_validation(outcomes: dict[str, str]) -> None:
 
 
 @task(name="report-drift", cache_policy=NONE)
-def publish_drift(day: str, version: str, metrics: list[dict[str, Any]]) -> None:
-    """Drift table: PSI and null rates per feature, worst first."""
+def publish_drift(day: str, version: str, drift: monitoring.DriftAssessment) -> None:
+    """Drift table: PSI, level against its threshold and null rates per feature and for the
+    score distribution, worst first; the description starts with DRIFT: when the day drifted."""
     rows = [
         {
             "feature": m["feature"],
             "psi": round(m["psi"], 4),
-            "level": "major" if m["psi"] > 0.25 else "moderate" if m["psi"] > 0.1 else "stable",
+            "level": m["level"],
+            "psi_major": m["psi_major"],
             "null_rate": round(m["null_rate"], 4),
             "reference_null_rate": round(m["reference_null_rate"], 4),
         }
-        for m in sorted(metrics, key=lambda m: -m["psi"])
+        for m in drift.rows
     ]
+    against = f"{day} against model {version}'s training data"
     create_table_artifact(
         key="drift",
         table=rows,
-        description=f"Drift of {day} against model {version}'s training data",
+        description=f"DRIFT: {drift.describe()} ({against})"
+        if drift.is_drifted
+        else f"Drift of {against}: none above its threshold",
     )
+
+
+@task(name="notify", cache_policy=NONE)
+def notify(cfg: NotificationsConfig, payload: dict[str, Any]) -> None:
+    """POST the run's summary to the configured webhook; a failure is a WARNING, never a
+    change of the run's outcome."""
+    problem = notifications.send(cfg, payload)
+    if problem:
+        get_run_logger().warning("%s", problem)
 
 
 @task(name="report-model", cache_policy=NONE)

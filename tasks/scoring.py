@@ -7,7 +7,7 @@ from datetime import date
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import monitoring, registry, schema, scoring, storage
+from batchpred import monitoring, outcomes, registry, schema, scoring, storage
 from batchpred.config import Settings
 from tasks import resources
 
@@ -23,26 +23,21 @@ def resolve_model(settings: Settings, model: str) -> str:
 
 @task(name="plan-partitions", cache_policy=NONE)
 def plan_partitions(settings: Settings, start: date | None, end: date | None) -> list[date]:
-    """The input partitions in [start, end] (all when both are open)."""
+    """The input partitions in [start, end] (all when both are open); a WARNING names the
+    days of a bounded range that have none (no partition at all is the flow's to report)."""
     days = storage.list_partitions(settings.scoring_input)
-    return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
-
-
-def _transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
-    """Retry dropped connections and the like; bad data or a bad model won't heal."""
-    try:
-        state.result()
-    except (
-        scoring.PartitionRejected,
-        registry.ModelIntegrityError,
-        schema.ContractMismatch,
-        KeyError,
-        ValueError,
-    ):
-        return False
-    except Exception:  # noqa: BLE001
-        return True
-    return True
+    days = [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
+    if days and start is not None and end is not None:
+        missing = outcomes.missing_days(days, start, end)
+        if missing:
+            get_run_logger().warning(
+                "no partition for %d day(s) in %s..%s, not scored: %s",
+                len(missing),
+                start,
+                end,
+                outcomes.days_text(missing),
+            )
+    return days
 
 
 @task(
@@ -50,7 +45,7 @@ def _transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
     cache_policy=NONE,
     retries=2,
     retry_delay_seconds=10,
-    retry_condition_fn=_transient,
+    retry_condition_fn=resources.retry_transient,
     task_run_name="score-{day}",
 )
 def score_partition(
@@ -91,9 +86,11 @@ def score_partition(
 
 
 @task(name="measure-drift", cache_policy=NONE, task_run_name="drift-{day}")
-def measure_drift(settings: Settings, version: str, day: date) -> list[dict]:
-    """PSI per feature of a partition against the model's stored training statistics."""
-    model = resources.model(version, settings.scoring.nthread)
+def measure_drift(settings: Settings, version: str, day: date) -> monitoring.DriftAssessment:
+    """PSI per feature of a partition, and of the model's scores on it, against the training
+    statistics stored with the model, judged by monitoring's thresholds: one WARNING names
+    what drifted."""
+    model, engine = resources.model(version, settings.scoring.nthread), resources.engine()
     metrics = monitoring.measure_drift(
         settings.scoring_input,
         day,
@@ -102,10 +99,19 @@ def measure_drift(settings: Settings, version: str, day: date) -> list[dict]:
         model.manifest["reference_stats"],
         settings.scoring.batch_rows,
     )
+    if model.manifest.get("score_reference"):  # models saved before it was stored: features only
+        metrics.append(
+            monitoring.measure_score_drift(engine, day, version, model.manifest["score_reference"])
+        )
     monitoring.record_drift(
-        resources.engine(), settings.dataset.name, day, version, resources.run_id(), metrics
+        engine, settings.dataset.name, day, version, resources.run_id(), metrics
     )
-    return metrics
+    assessment = monitoring.assess_drift(metrics, settings.monitoring)
+    if assessment.is_drifted:
+        get_run_logger().warning(
+            "%s drifted against model %s's training data: %s", day, version, assessment.describe()
+        )
+    return assessment
 
 
 @task(name="realised-performance", cache_policy=NONE)

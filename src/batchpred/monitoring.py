@@ -1,19 +1,27 @@
 """Monitoring records analysts can query: drift per partition against the model's training
-statistics, and realised performance once labels arrive."""
+statistics (features and the score distribution) judged by monitoring's thresholds, and
+realised performance once labels arrive."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from batchpred import db, schema
-from batchpred.config import DatasetSpec, Settings
+from batchpred.config import DatasetSpec, MonitoringConfig, Settings
+
+if TYPE_CHECKING:
+    from batchpred.registry import LoadedModel
 
 PSI_FLOOR = 1e-4  # empty bins would make PSI infinite
+SCORE = "(score)"  # the drift row of the model's score distribution (drift_metrics.feature)
 
 
 def population_stability(reference: list[float], current: list[float]) -> float:
@@ -34,34 +42,169 @@ def measure_drift(
     """Per model feature: PSI of the partition against the model's training distribution
     (the reference_stats stored with the model), and null rates; values the model never saw
     count as missing. Streams the partition."""
-    from batchpred import scoring, training
+    from batchpred import scoring
 
-    features = contract.features
-    counts = {f.name: np.zeros(len(reference[f.name]["fractions"])) for f in features}
-    nulls = dict.fromkeys(contract.feature_names, 0)
-    rows = 0
+    tally = _Tally(contract, reference)
     for _, batch in scoring.iter_input_batches(root, day, spec, batch_rows, contract.feature_names):
-        matrix, _ = schema.feature_matrix(batch, contract)
-        rows += batch.num_rows
-        for j, feature in enumerate(features):
+        tally.add(schema.feature_matrix(batch, contract)[0])
+    return tally.metrics()
+
+
+def measure_table_drift(
+    table: pa.Table, contract: schema.Contract, reference: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """measure_drift for a table in memory (a holdout), read through the model's contract."""
+    tally = _Tally(contract, reference)
+    tally.add(schema.feature_matrix(table, contract)[0])
+    return tally.metrics()
+
+
+class _Tally:
+    """Bin counts and nulls per feature, added up batch by batch."""
+
+    def __init__(self, contract: schema.Contract, reference: dict[str, dict[str, Any]]) -> None:
+        self.features, self.reference = contract.features, reference
+        self.counts = {f.name: np.zeros(len(reference[f.name]["fractions"])) for f in self.features}
+        self.nulls = dict.fromkeys(contract.feature_names, 0)
+        self.rows = 0
+
+    def add(self, matrix: np.ndarray) -> None:
+        from batchpred import training
+
+        self.rows += matrix.shape[0]
+        for j, feature in enumerate(self.features):
             column = matrix[:, j]
-            nulls[feature.name] += int(np.isnan(column).sum())
-            counts[feature.name] += training.bin_counts(column, reference[feature.name])
-    out = []
-    for feature in features:
-        ref, total = reference[feature.name], counts[feature.name].sum()
-        current = (
-            (counts[feature.name] / total).tolist() if total else [0.0] * len(ref["fractions"])
+            self.nulls[feature.name] += int(np.isnan(column).sum())
+            self.counts[feature.name] += training.bin_counts(column, self.reference[feature.name])
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return [
+            _psi_row(
+                feature.name,
+                self.reference[feature.name],
+                self.counts[feature.name],
+                self.nulls[feature.name] / self.rows if self.rows else 0.0,
+            )
+            for feature in self.features
+        ]
+
+
+def _psi_row(
+    name: str, ref: dict[str, Any], counts: np.ndarray, null_rate: float
+) -> dict[str, Any]:
+    total = counts.sum()
+    current = (counts / total).tolist() if total else [0.0] * len(ref["fractions"])
+    return {
+        "feature": name,
+        "psi": population_stability(ref["fractions"], current),
+        "null_rate": null_rate,
+        "reference_null_rate": ref["null_rate"],
+    }
+
+
+def score_drift(scores: np.ndarray, reference: dict[str, Any]) -> dict[str, Any]:
+    """The drift row (feature SCORE) of a set of scores against the model's score_reference."""
+    from batchpred import training
+
+    values = np.asarray(scores, dtype=np.float64)
+    nulls = int((~np.isfinite(values)).sum())
+    counts = training.bin_counts(values, reference)
+    return _psi_row(SCORE, reference, counts, nulls / values.size if values.size else 0.0)
+
+
+def measure_score_drift(
+    engine: sa.Engine, day: date, model_version: str, reference: dict[str, Any]
+) -> dict[str, Any]:
+    """The drift row (feature SCORE) of the scores the model wrote for a day, read back from
+    the predictions table in chunks (on PostgreSQL one leaf)."""
+    from batchpred import training
+
+    t = db.table(engine, "predictions")
+    counts = np.zeros(len(reference["fractions"]))
+    rows = nulls = 0
+    query = sa.select(t.c.score).where(
+        t.c.partition_date == day, t.c.model_version == model_version
+    )
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=100_000).execute(query)
+        for chunk in result.partitions():
+            values = np.array([r[0] for r in chunk], dtype=np.float64)
+            rows += values.size
+            nulls += int((~np.isfinite(values)).sum())
+            counts += training.bin_counts(values, reference)
+    return _psi_row(SCORE, reference, counts, nulls / rows if rows else 0.0)
+
+
+# --- what drift means ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftAssessment:
+    """Drift rows judged against the configured thresholds: each row gains its `level`
+    (stable, moderate, major) and the `psi_major` it was held to; `drifted` lists the rows
+    above it (worst first)."""
+
+    rows: list[dict[str, Any]]
+    drifted: list[dict[str, Any]]
+
+    @property
+    def is_drifted(self) -> bool:
+        return bool(self.drifted)
+
+    def describe(self) -> str:
+        """One line naming the drifted features and their PSI, e.g. `tenure_months PSI 2.310
+        > 0.25, score PSI 0.410 > 0.25`."""
+        return ", ".join(
+            f"{'score' if r['feature'] == SCORE else r['feature']} PSI {r['psi']:.3f} "
+            f"> {r['psi_major']:g}"
+            for r in self.drifted
         )
-        out.append(
-            {
-                "feature": feature.name,
-                "psi": population_stability(ref["fractions"], current),
-                "null_rate": nulls[feature.name] / rows if rows else 0.0,
-                "reference_null_rate": ref["null_rate"],
-            }
+
+
+def assess_drift(metrics: list[dict[str, Any]], cfg: MonitoringConfig) -> DriftAssessment:
+    """Judge drift rows (features and SCORE) by monitoring's thresholds, per-feature
+    overrides applied: above `psi_major` the row is major and the day drifted."""
+    rows = []
+    for m in sorted(metrics, key=lambda m: -m["psi"]):
+        if m["feature"] == SCORE:
+            moderate, major = cfg.psi_moderate, cfg.score_psi_major
+        else:
+            moderate, major = cfg.thresholds(m["feature"])
+        level = (
+            "major"
+            if major is not None and m["psi"] > major
+            else "moderate"
+            if m["psi"] > moderate
+            else "stable"
         )
-    return out
+        rows.append({**m, "level": level, "psi_major": major})
+    return DriftAssessment(rows, [r for r in rows if r["level"] == "major"])
+
+
+def holdout_drift_block(
+    cfg: MonitoringConfig, champion: LoadedModel, holdout_path: str | Path
+) -> str | None:
+    """Why a challenger must not be promoted automatically, or None: its holdout drifted
+    against the champion's training data (features, and the champion's own scores when its
+    manifest holds a score reference), with monitoring.block_promotion_on_drift on."""
+    if not cfg.block_promotion_on_drift:
+        return None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(holdout_path)
+    manifest = champion.manifest
+    metrics = measure_table_drift(table, champion.contract, manifest["reference_stats"])
+    if manifest.get("score_reference"):
+        matrix, _ = schema.feature_matrix(table, champion.contract)
+        scores = champion.booster.inplace_predict(matrix, validate_features=False)
+        metrics.append(score_drift(scores, manifest["score_reference"]))
+    assessment = assess_drift(metrics, cfg)
+    if not assessment.is_drifted:
+        return None
+    return (
+        f"not promoted: the holdout drifted against champion {champion.version}'s training "
+        f"data ({assessment.describe()}); monitoring.block_promotion_on_drift is on"
+    )
 
 
 def record_drift(

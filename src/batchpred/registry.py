@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +26,12 @@ from batchpred.config import DatasetSpec, Settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PINNED = "pinned"  # points at the champion while it is frozen against the nightly gate
+ALIASES = (CHAMPION, CHALLENGER, PINNED)
+# How an alias came to point where it does (model_alias_history.action).
+GATE, PROMOTE, ROLLBACK, PIN, UNPIN, SET = "gate", "promote", "rollback", "pin", "unpin", "set"
+USER_ENV = "BATCHPRED_USER"  # who acts, when not the OS user
+_ALIAS_LOCK = 0x6270616C  # PostgreSQL advisory lock namespace of alias changes ("bpal")
 
 
 class ModelIntegrityError(Exception):
@@ -30,6 +40,10 @@ class ModelIntegrityError(Exception):
 
 class UnknownModelError(LookupError):
     pass
+
+
+class LifecycleError(Exception):
+    """A lifecycle change that cannot be made as asked; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -129,31 +143,132 @@ def get_alias(engine: sa.Engine, dataset: str, alias: str) -> str | None:
         ).scalar()
 
 
-def set_alias(engine: sa.Engine, dataset: str, alias: str, version: str, reason: str) -> None:
-    """Point an alias at a version (promotion, rollback) and append to its history."""
+def set_alias(
+    engine: sa.Engine,
+    dataset: str,
+    alias: str,
+    version: str,
+    reason: str,
+    *,
+    by: str | None = None,
+    action: str = SET,
+) -> None:
+    """Point an alias at a version and append to its history: who (`by`, default
+    current_user()), when, why and how (`action`). The gate's write to champion re-checks the
+    pin under the alias lock, so a champion pinned meanwhile is never replaced."""
     get_version(engine, version)
-    aliases, history = db.table(engine, "model_aliases"), db.table(engine, "model_alias_history")
-    now = datetime.now(UTC)
+    with _changing_aliases(engine, dataset) as conn:
+        if alias == CHAMPION and action == GATE:
+            frozen = _alias_state(conn, dataset, PINNED)
+            if frozen is not None:
+                raise LifecycleError(
+                    f"the champion of {dataset!r} was pinned meanwhile ({frozen.describe()}); "
+                    f"not promoting {version}"
+                )
+        _point(conn, dataset, alias, version, reason, by or current_user(), action)
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """Where an alias points now, and who set it, when and why."""
+
+    alias: str
+    version: str
+    set_at: datetime
+    set_by: str | None
+    reason: str | None
+
+    def describe(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.version}, by {self.set_by or 'unknown'} on {when(self.set_at)}{why}"
+
+
+def current_user() -> str:
+    """Who is acting: $BATCHPRED_USER, else the OS user."""
+    import getpass
+
+    if os.environ.get(USER_ENV):
+        return os.environ[USER_ENV]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "unknown"
+
+
+def utc(ts: datetime) -> datetime:
+    """A stored timestamp in UTC (SQLite hands back the naive UTC time it was given)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def when(ts: datetime) -> str:
+    return f"{utc(ts):%Y-%m-%d %H:%M} UTC"
+
+
+@contextmanager
+def _changing_aliases(engine: sa.Engine, dataset: str) -> Iterator[sa.Connection]:
+    """A transaction that alone changes the dataset's aliases (an operator against the nightly
+    gate). SQLite: the engine's BEGIN IMMEDIATE holds the write lock. PostgreSQL: a transaction
+    advisory lock with a two-int key, a key space apart from the sinks' one-bigint locks. The
+    tables are reflected first: on SQLite, reflecting inside would wait for our own lock."""
+    db.tables(engine)
     with engine.begin() as conn:
-        previous = conn.execute(
-            sa.select(aliases.c.version).where(
-                aliases.c.dataset == dataset, aliases.c.alias == alias
+        if conn.dialect.name == "postgresql":
+            key = zlib.crc32(dataset.encode()) - 2**31
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:ns, :k)"), {"ns": _ALIAS_LOCK, "k": key}
             )
-        ).scalar()
-        conn.execute(aliases.delete().where(aliases.c.dataset == dataset, aliases.c.alias == alias))
-        conn.execute(
-            aliases.insert().values(dataset=dataset, alias=alias, version=version, set_at=now)
+        yield conn
+
+
+def _alias_state(conn: sa.Connection, dataset: str, alias: str) -> AliasState | None:
+    t = db.table(conn.engine, "model_aliases")
+    row = conn.execute(
+        sa.select(t.c.alias, t.c.version, t.c.set_at, t.c.set_by, t.c.reason).where(
+            t.c.dataset == dataset, t.c.alias == alias
         )
+    ).first()
+    return AliasState(*row) if row else None
+
+
+def _point(
+    conn: sa.Connection,
+    dataset: str,
+    alias: str,
+    version: str | None,
+    reason: str,
+    by: str,
+    action: str,
+) -> str | None:
+    """Point `alias` at `version` (None: remove it) and append the change to its history;
+    returns the version it pointed at before. A removal's history row names the version the
+    alias left, as both version and previous_version."""
+    aliases, history = (
+        db.table(conn.engine, "model_aliases"),
+        db.table(conn.engine, "model_alias_history"),
+    )
+    now = datetime.now(UTC)
+    where = (aliases.c.dataset == dataset, aliases.c.alias == alias)
+    previous = conn.execute(sa.select(aliases.c.version).where(*where)).scalar()
+    conn.execute(aliases.delete().where(*where))
+    if version is not None:
         conn.execute(
-            history.insert().values(
-                dataset=dataset,
-                alias=alias,
-                version=version,
-                previous_version=previous,
-                reason=reason,
-                set_at=now,
+            aliases.insert().values(
+                dataset=dataset, alias=alias, version=version, set_at=now, set_by=by, reason=reason
             )
         )
+    conn.execute(
+        history.insert().values(
+            dataset=dataset,
+            alias=alias,
+            version=version or previous,
+            previous_version=previous,
+            reason=reason,
+            set_at=now,
+            set_by=by,
+            action=action,
+        )
+    )
+    return previous
 
 
 def resolve_version(engine: sa.Engine, dataset: str, ref: str) -> str:
@@ -162,6 +277,225 @@ def resolve_version(engine: sa.Engine, dataset: str, ref: str) -> str:
     if version is None:
         raise UnknownModelError(f"dataset {dataset!r} has no {ref!r} model yet; train one first")
     return version
+
+
+# --- lifecycle: what operators do by hand, and what the nightly gate must respect ------------
+#
+# The champion may be pinned: alias `pinned` points at it, with who, when and why. While it
+# exists the gate still registers, evaluates and reports every new model (it becomes the
+# challenger) but never moves `champion`; only people do (`pin V`, `rollback`, or `promote`
+# after `unpin`). A rollback restores the previous champion from the history and pins it: an
+# operator who rolled back has found something the gate cannot see, and tomorrow's model comes
+# from the same pipeline. After `unpin` the gate still never re-promotes a version that was
+# rolled back from, until someone promotes it by hand.
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a lifecycle command did to the champion and its pin."""
+
+    champion_before: str | None
+    champion: str | None
+    pinned_before: str | None
+    pinned: str | None
+
+    @property
+    def changed(self) -> bool:
+        return (self.champion_before, self.pinned_before) != (self.champion, self.pinned)
+
+
+def get_aliases(engine: sa.Engine, dataset: str) -> dict[str, AliasState]:
+    """Every alias of a dataset, by name."""
+    t = db.table(engine, "model_aliases")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.alias, t.c.version, t.c.set_at, t.c.set_by, t.c.reason).where(
+                t.c.dataset == dataset
+            )
+        ).all()
+    return {r.alias: AliasState(*r) for r in rows}
+
+
+def alias_history(
+    engine: sa.Engine, dataset: str, *, version: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Alias changes of a dataset, newest first (only those touching `version`, if given)."""
+    t = db.table(engine, "model_alias_history")
+    query = sa.select(t).where(t.c.dataset == dataset).order_by(t.c.id.desc()).limit(limit)
+    if version is not None:
+        query = query.where(sa.or_(t.c.version == version, t.c.previous_version == version))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def list_versions(engine: sa.Engine, dataset: str) -> list[dict[str, Any]]:
+    """The dataset's registered versions, newest first."""
+    t = db.table(engine, "model_versions")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.version, t.c.created_at, t.c.metrics)
+            .where(t.c.dataset == dataset)
+            .order_by(t.c.created_at.desc(), t.c.version)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def find_version(engine: sa.Engine, dataset: str, ref: str) -> str:
+    """A version of the dataset from a version id, an unambiguous prefix of one (4+ digits) or
+    an alias name; the error lists the known versions."""
+    if ref in ALIASES:
+        version = get_alias(engine, dataset, ref)
+        if version is None:
+            raise UnknownModelError(f"dataset {dataset!r} has no {ref!r} model")
+        return version
+    known = [r["version"] for r in list_versions(engine, dataset)]
+    if ref in known:
+        return ref
+    matches = [v for v in known if v.startswith(ref)] if len(ref) >= 4 else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UnknownModelError(f"{ref!r} is ambiguous in {dataset!r}: {', '.join(matches)}")
+    listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+    raise UnknownModelError(
+        f"unknown model {ref!r} for dataset {dataset!r}; known (newest first): "
+        + (listed or "none, train one first")
+    )
+
+
+def _of_dataset(engine: sa.Engine, dataset: str, version: str) -> None:
+    other = get_version(engine, version)["dataset"]
+    if other != dataset:
+        raise LifecycleError(f"model {version} belongs to dataset {other!r}, not {dataset!r}")
+
+
+def promote(
+    engine: sa.Engine, dataset: str, version: str, reason: str, *, by: str | None = None
+) -> Change:
+    """Make `version` the champion by hand. Refused while the champion is pinned: unpin it
+    first, or `pin` the new version (which replaces the pin knowingly)."""
+    _of_dataset(engine, dataset, version)
+    with _changing_aliases(engine, dataset) as conn:
+        champion, frozen = (
+            _alias_state(conn, dataset, CHAMPION),
+            _alias_state(conn, dataset, PINNED),
+        )
+        before = champion.version if champion else None
+        pinned = frozen.version if frozen else None
+        if before == version:
+            return Change(before, before, pinned, pinned)
+        if frozen is not None:
+            raise LifecycleError(
+                f"the champion of {dataset!r} is pinned ({frozen.describe()}); unpin it first, "
+                f"or pin {version} to replace it"
+            )
+        _point(conn, dataset, CHAMPION, version, reason, by or current_user(), PROMOTE)
+    return Change(before, version, None, None)
+
+
+def _rollback_target(conn: sa.Connection, dataset: str, current: str) -> str | None:
+    """The champion before `current`, walking the history back past every version that was
+    rolled back from: repeated rollbacks step back one champion at a time."""
+    t = db.table(conn.engine, "model_alias_history")
+    rows = conn.execute(
+        sa.select(t.c.version, t.c.previous_version, t.c.action)
+        .where(t.c.dataset == dataset, t.c.alias == CHAMPION)
+        .order_by(t.c.id.desc())
+    ).all()
+    left = {current}
+    for row in rows:
+        if row.action == ROLLBACK and row.previous_version:
+            left.add(row.previous_version)
+        if row.version not in left:
+            return str(row.version)
+    return None
+
+
+def rollback(engine: sa.Engine, dataset: str, reason: str, *, by: str | None = None) -> Change:
+    """Restore the previous champion from the history and pin it, so that the nightly gate
+    does not bring back what was rolled back from."""
+    by = by or current_user()
+    with _changing_aliases(engine, dataset) as conn:
+        champion, frozen = (
+            _alias_state(conn, dataset, CHAMPION),
+            _alias_state(conn, dataset, PINNED),
+        )
+        if champion is None:
+            raise LifecycleError(f"dataset {dataset!r} has no champion to roll back")
+        target = _rollback_target(conn, dataset, champion.version)
+        if target is None:
+            raise LifecycleError(
+                f"no earlier champion of {dataset!r} to roll back to from {champion.version}"
+            )
+        _point(conn, dataset, CHAMPION, target, reason, by, ROLLBACK)
+        _point(conn, dataset, PINNED, target, reason, by, ROLLBACK)
+    return Change(champion.version, target, frozen.version if frozen else None, target)
+
+
+def pin(
+    engine: sa.Engine, dataset: str, version: str, reason: str, *, by: str | None = None
+) -> Change:
+    """Freeze the champion at `version` (making it the champion first if it is not)."""
+    _of_dataset(engine, dataset, version)
+    by = by or current_user()
+    with _changing_aliases(engine, dataset) as conn:
+        champion, frozen = (
+            _alias_state(conn, dataset, CHAMPION),
+            _alias_state(conn, dataset, PINNED),
+        )
+        before = champion.version if champion else None
+        pinned = frozen.version if frozen else None
+        if before == version and pinned == version:
+            return Change(before, before, pinned, pinned)
+        if before != version:
+            _point(conn, dataset, CHAMPION, version, reason, by, PIN)
+        _point(conn, dataset, PINNED, version, reason, by, PIN)
+    return Change(before, version, pinned, version)
+
+
+def unpin(engine: sa.Engine, dataset: str, reason: str, *, by: str | None = None) -> Change:
+    """Let the nightly gate replace the champion again."""
+    with _changing_aliases(engine, dataset) as conn:
+        champion, frozen = (
+            _alias_state(conn, dataset, CHAMPION),
+            _alias_state(conn, dataset, PINNED),
+        )
+        current = champion.version if champion else None
+        if frozen is None:
+            return Change(current, current, None, None)
+        _point(conn, dataset, PINNED, None, reason, by or current_user(), UNPIN)
+    return Change(current, current, frozen.version, None)
+
+
+def gate_hold(
+    engine: sa.Engine, dataset: str, version: str, *, would_promote: bool
+) -> tuple[str, str] | None:
+    """Why the nightly gate must leave the champion alone, if it must: (decision, reason).
+    "pinned" while the champion is pinned; "rejected" for a version an operator rolled back
+    from and nobody promoted by hand since (only `promote` brings it back)."""
+    frozen = get_aliases(engine, dataset).get(PINNED)
+    if frozen is not None:
+        return "pinned", f"champion pinned ({frozen.describe()})"
+    if not would_promote:
+        return None
+    for row in alias_history(engine, dataset, version=version):
+        if row["alias"] != CHAMPION:
+            continue
+        if row["action"] == ROLLBACK and row["previous_version"] == version:
+            return "rejected", (
+                f"{version} was rolled back from by {row['set_by'] or 'unknown'} on "
+                f"{when(row['set_at'])}: {row['reason']}; only a promotion by hand brings it back"
+            )
+        if row["action"] in (PROMOTE, PIN) and row["version"] == version:
+            return None
+    return None
+
+
+def read_manifest(uri: str) -> dict[str, Any]:
+    """The manifest stored beside a registered model file."""
+    fs, path = storage.url_to_fs(uri.rsplit("/", 1)[0] + "/manifest.json")
+    with fs.open(path) as fh:
+        return dict(json.loads(fh.read()))
 
 
 def load_model(engine: sa.Engine, version: str) -> LoadedModel:
@@ -218,8 +552,10 @@ def promote_if_better(
     dvc_hash: str | None = None,
 ) -> dict[str, Any]:
     """Register the trained model, evaluate it and the champion on the same holdout, and
-    promote it to champion if it passes the gate (else it becomes the challenger)."""
-    from batchpred import training
+    promote it to champion if it passes the gate (else it becomes the challenger). A pinned
+    champion stays (decision "pinned"), and so does a version rolled back from (gate_hold);
+    a holdout drifted against the champion's training data blocks promotion (monitoring)."""
+    from batchpred import monitoring, training
 
     spec = settings.dataset
     version = register_model(engine, model_dir, settings.training.registry, dvc_hash=dvc_hash)
@@ -234,7 +570,19 @@ def promote_if_better(
     else:
         ok, reason = training.passes_gate(settings.training.gate, challenger, champion)
         decision = "promoted" if ok else "rejected"
-        set_alias(engine, spec.name, CHAMPION if ok else CHALLENGER, version, reason)
+        drifted = (
+            ok
+            and champion_version
+            and monitoring.holdout_drift_block(
+                settings.monitoring, load_model(engine, champion_version), holdout_path
+            )
+        )
+        if drifted:  # monitoring.block_promotion_on_drift: the holdout drifted
+            ok, decision, reason = False, "rejected", f"{drifted}; gate: {reason}"
+        hold = gate_hold(engine, spec.name, version, would_promote=ok)
+        if hold is not None:
+            ok, decision, reason = False, hold[0], f"{hold[1]}; gate: {reason}"
+        set_alias(engine, spec.name, CHAMPION if ok else CHALLENGER, version, reason, action=GATE)
     return {
         "version": version,
         "champion_before": champion_version,

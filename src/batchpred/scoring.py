@@ -63,21 +63,29 @@ def iter_input_batches(
 
 
 class _DuplicateTracker:
-    """Entity ids seen so far in the partition, as sorted 64-bit hashes (8 bytes a row,
-    about a tenth of a Python set); later repeats are rejected. A false repeat needs a 64-bit
-    hash collision: odds about n^2 / 2^65, under 1e-5 for a billion-row partition."""
+    """Entity ids seen so far in the partition, as 64-bit hashes (8 bytes a row, about a
+    tenth of a Python set); later repeats are rejected. A false repeat needs a 64-bit hash
+    collision: odds about n^2 / 2^65, under 1e-5 for a billion-row partition.
+
+    The hashes are kept in sorted runs merged like a binary counter (a run is merged into
+    the one before it while that one is no bigger): each hash is merged O(log n) times and
+    each lookup searches O(log n) runs, O(n log n) for the partition. Re-merging all that
+    was seen at every batch was O(n^2 / batch)."""
 
     def __init__(self) -> None:
-        self.seen = np.empty(0, dtype=np.uint64)
+        self.runs: list[np.ndarray] = []
 
     def repeats(self, ids: pa.Array) -> np.ndarray:
         hashes = pd.util.hash_array(ids.to_numpy(zero_copy_only=False))
         out = np.ones(len(hashes), dtype=bool)
         out[np.unique(hashes, return_index=True)[1]] = False  # repeats within the batch
-        if len(self.seen):
-            at = np.minimum(np.searchsorted(self.seen, hashes), len(self.seen) - 1)
-            out |= self.seen[at] == hashes  # seen in an earlier batch
-        self.seen = np.union1d(self.seen, hashes)
+        for run in self.runs:  # seen in an earlier batch
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            out |= run[at] == hashes
+        self.runs.append(np.unique(hashes))
+        while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
+            newest, older = self.runs.pop(), self.runs.pop()
+            self.runs.append(np.union1d(older, newest))
         return out
 
 
@@ -267,6 +275,11 @@ def score_partition(
                 scores = model.booster.inplace_predict(matrix, validate_features=False)
                 labels = (scores >= contract.threshold).astype(np.int8) if binary else None
                 out.write(sinks.PredictionBatch(ids, scores, labels, rejects))
+            if rows_in == 0:
+                files = ", ".join(storage.partition_files(root, day))
+                raise PartitionRejected(
+                    f"partition dt={day} under {root}: 0 rows in {files}; nothing was written"
+                )
             hit = rules.over_threshold(stream.tallies)
             if hit:
                 raise PartitionRejected(

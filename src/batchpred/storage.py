@@ -123,7 +123,7 @@ def _stat(fs: fsspec.AbstractFileSystem, path: str) -> tuple[int, str]:
         or info.get("etag")
         or f"mtime={info.get('mtime') or info.get('LastModified')}"
     )
-    return int(info["size"]), str(tag).strip('"')
+    return int(info["size"]), str(tag)
 
 
 def file_stats(urls: list[str]) -> dict[str, dict[str, Any]]:

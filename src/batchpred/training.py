@@ -270,14 +270,31 @@ def reference_statistics(table: pa.Table, contract: Contract) -> dict[str, dict[
             entry["kind"] = "categorical"
             entry["values"] = list(range(n_codes))
         else:
-            edges = np.unique(np.quantile(present, QUANTILES)) if present.size else np.empty(0)
-            entry["kind"] = "numeric"
-            entry["edges"] = [float(e) for e in edges]
-            entry["mean"] = _fin(present.mean()) if present.size else None
-            entry["std"] = _fin(present.std()) if present.size else None
+            entry |= _deciles(present)
         entry["fractions"] = bin_fractions(values, entry)
         stats[feature.name] = entry
     return stats
+
+
+def _deciles(present: np.ndarray) -> dict[str, Any]:
+    edges = np.unique(np.quantile(present, QUANTILES)) if present.size else np.empty(0)
+    return {
+        "kind": "numeric",
+        "edges": [float(e) for e in edges],
+        "mean": _fin(present.mean()) if present.size else None,
+        "std": _fin(present.std()) if present.size else None,
+    }
+
+
+def score_statistics(scores: np.ndarray) -> dict[str, Any]:
+    """The model's scores on its training split, binned like a numeric feature (deciles,
+    fractions, mean, std): the reference for drift of the score distribution."""
+    values = np.asarray(scores, dtype=np.float64)
+    present = values[np.isfinite(values)]
+    entry: dict[str, Any] = {"null_rate": 1 - present.size / max(values.size, 1)}
+    entry |= _deciles(present)
+    entry["fractions"] = bin_fractions(values, entry)
+    return entry
 
 
 def bin_counts(values: np.ndarray, feature_stats: dict[str, Any]) -> np.ndarray:
@@ -371,6 +388,11 @@ def save_model(
         "training_data_hash": training_data_hash,
         "train_rows": train.num_rows,
         "reference_stats": reference_statistics(train, contract),
+        # the score distribution on the training split (manifests before it lack the key:
+        # drift is then measured on the features only)
+        "score_reference": score_statistics(
+            booster.inplace_predict(feature_matrix(train, contract)[0], validate_features=False)
+        ),
         "created_from": {"days": days},
     }
     _write_json(out / MANIFEST_FILE, manifest)

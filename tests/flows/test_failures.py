@@ -37,7 +37,7 @@ def test_only_connection_type_errors_are_retried(exc: BaseException, heals: bool
 
 
 def test_corrupt_file_fails_its_partition_at_once_naming_the_file(workspace) -> None:
-    files = workspace("churn")
+    files = workspace("churn", demo={"start_date": "2031-03-03"})  # task names unique here
     settings = config.load_settings(files)
     days = make_lake(settings, settings.scoring_input, days=2, rows=100)
     model_dir, _ = train_small(settings, Path("work"))

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from batchpred import config, demo, storage
+from batchpred import config, demo, monitoring, storage
 from flows.ingest import InvalidPartitions, ingest
 from flows.nightly import nightly
 from flows.score import score
@@ -44,9 +44,10 @@ def test_nightly_twice_lands_each_row_once(workspace):
     assert scored.status == "scored" and scored.rows_scored == settings.demo.rows_per_day
     rows = _count("select count(*) from predictions")
     assert rows == settings.demo.rows_per_day
-    # drift of the scored day against the statistics stored with the model
-    assert {m["feature"] for m in first["drift"]} == set(settings.dataset.feature_names)
-    assert _count("select count(*) from drift_metrics") == len(settings.dataset.features)
+    # drift of the scored day (features and scores) against the statistics stored with the model
+    measured = {m["feature"] for m in first["drift"]}
+    assert measured == {*settings.dataset.feature_names, monitoring.SCORE}
+    assert _count("select count(*) from drift_metrics") == len(settings.dataset.features) + 1
 
     second = nightly(config_files=files)
     assert second["model"]["decision"] == "unchanged"

@@ -1,0 +1,546 @@
+"""Plain-text reports for operators: model versions, one model, two models side by side, the
+state of recent days, an entity's predictions, and what a lifecycle command changed.
+
+Every function here reads the database and returns text (aligned columns, metrics under
+readable names, rounded to 4 digits); the `batchpred` command only prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+
+from batchpred import db, registry
+
+METRIC_NAMES = {  # display order and names; anything else shows with spaces for underscores
+    "auc": "AUC",
+    "logloss": "log loss",
+    "accuracy": "accuracy",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R2",
+    "positive_rate": "positive rate",
+    "predicted_positive_rate": "predicted positive rate",
+    "rows": "rows",
+}
+HIDDEN_METRICS = {"primary", "primary_value", "error"}
+STATUS_DAYS = 7
+
+
+class NotFound(LookupError):
+    """Nothing matches the question (no such prediction); one line for the user."""
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def metric_label(key: str) -> str:
+    return METRIC_NAMES.get(key, key.replace("_", " "))
+
+
+def metric_value(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if key == "rows" or isinstance(value, int):
+        return f"{int(value):,}"
+    return f"{value:.4f}"
+
+
+def metric_keys(*metrics: dict[str, Any]) -> list[str]:
+    """The metric keys of one or more metric dicts, known ones in display order first."""
+    present = {k for m in metrics for k in m if k not in HIDDEN_METRICS}
+    return [k for k in METRIC_NAMES if k in present] + sorted(present - METRIC_NAMES.keys())
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """`AUC 0.8094, log loss 0.4925, ...` (or the error a metric could not be computed with)."""
+    if not metrics:
+        return "none recorded"
+    text = ", ".join(
+        f"{metric_label(k)} {metric_value(k, metrics[k])}" for k in metric_keys(metrics)
+    )
+    return text + (f" (error: {metrics['error']})" if metrics.get("error") else "")
+
+
+def primary_metric(metrics: dict[str, Any] | None) -> tuple[str, float] | None:
+    """The model's primary metric under its readable name: `neg_rmse` -0.58 reads RMSE 0.58."""
+    name, value = (metrics or {}).get("primary"), (metrics or {}).get("primary_value")
+    if name is None or value is None:
+        return None
+    if name.startswith("neg_"):
+        return metric_label(name[4:]), -float(value)
+    return metric_label(name), float(value)
+
+
+def align(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
+    """Rows as columns two spaces apart; the `right` columns (numbers) right-aligned."""
+    rows, right = [list(r) for r in rows], set(right)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def _minute(ts: Any) -> str:
+    return f"{registry.utc(ts):%Y-%m-%d %H:%M}" if ts is not None else "-"
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _markers(aliases: dict[str, registry.AliasState], version: str) -> str:
+    return ", ".join(a for a in registry.ALIASES if a in aliases and aliases[a].version == version)
+
+
+def _rank(aliases: dict[str, registry.AliasState], version: str) -> int:
+    """The champion first, then the challenger, then versions without an alias."""
+    held = [
+        i for i, a in enumerate(registry.ALIASES) if a in aliases and aliases[a].version == version
+    ]
+    return min(held, default=len(registry.ALIASES))
+
+
+def _window(manifest: dict[str, Any] | None) -> str:
+    days = ((manifest or {}).get("created_from") or {}).get("days") or []
+    if not days:
+        return "unknown (manifest not readable)" if manifest is None else "not recorded"
+    return f"{len(days)} day(s), {min(days)}..{max(days)}"
+
+
+def _manifest(uri: str) -> dict[str, Any] | None:
+    try:
+        return registry.read_manifest(uri)
+    except (OSError, ValueError):  # store unreachable or file gone: show what the row knows
+        return None
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def models_list(engine: sa.Engine, dataset: str) -> str:
+    """One line per version of the dataset, newest first, with alias markers."""
+    versions = registry.list_versions(engine, dataset)
+    if not versions:
+        return f"no models registered for dataset {dataset!r} yet"
+    aliases = registry.get_aliases(engine, dataset)
+    primaries = [primary_metric(v["metrics"]) for v in versions]
+    names = {p[0] for p in primaries if p}
+    header = names.pop() if len(names) == 1 else "METRIC"
+    rows = []
+    for v, p in zip(versions, primaries, strict=True):
+        value = "-" if p is None else f"{p[1]:.4f}" if header == p[0] else f"{p[0]} {p[1]:.4f}"
+        rows.append(
+            [v["version"], _minute(v["created_at"]), value, _markers(aliases, v["version"])]
+        )
+    table = align(["VERSION", "CREATED (UTC)", header, "ALIASES"], rows, right=[2])
+    return f"models of {dataset} ({len(versions)}, newest first)\n{table}"
+
+
+def model_show(engine: sa.Engine, dataset: str, ref: str) -> str:
+    """Everything an operator asks about one version: store, training, metrics, contract,
+    alias history."""
+    version = registry.find_version(engine, dataset, ref)
+    row = registry.get_version(engine, version)
+    manifest = _manifest(row["uri"])
+    aliases = registry.get_aliases(engine, dataset)
+    contract = row.get("contract") or {}
+    features = contract.get("features") or []
+    facts = [
+        ("created", registry.when(row["created_at"])),
+        ("sha256", row["sha256"]),
+        ("dvc md5", row["dvc_md5"] or "-"),
+        ("stored at", row["uri"]),
+        ("xgboost", row["xgboost_version"]),
+        (
+            "task",
+            f"{contract.get('task', '?')}, target {contract.get('target', '?')}, "
+            f"threshold {contract.get('threshold', '?')}",
+        ),
+        ("training window", _window(manifest)),
+        ("training data", f"hash {row['training_data_hash']}"),
+    ]
+    if manifest is not None:
+        facts.append(
+            (
+                "training rows",
+                f"{manifest.get('train_rows', 0):,}; best iteration "
+                f"{manifest.get('best_iteration')} of {manifest.get('num_boost_round')} rounds",
+            )
+        )
+    facts += [
+        ("holdout metrics", format_metrics(row["metrics"])),
+        (
+            "contract",
+            f"{len(features)} features, spec hash {contract.get('spec_hash', '-')}, "
+            f"encoding {contract.get('encoding', '-')}",
+        ),
+    ]
+    width = max(len(k) for k, _ in facts)
+    marks = _markers(aliases, version)
+    lines = [f"model {version} of {dataset}" + (f" ({marks})" if marks else "")]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in facts]
+    feature_rows = [
+        [
+            f["name"],
+            f["dtype"],
+            f"{len(f['vocabulary'])} values" if f.get("vocabulary") else "",
+        ]
+        for f in features
+    ]
+    if feature_rows:
+        lines += [
+            "    " + line
+            for line in align(["FEATURE", "TYPE", "VOCABULARY"], feature_rows).split("\n")
+        ]
+    history = registry.alias_history(engine, dataset, version=version, limit=10)
+    if history:
+        lines.append("  alias history (newest first)")
+        lines += ["    " + line for line in _history_table(history).split("\n")]
+    return "\n".join(lines)
+
+
+def _history_table(history: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            _minute(h["set_at"]),
+            h["alias"],
+            h["action"] or "-",
+            h["version"] if h["action"] != registry.UNPIN else f"({h['version']})",
+            h["previous_version"] or "-",
+            h["set_by"] or "-",
+            h["reason"],
+        ]
+        for h in history
+    ]
+    return align(["WHEN (UTC)", "ALIAS", "ACTION", "VERSION", "BEFORE", "BY", "WHY"], rows)
+
+
+def alias_history(engine: sa.Engine, dataset: str, limit: int = 20) -> str:
+    """The newest alias changes of a dataset: who, when, how and why."""
+    history = registry.alias_history(engine, dataset, limit=limit)
+    if not history:
+        return f"no alias changes for dataset {dataset!r} yet"
+    return f"alias changes of {dataset} (newest first)\n{_history_table(history)}"
+
+
+def models_compare(engine: sa.Engine, dataset: str, ref_a: str, ref_b: str) -> str:
+    """Two versions side by side: each one's holdout metrics as recorded (each on its own
+    holdout), then realised metrics on every day both have them."""
+    a, b = (
+        registry.find_version(engine, dataset, ref_a),
+        registry.find_version(engine, dataset, ref_b),
+    )
+    row_a, row_b = registry.get_version(engine, a), registry.get_version(engine, b)
+    aliases = registry.get_aliases(engine, dataset)
+
+    def name(v: str) -> str:
+        marks = _markers(aliases, v)
+        return f"{v} ({marks})" if marks else v
+
+    ma, mb = row_a["metrics"] or {}, row_b["metrics"] or {}
+    rows = [
+        ["created (UTC)", _minute(row_a["created_at"]), _minute(row_b["created_at"]), ""],
+        ["training window", _window(_manifest(row_a["uri"])), _window(_manifest(row_b["uri"])), ""],
+    ]
+    for key in metric_keys(ma, mb):
+        va, vb = ma.get(key), mb.get(key)
+        delta = ""
+        if isinstance(va, int | float) and isinstance(vb, int | float) and key != "rows":
+            delta = f"{vb - va:+.4f}"
+        rows.append([metric_label(key), metric_value(key, va), metric_value(key, vb), delta])
+    lines = [
+        f"{dataset}: A = {name(a)}, B = {name(b)}",
+        "holdout metrics, each model on its own holdout as recorded at registration:",
+        align(["", "A", "B", "B - A"], rows, right=[1, 2, 3]),
+    ]
+    realised = _realised(engine, dataset, [a, b])
+    days = sorted(
+        {d for d, v in realised if v == a} & {d for d, v in realised if v == b}, reverse=True
+    )
+    if not days:
+        lines.append("realised metrics: no day has them for both models yet")
+        return "\n".join(lines)
+    keys = [
+        k
+        for k in metric_keys(*(realised[d, v]["metrics"] for d in days for v in (a, b)))
+        if k != "rows"
+    ]
+    header = ["DAY", "ROWS"] + [f"{metric_label(k)} {s}" for k in keys for s in ("A", "B")]
+    table = [
+        [str(d), f"{realised[d, a]['rows']:,}"]
+        + [metric_value(k, realised[d, v]["metrics"].get(k)) for k in keys for v in (a, b)]
+        for d in days
+    ]
+    lines += [
+        "realised metrics per day (labels arrived), on the rows each model scored:",
+        align(header, table, right=range(1, len(header))),
+    ]
+    return "\n".join(lines)
+
+
+def _realised(
+    engine: sa.Engine,
+    dataset: str,
+    versions: Sequence[str] | None = None,
+    days: Sequence[date] | None = None,
+) -> dict[tuple[date, str], dict[str, Any]]:
+    t = db.table(engine, "realised_metrics")
+    query = sa.select(t.c.partition_date, t.c.model_version, t.c.rows, t.c.metrics).where(
+        t.c.dataset == dataset
+    )
+    if versions is not None:
+        query = query.where(t.c.model_version.in_(list(versions)))
+    if days is not None:
+        query = query.where(t.c.partition_date.in_(list(days)))
+    with engine.connect() as conn:
+        return {
+            (_day(r.partition_date), r.model_version): {"rows": r.rows, "metrics": r.metrics or {}}
+            for r in conn.execute(query)
+        }
+
+
+# --- lifecycle changes -------------------------------------------------------------------------
+
+
+def lifecycle_change(
+    command: str, dataset: str, change: registry.Change, by: str, reason: str
+) -> str:
+    """What `promote`, `rollback`, `pin` or `unpin` did, in words."""
+    who = f"by {by}: {reason}"
+    frozen = (
+        f"{change.champion} is pinned: the nightly gate will not replace it (new models are "
+        f"still trained, registered, reported and set as challenger) until "
+        f"`batchpred models unpin --reason ...`"
+    )
+    if command == "promote":
+        if not change.changed:
+            return f"{change.champion} is already the champion of {dataset}; nothing changed"
+        before = change.champion_before or "none"
+        return f"champion of {dataset}: {before} -> {change.champion} ({who})"
+    if command == "rollback":
+        old = change.champion_before
+        return (
+            f"champion of {dataset} rolled back: {old} -> {change.champion} ({who})\n{frozen}; "
+            f"even unpinned, the gate never re-promotes {old} "
+            f"(`batchpred models promote {old}` does)"
+        )
+    if command == "pin":
+        if not change.changed:
+            return f"{change.champion} is already the pinned champion of {dataset}; nothing changed"
+        lines = []
+        if change.champion_before != change.champion:
+            lines.append(
+                f"champion of {dataset}: {change.champion_before or 'none'} -> {change.champion}"
+            )
+        if change.pinned_before and change.pinned_before != change.champion:
+            lines.append(f"the pin moves from {change.pinned_before}")
+        return "\n".join([*lines, f"champion of {dataset} pinned ({who})", frozen])
+    if command == "unpin":
+        if not change.changed:
+            return f"the champion of {dataset} is not pinned; nothing changed"
+        return (
+            f"champion {change.champion} of {dataset} unpinned ({who}): the nightly gate may "
+            f"replace it again"
+        )
+    raise ValueError(f"unknown lifecycle command {command!r}")
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def _active_days(conn: sa.Connection, engine: sa.Engine, dataset: str, limit: int) -> list[date]:
+    """The newest days with any ledger, validation, drift or realised row."""
+    selects = [
+        sa.select(t.c.partition_date.label("d")).where(
+            t.c.dataset == dataset, t.c.partition_date.is_not(None)
+        )
+        for t in (
+            db.table(engine, name)
+            for name in (
+                "scoring_ledger",
+                "validation_results",
+                "drift_metrics",
+                "realised_metrics",
+            )
+        )
+    ]
+    union = sa.union(*selects).subquery()
+    rows = conn.execute(sa.select(union.c.d).order_by(union.c.d.desc()).limit(limit)).scalars()
+    return [_day(d) for d in rows]
+
+
+def status(
+    engine: sa.Engine, dataset: str, *, day: date | None = None, days: int = STATUS_DAYS
+) -> str:
+    """Per day (one, or the newest `days` with any activity) and model: ledger counts, the
+    newest validation verdict, the largest drift and realised metrics."""
+    ledger, verdicts = db.table(engine, "scoring_ledger"), db.table(engine, "validation_results")
+    drift = db.table(engine, "drift_metrics")
+    with engine.connect() as conn:
+        wanted = [day] if day is not None else _active_days(conn, engine, dataset, days)
+        scored = {
+            (_day(r["partition_date"]), r["model_version"]): r
+            for r in conn.execute(
+                sa.select(ledger).where(
+                    ledger.c.dataset == dataset, ledger.c.partition_date.in_(wanted)
+                )
+            ).mappings()
+        }
+        verdict: dict[date, Any] = {}
+        for v in conn.execute(
+            sa.select(verdicts.c.partition_date, verdicts.c.success, verdicts.c.message)
+            .where(verdicts.c.dataset == dataset, verdicts.c.partition_date.in_(wanted))
+            .order_by(verdicts.c.id)
+        ):
+            verdict[_day(v.partition_date)] = v  # the newest wins
+        worst: dict[tuple[date, str], Any] = {}
+        for r in conn.execute(
+            sa.select(
+                drift.c.partition_date, drift.c.model_version, drift.c.feature, drift.c.psi
+            ).where(drift.c.dataset == dataset, drift.c.partition_date.in_(wanted))
+        ):
+            key = (_day(r.partition_date), r.model_version)
+            if key not in worst or r.psi > worst[key].psi:
+                worst[key] = r
+    realised = _realised(engine, dataset, days=wanted)
+    aliases = registry.get_aliases(engine, dataset)
+    rows, notes = [], []
+    for d in sorted(wanted, reverse=True):
+        models = sorted(
+            {v for dd, v in [*scored, *worst, *realised] if dd == d},
+            key=lambda v: (_rank(aliases, v), v),
+        )
+        checked = verdict.get(d)
+        if not models and checked is None:
+            continue  # only a --day with nothing on it
+        if checked is not None and not checked.success and checked.message:
+            notes.append(f"{d} invalid: {_first_failure(checked.message)}")
+        for i, model in enumerate(models or ["-"]):
+            led, w, real = scored.get((d, model)), worst.get((d, model)), realised.get((d, model))
+            p = primary_metric(real["metrics"]) if real else None
+            first = i == 0
+            rows.append(
+                [
+                    str(d) if first else "",
+                    ("-" if checked is None else "valid" if checked.success else "invalid")
+                    if first
+                    else "",
+                    model,
+                    _markers(aliases, model),
+                    f"{led['rows_in']:,}" if led else "-",
+                    f"{led['rows_scored']:,}" if led else "-",
+                    f"{led['rows_rejected']:,}" if led else "-",
+                    f"{w.psi:.3f} {w.feature}" if w else "-",
+                    f"{p[0]} {p[1]:.4f} ({real['rows']:,} labelled)" if p and real else "-",
+                ]
+            )
+    head = _alias_line(dataset, aliases)
+    if not rows:
+        on = f" on {day}" if day is not None else " yet"
+        return f"{head}\nno activity recorded for {dataset}{on}"
+    header = ["DAY", "VALIDATION", "MODEL", "ALIASES", "ROWS IN", "SCORED", "REJECTED"]
+    header += ["MAX PSI", "REALISED"]
+    what = f"day {day}" if day is not None else f"newest {len(wanted)} day(s) with activity"
+    return "\n".join([head, f"{what}:", align(header, rows, right=[4, 5, 6]), *notes])
+
+
+def _first_failure(message: str) -> str:
+    """The first failing rule of a stored validation message (its first `  - ` line)."""
+    lines = message.splitlines()
+    failures = [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
+    return failures[0] if failures else lines[0]
+
+
+def _alias_line(dataset: str, aliases: dict[str, registry.AliasState]) -> str:
+    champion, challenger = aliases.get(registry.CHAMPION), aliases.get(registry.CHALLENGER)
+    frozen = aliases.get(registry.PINNED)
+    parts = [f"champion {champion.version if champion else 'none'}"]
+    if frozen is not None:
+        who = frozen.set_by or "unknown"
+        parts[0] += f" (pinned by {who} on {registry.when(frozen.set_at)}: {frozen.reason})"
+    if challenger is not None:
+        parts.append(f"challenger {challenger.version}")
+    return f"{dataset}: " + ", ".join(parts)
+
+
+# --- predictions -------------------------------------------------------------------------------
+
+
+def find_predictions(
+    engine: sa.Engine,
+    dataset: str,
+    entity_id: str,
+    *,
+    day: date | None = None,
+    model: str | None = None,
+    every: bool = False,
+) -> list[dict[str, Any]]:
+    """An entity's predictions, newest day first. By default the champion's latest one; `model`
+    another version's; `day` that day's; `every` all that match (any model unless `model`)."""
+    preds, versions = db.table(engine, "predictions"), db.table(engine, "model_versions")
+    if model is None and not every:
+        model = registry.find_version(engine, dataset, registry.CHAMPION)
+    query = (
+        sa.select(
+            preds.c.partition_date,
+            preds.c.model_version,
+            preds.c.score,
+            preds.c.label,
+            preds.c.scored_at,
+        )
+        .join(versions, versions.c.version == preds.c.model_version)
+        .where(versions.c.dataset == dataset, preds.c.entity_id == str(entity_id))
+        .order_by(preds.c.partition_date.desc(), preds.c.model_version)
+    )
+    if model is not None:
+        query = query.where(preds.c.model_version == model)
+    if day is not None:
+        query = query.where(preds.c.partition_date == day)
+    if not every:
+        query = query.limit(1)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def predictions_lookup(
+    engine: sa.Engine,
+    dataset: str,
+    entity_id: str,
+    *,
+    day: date | None = None,
+    model: str | None = None,
+    every: bool = False,
+) -> str:
+    """find_predictions as a table; NotFound when nothing matches."""
+    version = registry.find_version(engine, dataset, model) if model is not None else None
+    found = find_predictions(engine, dataset, entity_id, day=day, model=version, every=every)
+    if not found:
+        by = f" by {version}" if version else "" if every else " by the champion"
+        on = f" on {day}" if day else ""
+        raise NotFound(f"no prediction of entity {entity_id!r} in {dataset!r}{by}{on}")
+    aliases = registry.get_aliases(engine, dataset)
+    rows = [
+        [
+            str(_day(r["partition_date"])),
+            r["model_version"],
+            _markers(aliases, r["model_version"]),
+            f"{r['score']:.4f}",
+            "-" if r["label"] is None else str(r["label"]),
+            _minute(r["scored_at"]),
+        ]
+        for r in found
+    ]
+    table = align(["DAY", "MODEL", "ALIASES", "SCORE", "LABEL", "SCORED AT (UTC)"], rows, right=[3])
+    return f"entity {entity_id} of {dataset}:\n{table}"

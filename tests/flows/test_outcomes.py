@@ -1,0 +1,206 @@
+"""Outcomes with meaning, under Prefect: a drifted day ends Drifted (exit 4) with one WARNING,
+a marked drift artifact and no automatic promotion; a clean day stays green; a missing day
+or an empty range fails with one line naming the days (exit 3); failed training does not
+stop the day being scored; the webhook is told of failed and drifted nights."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, timedelta
+
+import pytest
+import sqlalchemy as sa
+from prefect.artifacts import Artifact
+
+from batchpred import config, demo, monitoring, outcomes, storage
+from flows import nightly as nightly_flow
+from flows import score as score_flow
+from flows.nightly import nightly
+from flows.score import PartitionsFailed, score
+from tests.unit.test_notifications import ENV, webhook_receiver
+
+pytestmark = pytest.mark.slow
+
+
+def _one(sql: str, **params: object) -> object:
+    engine = sa.create_engine(config.database_url())
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar()
+
+
+def _source(files: list[str]) -> config.Settings:
+    settings = config.load_settings(files)
+    demo.write_demo_source(settings.dataset, settings.demo, settings.source.url)
+    return settings
+
+
+def _args(files: list[str]) -> list[str]:
+    return [a for f in files for a in ("--config", f)]
+
+
+def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
+    workspace, caplog, capsys, monkeypatch
+):
+    files = workspace("churn")
+    settings = _source(files)
+    with webhook_receiver() as hook:
+        monkeypatch.setenv(ENV, hook.url)
+        clean = nightly(config_files=files, return_state=True)
+        # A clean day stays green and notifies nobody.
+        assert clean.name == "Completed" and clean.is_completed()
+        first = clean.result()
+        assert first["model"]["decision"] == "promoted" and first["drifted"] == []
+        assert {m["feature"] for m in first["drift"]} == {
+            *settings.dataset.feature_names,
+            monitoring.SCORE,
+        }
+        assert all(m["level"] != "major" for m in first["drift"])
+        assert hook.bodies == []
+        champion = first["model"]["version"]
+
+        # Two more days arrive, their first two numeric features shifted by 2 std.
+        drift_start = settings.demo.start_date + timedelta(days=settings.demo.days)
+        # The metric gate lets anything pass: only the drift block can hold the challenger.
+        files = workspace(
+            "churn",
+            demo={"days": 10, "drift_start": drift_start.isoformat(), "drift_strength": 2.0},
+            training={"gate": {"max_regression": 1.0}},
+        )
+        _source(files)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as ended:
+            nightly_flow.main(_args(files))
+    assert ended.value.code == outcomes.EXIT_DRIFTED == 4
+    day = drift_start + timedelta(days=1)
+    shifted = [f.name for f in settings.dataset.features if f.dtype in ("float", "int")][:2]
+
+    # One WARNING line naming the drifted features and their PSI.
+    warnings = [r.getMessage() for r in caplog.records if "drifted against" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert str(day) in warnings[0] and all(f"{f} PSI " in warnings[0] for f in shifted)
+    assert "DRIFTED:" in capsys.readouterr().err
+
+    # The challenger trained on the drifted days was held back; the champion scored the day.
+    aliases = dict(
+        sa.create_engine(config.database_url())
+        .connect()
+        .execute(sa.text("select alias, version from model_aliases"))
+        .all()
+    )
+    assert aliases["champion"] == champion and aliases["challenger"] != champion
+    reason = _one(
+        "select reason from model_alias_history where alias = 'challenger' order by id desc"
+    )
+    assert f"holdout drifted against champion {champion}" in str(reason)
+    assert (
+        _one(
+            "select count(*) from predictions where partition_date = :d and model_version = :v",
+            d=day,
+            v=champion,
+        )
+        == settings.demo.rows_per_day
+    )
+    # drift_metrics has the score distribution's row too; the artifact is marked.
+    assert _one("select count(*) from drift_metrics where feature = :f", f=monitoring.SCORE) == 2
+    artifact = Artifact.get("drift")
+    assert artifact is not None and artifact.description.startswith("DRIFT: ")
+    assert all(f in artifact.description for f in shifted)
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert {r["feature"] for r in table if r["level"] == "major"} >= set(shifted)
+
+    # The webhook heard of the drifted night, and only of it.
+    (body,) = hook.bodies
+    assert body["flow"] == "nightly" and body["state"] == "Drifted"
+    assert body["dataset"] == "churn" and body["day"] == str(day)
+    assert body["run"].startswith("nightly-") and body["reason"].startswith(f"{day} drifted: ")
+    drifted = {d["feature"]: d for d in body["drifted"]}
+    assert set(shifted) <= set(drifted) and all(drifted[f]["psi"] > 0.25 for f in shifted)
+    assert all(d["threshold"] == 0.25 for d in body["drifted"])
+
+    # Calling the flow directly still returns its result; the state carries the name.
+    again = nightly(config_files=files, return_state=True)
+    assert again.name == outcomes.DRIFTED and again.is_completed()
+    assert again.result()["model"]["decision"] == "rejected"
+
+
+def test_missing_day_and_empty_range_fail_with_one_line(workspace, capsys, caplog):
+    files = workspace("churn")
+    settings = config.load_settings(files)
+    cfg = settings.demo.model_copy(update={"days": 3})
+    days = demo.write_demo_source(settings.dataset, cfg, settings.scoring_input)
+    root = settings.scoring_input
+    cases = [
+        (["--day", "2027-01-01"], f"no partition for 2027-01-01 under {root}"),
+        (
+            ["--start", "2027-01-01", "--end", "2027-01-31", "--model", "0123456789abcdef"],
+            f"no partition in 2027-01-01..2027-01-31 under {root} (31 days)",
+        ),
+        (
+            ["--start", str(days[-1]), "--end", str(days[0])],
+            f"empty range {days[-1]}..{days[0]} (start is after end)",
+        ),
+        (
+            ["--start", str(days[-1] + timedelta(days=1))],
+            f"no partition from {days[-1] + timedelta(days=1)} on under {root}",
+        ),
+    ]
+    for args, line in cases:
+        with pytest.raises(SystemExit) as ended:
+            score_flow.main([*args, *_args(files)])
+        assert ended.value.code == outcomes.EXIT_NOTHING_TO_SCORE == 3
+        err = capsys.readouterr().err
+        assert f"nothing to score: {line}\n" in err
+        assert "Traceback" not in err
+    state = score(day=date(2027, 1, 1), config_files=files, return_state=True)
+    assert state.is_failed() and state.message == f"nothing to score: {cases[0][1]}"
+    with pytest.raises(outcomes.NothingToScore, match="2027-01-01"):
+        score(day=date(2027, 1, 1), config_files=files)
+    # Some days of a range missing: a WARNING names them, the others are planned.
+    caplog.clear()
+    gap = [days[-1] + timedelta(days=1), days[-1] + timedelta(days=2)]
+    with caplog.at_level(logging.WARNING), pytest.raises(Exception, match="not registered"):
+        score(start=days[0], end=gap[-1], model="0123456789abcdef", config_files=files)
+    assert f"no partition for 2 day(s) in {days[0]}..{gap[-1]}, not scored: {gap[0]}..{gap[1]}" in (
+        caplog.text
+    )
+
+
+def test_failed_training_still_scores_the_day_and_fails_saying_why(workspace, capsys, monkeypatch):
+    files = workspace("churn")
+    settings = _source(files)
+    champion = nightly(config_files=files)["model"]["version"]
+
+    # A new day arrives; training breaks on a parameter xgboost refuses.
+    files = workspace("churn", demo={"days": 9}, training={"params": {"max_depth": -1}})
+    _source(files)
+    day = settings.demo.start_date + timedelta(days=8)
+    with webhook_receiver() as hook:
+        monkeypatch.setenv(ENV, hook.url)
+        with pytest.raises(SystemExit) as ended:
+            nightly_flow.main(["--day", str(day), *_args(files)])
+    assert ended.value.code == outcomes.EXIT_FAILED == 1
+    err = capsys.readouterr().err
+    assert "training failed: RuntimeError: dvc repro evaluate@churn failed" in err
+    assert f"{day} was scored with the current champion {champion} (400 rows)" in err
+    assert (
+        _one(
+            "select count(*) from predictions where partition_date = :d and model_version = :v",
+            d=day,
+            v=champion,
+        )
+        == settings.demo.rows_per_day
+    )
+    assert _one("select version from model_aliases where alias = 'champion'") == champion
+    (body,) = hook.bodies
+    assert body["state"] == "Failed" and body["day"] == str(day) and body["drifted"] == []
+    assert body["reason"].startswith("training failed: RuntimeError: dvc repro")
+    assert "\n" not in body["reason"]
+
+    # A 0-row partition fails validation (validation.min_rows), named, never "scored, 0 rows".
+    empty_day = day + timedelta(days=1)
+    table = storage.read_partition(settings.scoring_input, day).slice(0, 0)
+    storage.write_partition(settings.scoring_input, empty_day, table)
+    with pytest.raises(PartitionsFailed, match=rf"(?s){empty_day}.*row_count"):
+        score(day=empty_day, config_files=files)
+    assert _one("select count(*) from scoring_ledger where partition_date = :d", d=empty_day) == 0
