@@ -62,7 +62,8 @@ def nightly(
                 )
                 if shadow:
                     scored += score(day=target, model=shadow, config_files=config_files)
-                drift = scoring.measure_drift(settings, version, target)
+                rescored = any(r.status == "scored" for r in scored)
+                drift = scoring.measure_drift(settings, version, target, rescored)
                 reporting.publish_drift(str(target), version, drift)
                 realised = scoring.realised_performance(settings)
                 reporting.publish_realised(settings.dataset.name, realised)

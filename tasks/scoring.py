@@ -86,11 +86,19 @@ def score_partition(
 
 
 @task(name="measure-drift", cache_policy=NONE, task_run_name="drift-{day}")
-def measure_drift(settings: Settings, version: str, day: date) -> monitoring.DriftAssessment:
+def measure_drift(
+    settings: Settings, version: str, day: date, rescored: bool = True
+) -> monitoring.DriftAssessment:
     """PSI per feature of a partition, and of the model's scores on it, against the training
     statistics stored with the model, judged by monitoring's thresholds: one WARNING names
-    what drifted."""
+    what drifted. A partition not re-scored (same input, same model) keeps the figures
+    already measured: they are judged again, not measured again."""
     model, engine = resources.model(version, settings.scoring.nthread), resources.engine()
+    stored = (
+        [] if rescored else monitoring.stored_drift(engine, settings.dataset.name, day, version)
+    )
+    if stored:
+        return _judge(settings, version, day, stored)
     metrics = monitoring.measure_drift(
         settings.scoring_input,
         day,
@@ -106,6 +114,12 @@ def measure_drift(settings: Settings, version: str, day: date) -> monitoring.Dri
     monitoring.record_drift(
         engine, settings.dataset.name, day, version, resources.run_id(), metrics
     )
+    return _judge(settings, version, day, metrics)
+
+
+def _judge(
+    settings: Settings, version: str, day: date, metrics: list[dict]
+) -> monitoring.DriftAssessment:
     assessment = monitoring.assess_drift(metrics, settings.monitoring)
     if assessment.is_drifted:
         get_run_logger().warning(

@@ -242,6 +242,25 @@ def record_drift(
         )
 
 
+def stored_drift(
+    engine: sa.Engine, dataset: str, day: date, model_version: str
+) -> list[dict[str, Any]]:
+    """The drift rows recorded for a (day, model version), as measure_drift returns them."""
+    t = db.table(engine, "drift_metrics")
+    columns = (t.c.feature, t.c.psi, t.c.null_rate, t.c.reference_null_rate)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(*columns)
+            .where(
+                t.c.dataset == dataset,
+                t.c.partition_date == day,
+                t.c.model_version == model_version,
+            )
+            .order_by(t.c.id)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
 def realised_performance(
     engine: sa.Engine, settings: Settings, *, recompute: bool = False
 ) -> list[dict[str, Any]]:
@@ -269,13 +288,17 @@ def realised_performance(
         }
     out = []
     for day in sorted({d for d, _ in done}):
-        labels = training.day_labels(settings, day)
-        if labels is None:
+        labels_hash = training.labels_hash(settings, day)  # manifests only: cheap
+        versions = [
+            v
+            for d, v in sorted(done)
+            if d == day and (recompute or known.get((day, v)) != labels_hash)
+        ]
+        labels = training.day_labels(settings, day) if labels_hash and versions else None
+        if labels is None or labels_hash is None:
             continue
-        ids, y, labels_hash = labels
-        for version in sorted(v for d, v in done if d == day):
-            if not recompute and known.get((day, version)) == labels_hash:
-                continue
+        ids, y = labels
+        for version in versions:
             row = _realised_row(engine, settings, day, version, ids, y, labels_hash)
             if row is not None:
                 out.append(row)

@@ -142,10 +142,21 @@ def _with_labels(settings: Settings, day: date, table: pa.Table) -> pa.Table:
     return joined.drop_columns(["__late_label"]).append_column(name, label)
 
 
-def day_labels(settings: Settings, day: date) -> tuple[pa.Array, np.ndarray, str] | None:
-    """The labels known for a day: entity ids as text, labels as float (binary classes as
-    0/1, NaN where missing), and a hash of where they came from (the raw partition's and the
-    late labels' content hashes). None while the day has no labels at all."""
+def labels_hash(settings: Settings, day: date) -> str | None:
+    """Identifies the labels known for a day, from manifests only (nothing is read): the raw
+    partition's and the late labels' content hashes. None while the day has no labels."""
+    if not _labelled(settings, day):
+        return None
+    hashes = [
+        (storage.read_manifest(root, day) or {}).get("content_hash") or ""
+        for root in (settings.lake.raw, settings.lake.labels)
+    ]
+    return ":".join(hashes)
+
+
+def day_labels(settings: Settings, day: date) -> tuple[pa.Array, np.ndarray] | None:
+    """The labels known for a day: entity ids as text and labels as float (binary classes as
+    0/1, NaN where missing). None while the day has no labels at all."""
     if not _labelled(settings, day):
         return None
     spec = settings.dataset
@@ -155,11 +166,7 @@ def day_labels(settings: Settings, day: date) -> tuple[pa.Array, np.ndarray, str
     if spec.target.name not in table.column_names:
         return None
     label = rules.label_codes(spec, table.column(spec.target.name))
-    hashes = [
-        (storage.read_manifest(root, day) or {}).get("content_hash") or ""
-        for root in (settings.lake.raw, settings.lake.labels)
-    ]
-    return table.column(spec.entity_id).cast(pa.string()), label, ":".join(hashes)
+    return table.column(spec.entity_id).cast(pa.string()), label
 
 
 def _read_day(settings: Settings, day: date) -> tuple[pa.Table, dict[str, int]]:

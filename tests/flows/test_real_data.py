@@ -116,3 +116,30 @@ def test_shadow_challenger_scores_the_same_day_in_its_own_rows(workspace):
     # Analysts' champion view shows only the champion's rows.
     (only,) = _rows("select distinct model_version from champion_predictions")
     assert only[0] == champion
+
+
+def test_a_night_with_nothing_new_reads_no_lake_data(workspace, monkeypatch):
+    """Ingest, verdicts, the training window, the ledger, drift and realised performance all
+    answer from listings, manifests and the database when nothing changed."""
+    files = workspace("churn", demo={"days": 8, "rows_per_day": 400, "unlabelled_days": 1})
+    settings = config.load_settings(files)
+    demo.write_demo_source(settings.dataset, settings.demo, settings.source.url)
+    nightly(config_files=files)
+
+    reads: list[str] = []
+    read_files, iter_file_batches = storage.read_files, storage.iter_file_batches
+
+    def counting_read(urls, *args, **kwargs):
+        reads.extend(urls)
+        return read_files(urls, *args, **kwargs)
+
+    def counting_iter(url, *args, **kwargs):
+        reads.append(url)
+        return iter_file_batches(url, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "read_files", counting_read)
+    monkeypatch.setattr(storage, "iter_file_batches", counting_iter)
+    again = nightly(config_files=files)
+    assert again["model"]["decision"] == "unchanged"
+    assert [r.status for r in again["scored"]] == ["skipped"]
+    assert reads == []
