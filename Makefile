@@ -55,7 +55,7 @@ bench: install-dev ## scoring benchmark: batchpred vs the naive script and the c
 	$(PY) -m tests.benchmarks.bench $(BENCH_ARGS)
 
 DATASET ?= churn
-repro: install ## run the DVC training pipeline of $(DATASET) by hand (needs ingested data: make run)
+repro: install ## DVC training pipeline by hand: DATASET=churn (default) needs ingested data (make run)
 	dvc repro evaluate@$(DATASET) && dvc metrics show
 
 server: install ## start a local Prefect server (UI at http://127.0.0.1:4200)
