@@ -94,12 +94,19 @@ def register_model(
     fs.makedirs(target, exist_ok=True)
     with fs.open(f"{target}/model.ubj", "wb") as fh:
         fh.write(data)
-    with fs.open(f"{target}/manifest.json", "w") as fh:
-        fh.write(json.dumps(manifest, indent=2, sort_keys=True))
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    with fs.open(f"{target}/manifest.json", "wb") as fh:
+        fh.write(manifest_bytes)
     t = db.table(engine, "model_versions")
     with engine.begin() as conn:
         exists = conn.execute(sa.select(t.c.version).where(t.c.version == version)).first()
-        if not exists:
+        if exists:  # the same bytes again: the manifest written now is the registered one
+            conn.execute(
+                t.update()
+                .where(t.c.version == version)
+                .values(manifest_sha256=sha256_bytes(manifest_bytes))
+            )
+        else:
             conn.execute(
                 t.insert().values(
                     version=version,
@@ -114,6 +121,7 @@ def register_model(
                     metrics=manifest.get("metrics", {}),
                     reference_stats=manifest["reference_stats"],
                     contract=manifest["contract"],
+                    manifest_sha256=sha256_bytes(manifest_bytes),
                     created_at=datetime.now(UTC),
                 )
             )
@@ -501,6 +509,11 @@ def read_manifest(uri: str) -> dict[str, Any]:
 def load_model(engine: sa.Engine, version: str) -> LoadedModel:
     """Fetch a registered model from its store, check its sha256, then parse it."""
     row = get_version(engine, version)
+    if version_of(row["sha256"]) != version:
+        raise ModelIntegrityError(
+            f"model {version}: its registered sha256 {row['sha256'][:16]}... does not start "
+            f"with the version id; refusing to load it"
+        )
     fs, path = storage.url_to_fs(row["uri"])
     with fs.open(path, "rb") as fh:
         data = fh.read()
@@ -511,9 +524,18 @@ def load_model(engine: sa.Engine, version: str) -> LoadedModel:
         )
     booster = xgb.Booster()
     booster.load_model(bytearray(data))
-    manifest_fs, manifest_path = storage.url_to_fs(row["uri"].rsplit("/", 1)[0] + "/manifest.json")
-    with manifest_fs.open(manifest_path) as fh:
-        manifest = json.loads(fh.read())
+    manifest_url = row["uri"].rsplit("/", 1)[0] + "/manifest.json"
+    manifest_fs, manifest_path = storage.url_to_fs(manifest_url)
+    with manifest_fs.open(manifest_path, "rb") as fh:
+        manifest_bytes = fh.read()
+    # The manifest carries the drift references and the contract: covered by its own hash.
+    if sha256_bytes(manifest_bytes) != row.get("manifest_sha256"):
+        raise ModelIntegrityError(
+            f"model {version}: {manifest_url} does not match its registered sha256 "
+            f"(tampered, or registered before manifests were hashed: register it again); "
+            f"refusing to load it"
+        )
+    manifest = json.loads(manifest_bytes)
     if not row.get("contract"):
         raise ModelIntegrityError(
             f"model {version} was registered without a contract (before batchpred recorded "

@@ -127,6 +127,29 @@ def test_tampered_model_is_refused(
     assert version in str(err.value) and "does not match" in str(err.value)
 
 
+def test_tampered_manifest_is_refused(engine: sa.Engine, models: dict, store: str) -> None:
+    """The manifest holds the drift references and the contract: editing it (here, the
+    reference statistics a drift check compares against) is caught like a tampered model."""
+    version = registry.register_model(engine, models["good"], store)
+    assert registry.load_model(engine, version).manifest["sha256"].startswith(version)
+    path = Path(store) / version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    first = next(iter(manifest["reference_stats"]))
+    manifest["reference_stats"][first]["null_rate"] = 0.5
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    with pytest.raises(registry.ModelIntegrityError, match="manifest.json does not match"):
+        registry.load_model(engine, version)
+
+
+def test_a_version_id_must_be_its_sha256_prefix(engine: sa.Engine, models: dict, store: str):
+    version = registry.register_model(engine, models["good"], store)
+    t = db.table(engine, "model_versions")
+    with engine.begin() as conn:
+        conn.execute(t.update().where(t.c.version == version).values(sha256="0" * 64))
+    with pytest.raises(registry.ModelIntegrityError, match="does not start with the version"):
+        registry.load_model(engine, version)
+
+
 def test_model_not_matching_its_manifest_is_not_registered(
     engine: sa.Engine, models: dict, store: str, tmp_path: Path
 ) -> None:
