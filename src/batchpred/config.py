@@ -138,7 +138,6 @@ class LabelsConfig(Frozen):
     holding the entity id and the target column; joined on (entity id, day)."""
 
     url: str | None = None  # fsspec URL of the labels source; null: labels come in the data
-    format: Literal["parquet", "csv"] = "parquet"
 
 
 class LakeConfig(Frozen):
