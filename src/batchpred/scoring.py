@@ -99,10 +99,16 @@ def check_verdict(
     *,
     reports_url: str | None,
     run_id: str,
+    fingerprint: str | None = None,
 ) -> None:
     """Fail closed: a partition invalid under the current spec is never scored, and one never
-    validated under it is validated first (or refused, with scoring.unvalidated: refuse)."""
-    verdict = verdicts.partition_status(engine, spec, rules_cfg, root, day)
+    validated under it is validated first (or refused, with scoring.unvalidated: refuse).
+    `fingerprint`: the partition's, when the caller already has it."""
+    if fingerprint is None:
+        verdict = verdicts.partition_status(engine, spec, rules_cfg, root, day)
+    else:
+        spec_hash = rules.spec_hash(spec, rules_cfg)
+        verdict = verdicts.lookup(engine, spec.name, day, fingerprint, spec_hash)
     if verdict.status == "unvalidated":
         if not storage.partition_files(root, day):  # nothing to validate (nor to score)
             raise PartitionRejected(f"partition dt={day} under {root}: no data files")
@@ -239,7 +245,17 @@ def score_partition(
     key = sinks.PartitionKey(spec.name, day, model.version)
     if not force and sinks.is_done(engine, key, fingerprint):
         return PartitionResult(day, model.version, "skipped", seconds=time.perf_counter() - t0)
-    check_verdict(engine, spec, rules_cfg, cfg, root, day, reports_url=reports_url, run_id=run_id)
+    check_verdict(
+        engine,
+        spec,
+        rules_cfg,
+        cfg,
+        root,
+        day,
+        reports_url=reports_url,
+        run_id=run_id,
+        fingerprint=fingerprint,
+    )
     features = contract.feature_names
     read = {spec.entity_id, *features}
     row_rules = [r for r in rules.compile_rules(spec, rules_cfg, label=False) if r.column in read]

@@ -606,6 +606,9 @@ def bench(args: argparse.Namespace) -> None:
             days4 = demo.write_demo_source(s4.dataset, s4.demo, str(lake4))
             R["gen4_s"] = time.perf_counter() - t
             log(f"  generated in {R['gen4_s']:.1f}s")
+            log("4x: validating every partition once (as ingest does), outside the timings")
+            validate_once(s4, str(lake4), days4, tmp)
+            seed_verdicts(pg_engine)
             log("4x: batchpred plain loop into PostgreSQL")
             reset_pg(pg_engine)
             res = run_child("plain", pg_url, cfg4, version, days4, tmp / "plain4x.log")
