@@ -139,7 +139,7 @@ def read_source_day(settings: Settings, day: date) -> pa.Table:
         return _soft_cast(_read_sql_day(settings, day), types)
     url = settings.source.url
     snapshot = settings.source.layout == "snapshot"
-    files = storage.snapshot_files(url) if snapshot else storage.partition_files(url, day)
+    files = _source_files(settings, day)
     if not files:
         raise FileNotFoundError(f"source {url} has no files for {day.isoformat()}")
     table = storage.read_files(files, column_types=types)

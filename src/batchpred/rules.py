@@ -121,8 +121,9 @@ def compile_rules(spec: DatasetSpec, cfg: ValidationConfig, *, label: bool = Tru
 
 
 def spec_hash(spec: DatasetSpec, cfg: ValidationConfig) -> str:
-    """Identifies the rules a verdict was reached under: a spec or policy change revalidates."""
-    body = spec.model_dump_json() + "\n" + cfg.model_dump_json()
+    """Identifies the rules a verdict was reached under: a spec or policy change revalidates
+    (whether Data Docs are rendered is not a rule, and does not)."""
+    body = spec.model_dump_json() + "\n" + cfg.model_dump_json(exclude={"data_docs"})
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 

@@ -99,16 +99,13 @@ def check_verdict(
     *,
     reports_url: str | None,
     run_id: str,
-    fingerprint: str | None = None,
+    fingerprint: str,
 ) -> None:
     """Fail closed: a partition invalid under the current spec is never scored, and one never
     validated under it is validated first (or refused, with scoring.unvalidated: refuse).
-    `fingerprint`: the partition's, when the caller already has it."""
-    if fingerprint is None:
-        verdict = verdicts.partition_status(engine, spec, rules_cfg, root, day)
-    else:
-        spec_hash = rules.spec_hash(spec, rules_cfg)
-        verdict = verdicts.lookup(engine, spec.name, day, fingerprint, spec_hash)
+    `fingerprint`: the partition's current one (storage.fingerprint_partition)."""
+    spec_hash = rules.spec_hash(spec, rules_cfg)
+    verdict = verdicts.lookup(engine, spec.name, day, fingerprint, spec_hash)
     if verdict.status == "unvalidated":
         if not storage.partition_files(root, day):  # nothing to validate (nor to score)
             raise PartitionRejected(f"partition dt={day} under {root}: no data files")

@@ -84,6 +84,9 @@ def test_spec_hash_changes_with_the_rules_only(churn: Settings) -> None:
     ]
     hashes = {rules.spec_hash(s, c) for s, c in changes}
     assert len(hashes) == len(changes) and rules.spec_hash(spec, cfg) not in hashes
+    # rendering Data Docs or not is no rule: it must not make every verdict stale
+    docs = cfg.model_copy(update={"data_docs": not cfg.data_docs})
+    assert rules.spec_hash(spec, docs) == rules.spec_hash(spec, cfg)
 
 
 # --- what breaks a rule -----------------------------------------------------------------------
