@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import cache
 from pathlib import Path
@@ -42,18 +43,19 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration, or to `revision` (idempotent)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with _migrate_lock, engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
     tables.cache_clear()
 
 
 TABLES = (
     "predictions",
+    "predictions_latest",
     "scoring_ledger",
     "rejected_rows",
     "model_versions",
@@ -67,8 +69,8 @@ TABLES = (
 
 @cache
 def tables(engine: sa.Engine) -> dict[str, sa.Table]:
-    """The schema as the migrations left it, reflected once per engine. Only our tables:
-    never the per-day partitions, which a writer may hold locked."""
+    """The schema as the migrations left it, reflected once per engine. Only our tables,
+    never the partitions' leaves."""
     meta = sa.MetaData()
     meta.reflect(engine, only=TABLES)
     return dict(meta.tables)
@@ -76,3 +78,32 @@ def tables(engine: sa.Engine) -> dict[str, sa.Table]:
 
 def table(engine: sa.Engine, name: str) -> sa.Table:
     return tables(engine)[name]
+
+
+_ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def grant_readonly(engine: sa.Engine, role: str) -> None:
+    """Create (if missing) a NOLOGIN PostgreSQL role that can read every table of the
+    analysts' schema, tables created by later migrations included, and write nothing. The
+    partitions' leaves stay out of its reach (query `predictions`). Give it to people with
+    `GRANT <role> TO alice`. Idempotent."""
+    if engine.dialect.name != "postgresql":
+        raise ValueError(
+            f"read-only roles need PostgreSQL, not {engine.dialect.name}: "
+            "give SQLite readers a copy or open the file with ?mode=ro"
+        )
+    if not _ROLE_RE.match(role):
+        raise ValueError(f"role {role!r}: use lowercase letters, digits and _")
+    with engine.begin() as conn:
+        database = conn.exec_driver_sql("SELECT current_database()").scalar()
+        conn.exec_driver_sql(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+            f"'{role}') THEN CREATE ROLE {role} NOLOGIN; END IF; END $$"
+        )
+        conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        conn.exec_driver_sql(
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}"
+        )

@@ -2,12 +2,13 @@
 
 Exactly-once comes from three things together: the partition's previous rows for the same
 model version are replaced (never appended to), the ledger row is written in the same
-transaction, and a per-partition lock serialises concurrent writers. Bulk paths by dialect:
-PostgreSQL streams CSV made by Arrow into ``COPY`` (into a leaf of the day/model partitioned
-table, which is truncated instead of deleted from); SQLite and other dialects spool the
-predictions to a local Arrow file while scoring and insert them with ``executemany`` in one
-short transaction at the end, so parallel scoring threads never hold SQLite's single write
-lock while they predict.
+transaction, and a per-partition lock serialises concurrent writers. The same transaction
+refreshes `predictions_latest` when the model is its dataset's champion. Bulk paths by
+dialect: PostgreSQL streams CSV made by Arrow into ``COPY`` of a new (day, model) leaf built
+aside while scoring, then swaps it in with a few milliseconds of DDL that never queues
+readers for long; SQLite and other dialects spool the predictions to a local Arrow file
+while scoring and insert them with ``executemany`` in one short transaction at the end, so
+parallel scoring threads never hold SQLite's single write lock while they predict.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import io
 import re
 import tempfile
 import threading
+import time
+import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -41,6 +44,7 @@ PREDICTION_COLUMNS = (
     "run_id",
     "scored_at",
 )
+PARTITIONS = "batchpred_partitions"  # schema of the day and (day, model) tables (PostgreSQL)
 _VERSION_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _sqlite_writer = threading.Lock()  # one SQLite writer per process; across processes BEGIN IMMEDIATE
 
@@ -158,6 +162,60 @@ class PartitionWriter:
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _constants(self) -> dict[str, Any]:
+        """The columns constant over a partition write (never sent per row)."""
+        k = self.key
+        return {
+            "dataset": k.dataset,
+            "day": k.partition_date,
+            "version": k.model_version,
+            "run_id": self.run_id,
+            "scored_at": self.scored_at,
+        }
+
+    def _delete_old(self, conn: sa.Connection) -> None:
+        preds = db.table(self.engine, "predictions")
+        conn.execute(
+            preds.delete().where(
+                preds.c.partition_date == self.key.partition_date,
+                preds.c.model_version == self.key.model_version,
+            )
+        )
+
+    def _refresh_latest(self, conn: sa.Connection, source: str = "predictions") -> None:
+        """If this partition's model is its dataset's champion now, its rows become the
+        entities' latest where they are at least as new as what is there. Shadow and pinned
+        non-champion writes leave `predictions_latest` alone."""
+        k = self.key
+        aliases = db.table(self.engine, "model_aliases")
+        champion = conn.execute(
+            sa.select(aliases.c.version).where(
+                aliases.c.dataset == k.dataset, aliases.c.alias == "champion"
+            )
+        ).scalar()
+        if champion != k.model_version:
+            return
+        if conn.dialect.name == "postgresql":
+            # Partitions of one dataset written at once would update the same entities:
+            # one at a time, so they never deadlock on each other's row locks.
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                {"k": zlib.crc32(f"latest|{k.dataset}".encode())},
+            )
+        columns = (
+            "dataset, entity_id, partition_date, score, label, model_version, run_id, scored_at"
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[2:])
+        conn.execute(
+            sa.text(
+                f"INSERT INTO predictions_latest ({columns}) SELECT {columns} FROM {source} "
+                "WHERE partition_date = :day AND model_version = :version AND dataset = :dataset "
+                f"ORDER BY entity_id ON CONFLICT (dataset, entity_id) DO UPDATE SET {updates} "
+                "WHERE predictions_latest.partition_date <= excluded.partition_date"
+            ),
+            self._constants(),
+        )
+
     def _replace_side_rows(self, conn: sa.Connection, ledger: LedgerEntry) -> None:
         """Rejected rows and the ledger row, replaced inside the partition's transaction."""
         k = self.key
@@ -243,30 +301,18 @@ class SpoolWriter(PartitionWriter):
         self._file.seek(0)
         batches = ipc.open_stream(self._file) if self._sink is not None else []
         k = self.key
-        preds = db.table(self.engine, "predictions")
-        constants = {
-            "partition_date": k.partition_date,
-            "model_version": k.model_version,
-            "run_id": self.run_id,
-            "scored_at": self.scored_at,
-        }
         with _sqlite_writer, self.engine.begin() as conn:
             self._check_not_done(conn, ledger.input_fingerprint)
-            conn.execute(
-                preds.delete().where(
-                    preds.c.partition_date == k.partition_date,
-                    preds.c.model_version == k.model_version,
-                )
-            )
+            self._delete_old(conn)
             if conn.dialect.name == "sqlite":
-                # Constants inlined as literals (our own date, hex digest, run id, timestamp):
-                # three parameters per row instead of seven.
+                # Constants inlined as literals (our own names, date, hex digest, run id,
+                # timestamp): three parameters per row instead of eight.
                 cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 day, ts = k.partition_date.isoformat(), self.scored_at.isoformat(sep=" ")
                 sql = (
-                    f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES "
-                    f"({_literal(day)}, ?, ?, ?, {_literal(k.model_version)}, "
-                    f"{_literal(self.run_id)}, {_literal(ts)})"
+                    f"INSERT INTO predictions (dataset, {', '.join(PREDICTION_COLUMNS)}) "
+                    f"VALUES ({_literal(k.dataset)}, {_literal(day)}, ?, ?, ?, "
+                    f"{_literal(k.model_version)}, {_literal(self.run_id)}, {_literal(ts)})"
                 )
                 for batch in batches:
                     cols = batch.to_pydict()
@@ -275,8 +321,18 @@ class SpoolWriter(PartitionWriter):
                     )
                 cur.close()
             else:
+                preds = db.table(self.engine, "predictions")
+                c = self._constants()
+                constants = {
+                    "dataset": c["dataset"],
+                    "partition_date": c["day"],
+                    "model_version": c["version"],
+                    "run_id": c["run_id"],
+                    "scored_at": c["scored_at"],
+                }
                 for batch in batches:
                     conn.execute(preds.insert(), [{**r, **constants} for r in batch.to_pylist()])
+            self._refresh_latest(conn)
             self._replace_side_rows(conn, ledger)
         self._file.close()
 
@@ -285,78 +341,144 @@ class SpoolWriter(PartitionWriter):
 
 
 class PostgresWriter(PartitionWriter):
-    """PostgreSQL: lock, truncate the (day, model) leaf, COPY, index, ledger, commit.
+    """PostgreSQL: build the (day, model) leaf aside, then swap it in.
 
-    The leaf's constant columns come from column defaults, so COPY carries three columns;
-    its unique index on entity_id (= the key, since day and model are fixed in a leaf) is
-    dropped before COPY and built after it: measured 1.0 M rows/s against 0.13 M for COPY
-    of all seven columns into a table maintaining its indexes row by row.
+    While the partition is scored, rows stream by COPY into a new staging table that only
+    this transaction can see (its constant columns are column defaults, so COPY carries
+    three). `finish` builds its unique index on entity_id (= the key: day and model are fixed
+    in a leaf) and a CHECK matching the partition bounds (so ATTACH skips its scan), refreshes
+    `predictions_latest` and the ledger, then swaps: DETACH and DROP the old leaf if there is
+    one, RENAME, ATTACH. Only the DETACH of a re-scored leaf takes a lock readers conflict
+    with, for milliseconds; it runs under `lock_timeout` in a savepoint and is retried, so a
+    long analyst query delays the swap instead of queueing every later reader behind it.
     """
 
-    def __init__(self, *args: Any, fingerprint: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ensure_leaf()
+        k = self.key
+        self._day_table = f"{PARTITIONS}.predictions_{k.partition_date:%Y%m%d}"
+        self._leaf = f"predictions_{k.partition_date:%Y%m%d}_{k.model_version}"
+        self._staging = f"{self._leaf[:-8]}_{uuid.uuid4().hex[:8]}"
+        ensure_day(self.engine, k.partition_date)
         self._conn = self.engine.connect()
         self._tx = self._conn.begin()
+        defaults = {
+            "dataset": _literal(k.dataset),
+            "partition_date": _literal(k.partition_date.isoformat()),
+            "model_version": _literal(k.model_version),
+            "run_id": _literal(self.run_id),
+            "scored_at": _literal(self.scored_at.isoformat()),
+        }
         try:
-            # Waits for a concurrent writer of the same partition, then sees its ledger row.
-            self._conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.key.lock_id})
-            self._check_not_done(self._conn, fingerprint)
-            leaf, ts = self._leaf, self.scored_at.isoformat()
-            self._conn.exec_driver_sql(f"TRUNCATE {leaf}")
-            self._conn.exec_driver_sql(f"DROP INDEX IF EXISTS {leaf}_key")
             self._conn.exec_driver_sql(
-                f"ALTER TABLE {leaf} ALTER COLUMN run_id SET DEFAULT {_literal(self.run_id)}, "
-                f"ALTER COLUMN scored_at SET DEFAULT {_literal(ts)}"
+                f"CREATE TABLE {PARTITIONS}.{self._staging} (LIKE predictions)"
+            )
+            self._conn.exec_driver_sql(
+                f"ALTER TABLE {PARTITIONS}.{self._staging} "
+                + ", ".join(f"ALTER COLUMN {c} SET DEFAULT {v}" for c, v in defaults.items())
             )
         except BaseException:
             self.close()
             raise
-        self._copy_sql = f"COPY {leaf} (entity_id, score, label) FROM STDIN (FORMAT csv)"
-
-    @property
-    def _day_table(self) -> str:
-        return f"predictions_{self.key.partition_date:%Y%m%d}"
-
-    @property
-    def _leaf(self) -> str:
-        return f"{self._day_table}_{self.key.model_version}"
-
-    def _ensure_leaf(self) -> None:
-        # DDL on the parent takes a strong lock: do it in its own short transaction, never
-        # while holding the partition's long write transaction.
-        with self.engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(0)"))
-            d, v = _literal(self.key.partition_date.isoformat()), _literal(self.key.model_version)
-            conn.exec_driver_sql(
-                f"CREATE TABLE IF NOT EXISTS {self._day_table} PARTITION OF predictions "
-                f"FOR VALUES IN ({d}) PARTITION BY LIST (model_version)"
-            )
-            conn.exec_driver_sql(
-                f"CREATE TABLE IF NOT EXISTS {self._leaf} PARTITION OF {self._day_table} "
-                f"(partition_date DEFAULT {d}, model_version DEFAULT {v}) FOR VALUES IN ({v})"
-            )
 
     def _write(self, table: pa.Table) -> None:
         buf = io.BytesIO()
         pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
         cur = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cur.copy(self._copy_sql) as copy:
+        with cur.copy(
+            f"COPY {PARTITIONS}.{self._staging} (entity_id, score, label) FROM STDIN (FORMAT csv)"
+        ) as copy:
             copy.write(buf.getbuffer())
 
     def finish(self, ledger: LedgerEntry) -> None:
+        k, conn, staging = self.key, self._conn, f"{PARTITIONS}.{self._staging}"
         # Fails (and rolls everything back) if an entity id slipped in twice.
-        self._conn.exec_driver_sql(
-            f"CREATE UNIQUE INDEX {self._leaf}_key ON {self._leaf} (entity_id)"
+        conn.exec_driver_sql(f"CREATE UNIQUE INDEX ON {staging} (entity_id)")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {staging} ADD CONSTRAINT {self._staging}_bounds CHECK "
+            f"(partition_date = {_literal(k.partition_date.isoformat())} "
+            f"AND model_version = {_literal(k.model_version)})"
         )
-        self._replace_side_rows(self._conn, ledger)
+        # Waits for a concurrent writer of the same partition, then sees its ledger row.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": k.lock_id})
+        self._check_not_done(conn, ledger.input_fingerprint)
+        self._refresh_latest(conn, source=staging)
+        self._replace_side_rows(conn, ledger)
+        _with_lock_timeout(conn, self._swap)
         self._tx.commit()
         self._conn.close()
+
+    def _swap(self, conn: sa.Connection) -> None:
+        old = f"{PARTITIONS}.{self._leaf}"
+        exists = conn.execute(sa.text("SELECT to_regclass(:n) IS NOT NULL"), {"n": old}).scalar()
+        if exists:
+            conn.exec_driver_sql(f"ALTER TABLE {self._day_table} DETACH PARTITION {old}")
+            conn.exec_driver_sql(f"DROP TABLE {old}")
+        conn.exec_driver_sql(f"ALTER TABLE {PARTITIONS}.{self._staging} RENAME TO {self._leaf}")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {self._day_table} ATTACH PARTITION {old} "
+            f"FOR VALUES IN ({_literal(self.key.model_version)})"
+        )
 
     def close(self) -> None:
         if self._tx.is_active:
             self._tx.rollback()
         self._conn.close()
+
+
+LOCK_TIMEOUT = "500ms"  # how long a swap may make readers queue behind it, per attempt
+
+
+def _with_lock_timeout(
+    conn: sa.Connection, step: Callable[[sa.Connection], None], attempts: int = 40
+) -> None:
+    """Run DDL `step` in a savepoint under `lock_timeout`, retrying with backoff while a
+    reader holds a conflicting lock (about 5 minutes in all before giving up)."""
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    for attempt in range(attempts):
+        try:
+            with conn.begin_nested():
+                step(conn)
+        except sa.exc.OperationalError as err:
+            if getattr(err.orig, "sqlstate", None) != "55P03" or attempt == attempts - 1:
+                raise  # 55P03: lock_not_available
+            time.sleep(min(0.1 * 2**attempt, 10.0))
+        else:
+            break
+    conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+
+
+def ensure_day(engine: sa.Engine, day: date) -> None:
+    """Create and attach the day's table (partitioned by model version) if missing.
+
+    CREATE TABLE ... PARTITION OF would wait for every open reader of `predictions`, and
+    queue every later reader behind it; a table created apart and then ATTACHed takes only
+    SHARE UPDATE EXCLUSIVE on `predictions`, which readers and writers do not conflict with."""
+    name = f"{PARTITIONS}.predictions_{day:%Y%m%d}"
+    # A plain query, not to_regclass: after waiting on the advisory lock it must see a
+    # table another writer just committed (the catalog cache may not have caught up).
+    exists = sa.text(
+        "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname || '.' || c.relname = :name)"
+    )
+    with engine.connect() as conn:
+        if conn.execute(exists, {"name": name}).scalar():
+            return
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(0)"))
+        if conn.execute(exists, {"name": name}).scalar():
+            return
+
+        def create(c: sa.Connection) -> None:
+            c.exec_driver_sql(
+                f"CREATE TABLE {name} (LIKE predictions) PARTITION BY LIST (model_version)"
+            )
+            c.exec_driver_sql(
+                f"ALTER TABLE predictions ATTACH PARTITION {name} "
+                f"FOR VALUES IN ({_literal(day.isoformat())})"
+            )
+
+        _with_lock_timeout(conn, create)
 
 
 @contextmanager
@@ -366,13 +488,10 @@ def partition_writer(
     """Open the partition for writing. Raises AlreadyScored (unless `force`) when the ledger
     shows it done with this fingerprint. Nothing is visible until `finish(ledger)`; an
     exception rolls everything back."""
-    writer: SpoolWriter | PostgresWriter
-    if engine.dialect.name == "postgresql":
-        writer = PostgresWriter(engine, key, run_id, force, fingerprint=fingerprint)
-    else:
-        if not force and is_done(engine, key, fingerprint):
-            raise AlreadyScored(f"{key.partition_date} / {key.model_version}")
-        writer = SpoolWriter(engine, key, run_id, force)
+    if not force and is_done(engine, key, fingerprint):
+        raise AlreadyScored(f"{key.partition_date} / {key.model_version}")
+    kind = PostgresWriter if engine.dialect.name == "postgresql" else SpoolWriter
+    writer = kind(engine, key, run_id, force)
     try:
         yield writer
     finally:

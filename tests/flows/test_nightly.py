@@ -53,7 +53,7 @@ def test_nightly_twice_lands_each_row_once(workspace):
     assert second["model"]["decision"] == "unchanged"
     assert second["scored"][0].status == "skipped"
     assert _count("select count(*) from predictions") == rows
-    assert _count("select count(distinct entity_id) from champion_predictions") == rows
+    assert _count("select count(distinct entity_id) from predictions_latest") == rows
     assert _count("select count(*) from scoring_ledger") == 1
     # DVC tracked the run: metrics readable, model hash recorded with the version
     metrics = json.loads(Path("data/train/churn/metrics.json").read_text())

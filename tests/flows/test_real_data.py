@@ -114,7 +114,7 @@ def test_shadow_challenger_scores_the_same_day_in_its_own_rows(workspace):
     counts = dict(_rows("select model_version, count(*) from predictions group by model_version"))
     assert counts == {champion: 400, challenger: 400}
     # Analysts' champion view shows only the champion's rows.
-    (only,) = _rows("select distinct model_version from champion_predictions")
+    (only,) = _rows("select distinct model_version from predictions_latest")
     assert only[0] == champion
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -20,7 +21,7 @@ from batchpred import db, sinks  # noqa: E402
 from tests.unit.test_registry import (  # noqa: E402, F401 - collected again, on PostgreSQL
     models,
     store,
-    test_champion_predictions_view_shows_latest_champion_prediction,
+    test_predictions_latest_keeps_each_entitys_newest_champion_prediction,
     test_promote_if_better,
     test_set_alias_moves_it_and_keeps_history,
 )
@@ -56,6 +57,7 @@ from tests.unit.test_sinks import (  # noqa: E402, F401 - collected again, on Po
     test_rejects_are_stored_and_replaced_on_rewrite,
     test_rows_land_with_scores_labels_and_ledger_counts,
     test_same_fingerprint_is_already_scored,
+    write,
 )
 
 pytestmark = pytest.mark.postgres
@@ -69,17 +71,42 @@ def engine(pg_url: str) -> sa.Engine:
     eng.dispose()
 
 
-def test_predictions_are_list_partitioned_by_day_then_model(engine: sa.Engine) -> None:
+def test_predictions_are_day_then_model_partitions_out_of_the_analysts_way(
+    engine: sa.Engine,
+) -> None:
     write_one(engine, "run-1", force=False, ids=["a", "b"])
     with engine.connect() as conn:
-        leaf = conn.execute(sa.text("select count(*) from predictions_20261001_" + V1)).scalar()
+        leaf = conn.execute(
+            sa.text(f"select count(*) from batchpred_partitions.predictions_20261001_{V1}")
+        ).scalar()
         strategy = conn.execute(
             sa.text(
                 "select partstrat from pg_partitioned_table "
-                "where partrelid = 'predictions_20261001'::regclass"
+                "where partrelid = 'batchpred_partitions.predictions_20261001'::regclass"
             )
         ).scalar()
+        public = set(
+            conn.execute(sa.text("select tablename from pg_tables where schemaname = 'public'"))
+            .scalars()
+            .all()
+        )
+        uncommented = (
+            conn.execute(
+                sa.text(
+                    "select c.relname || '.' || a.attname from pg_class c "
+                    "join pg_namespace n on n.oid = c.relnamespace "
+                    "join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 "
+                    "where n.nspname = 'public' and c.relkind in ('r', 'p') "
+                    "and c.relname <> 'alembic_version' "
+                    "and col_description(c.oid, a.attnum) is null and not a.attisdropped"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert leaf == 2 and strategy == "l"
+    assert public == {*db.TABLES, "alembic_version"}  # no partitions among them
+    assert uncommented == []
 
 
 def write_one(
@@ -126,3 +153,149 @@ def test_concurrent_writers_of_one_partition_leave_n_rows(engine: sa.Engine, for
     # forced: both write, one after the other; not forced: the second sees the first's
     # ledger row once the lock is free, and skips
     assert outcomes == (["written", "written"] if force else ["skipped", "written"])
+
+
+def _lookups_until(engine: sa.Engine, done: threading.Event, ids: list[str]) -> float:
+    """Entity lookups (no partition key: every leaf is probed) until `done`; the worst wait."""
+    worst, deadline = 0.0, time.monotonic() + 120
+    with engine.connect() as conn:
+        while not done.is_set() and time.monotonic() < deadline:
+            t = time.perf_counter()
+            conn.execute(
+                sa.text("select score from predictions where entity_id = :e"),
+                {"e": ids[int(t * 1e6) % len(ids)]},
+            ).all()
+            conn.commit()
+            worst = max(worst, time.perf_counter() - t)
+    return worst
+
+
+def test_readers_never_wait_for_a_partition_being_rewritten(engine: sa.Engine) -> None:
+    ids = [f"e{i:07d}" for i in range(200_000)]
+    write(engine, key(), [batch(ids, seed=1)])
+    done = threading.Event()
+
+    def rewrite(seed: int) -> None:
+        try:
+            write(engine, key(), [batch(ids, seed=seed)], fingerprint=f"fp-{seed}", force=True)
+        finally:
+            done.set()
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(rewrite, 2)
+        worst = _lookups_until(engine, done, ids)
+        future.result(timeout=60)
+    assert worst < 1.0, f"a lookup waited {worst:.2f} s for the writer"
+    assert {r["score"] for r in predictions(engine, key())} == set(batch(ids, seed=2).scores)
+
+
+def test_a_long_reader_delays_the_swap_which_retries_and_completes(engine: sa.Engine) -> None:
+    ids = [f"e{i:05d}" for i in range(1000)]
+    write(engine, key(), [batch(ids, seed=1)])
+    analyst = engine.connect()
+    analyst.begin()  # a long analyst transaction: holds its locks until it ends
+    assert analyst.execute(sa.text("select count(*) from predictions")).scalar() == len(ids)
+    done = threading.Event()
+
+    def rewrite() -> None:
+        try:
+            write(engine, key(), [batch(ids, seed=2)], fingerprint="fp-2", force=True)
+        finally:
+            done.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        future = pool.submit(rewrite)
+        lookups = pool.submit(_lookups_until, engine, done, ids)
+        assert not done.wait(3.0), "the swap did not wait for the reader"
+        analyst.rollback()  # the reader ends: the swap's next attempt goes through
+        analyst.close()
+        future.result(timeout=60)
+        worst = lookups.result(timeout=60)
+    # other readers queued behind the waiting swap at most one lock_timeout per attempt
+    assert worst < 1.0, f"a lookup waited {worst:.2f} s behind the waiting swap"
+    assert {r["score"] for r in predictions(engine, key())} == set(batch(ids, seed=2).scores)
+
+
+def test_read_only_role_reads_everything_and_writes_nothing(engine: sa.Engine) -> None:
+    write(engine, key(), [batch(["a", "b"], seed=1)])
+    role = f"analyst_{engine.url.database}"
+    db.grant_readonly(engine, role)
+    db.grant_readonly(engine, role)  # idempotent
+    try:
+        _check_read_only(engine, role)
+    finally:
+        with engine.begin() as conn:  # roles are cluster-wide: leave none behind
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+
+
+def _check_read_only(engine: sa.Engine, role: str) -> None:
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SET ROLE {role}")
+        for table in db.TABLES:
+            conn.exec_driver_sql(f"SELECT * FROM {table} LIMIT 1").all()
+        assert conn.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == 2
+        for sql in (
+            "DELETE FROM predictions",
+            "UPDATE scoring_ledger SET status = 'x'",
+            "INSERT INTO model_aliases VALUES ('x', 'y', 'z', now())",
+            "CREATE TABLE public.mine (x int)",
+            f"SELECT * FROM batchpred_partitions.predictions_20261001_{V1}",
+        ):
+            with (
+                pytest.raises(sa.exc.ProgrammingError, match="permission denied"),
+                conn.begin_nested(),
+            ):
+                conn.exec_driver_sql(sql)
+
+
+def test_upgrade_from_day_model_leaves_keeps_every_row(pg_url: str) -> None:
+    """A database written by 0004's layout (a leaf per (day, model) in public) moves to the
+    monthly layout with its rows, their dataset, and predictions_latest seeded."""
+    engine = db.create_engine(pg_url)
+    db.migrate(engine, revision="0004")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO model_versions (version, dataset, sha256, uri, xgboost_version, "
+            "features, params, training_data_hash, metrics, reference_stats, created_at) "
+            f"VALUES ('{V1}', 'churn', 'x', 'u', '3', '[]', '{{}}', 'h', '{{}}', '{{}}', now())"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO model_aliases VALUES ('churn', 'champion', '{V1}', now())"
+        )
+        for day in ("20261001", "20261102"):
+            d = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+            conn.exec_driver_sql(
+                f"CREATE TABLE predictions_{day} PARTITION OF predictions "
+                f"FOR VALUES IN ('{d}') PARTITION BY LIST (model_version)"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TABLE predictions_{day}_{V1} PARTITION OF predictions_{day} "
+                f"FOR VALUES IN ('{V1}')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO predictions VALUES "
+                f"('{d}', 'a', 0.5, NULL, '{V1}', 'r', now()), "
+                f"('{d}', 'b', 0.25, 1, '{V1}', 'r', now())"
+            )
+    db.migrate(engine)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT dataset, partition_date::text, entity_id FROM predictions ORDER BY 2, 3"
+        ).all()
+        latest = conn.exec_driver_sql(
+            "SELECT entity_id, partition_date::text FROM predictions_latest ORDER BY 1"
+        ).all()
+        leaves = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'predictions_2%%'"
+            " AND schemaname = 'public'"
+        ).scalar()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("churn", "2026-10-01", "a"),
+        ("churn", "2026-10-01", "b"),
+        ("churn", "2026-11-02", "a"),
+        ("churn", "2026-11-02", "b"),
+    ]
+    assert [tuple(r) for r in latest] == [("a", "2026-11-02"), ("b", "2026-11-02")]
+    assert leaves == 0

@@ -1,5 +1,5 @@
 """Model registry: content-addressed store, integrity check, aliases, promotion gate, and the
-analysts' champion_predictions view.
+analysts' predictions_latest table.
 
 tests/integration/test_postgres.py collects the view test again with `engine` on PostgreSQL.
 """
@@ -221,43 +221,46 @@ def test_promote_if_better(engine: sa.Engine, models: dict, store: str) -> None:
     ]
 
 
-def test_champion_predictions_view_shows_latest_champion_prediction(
+def test_predictions_latest_keeps_each_entitys_newest_champion_prediction(
     engine: sa.Engine, models: dict, store: str
 ) -> None:
     champ = registry.register_model(engine, models["good"], store)
     other = registry.register_model(engine, models["bad"], store)
-    day1, day2 = date(2026, 10, 1), date(2026, 10, 2)
+    day1, day2, day3 = date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)
 
-    def part(version: str, day: date, ids: list[str], seed: int) -> dict[str, float]:
+    def part(version: str, day: date, ids: list[str], seed: int) -> dict[str, tuple]:
         b = batch(ids, seed=seed)
         write(engine, sinks.PartitionKey("churn", day, version), [b], run_id=f"run-{seed}")
-        return dict(zip(ids, b.scores.tolist(), strict=True))
+        return {
+            e: ("churn", str(day), pytest.approx(s), version)
+            for e, s in zip(ids, b.scores.tolist(), strict=True)
+        }
 
-    c1 = part(champ, day1, ["a", "b"], seed=1)
-    c2 = part(champ, day2, ["a", "c"], seed=2)
-    o2 = part(other, day2, ["a", "b", "c", "d"], seed=3)
-
-    def view() -> dict[str, tuple]:
+    def latest() -> dict[str, tuple]:
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
                     "select dataset, entity_id, partition_date, score, model_version "
-                    "from champion_predictions"
+                    "from predictions_latest"
                 )
             ).all()
-        out = {
+        return {
             r.entity_id: (r.dataset, str(r.partition_date), r.score, r.model_version) for r in rows
         }
-        assert len(out) == len(rows), "an entity appears twice in champion_predictions"
-        return out
 
-    assert view() == {}  # no champion yet
+    part(champ, date(2026, 9, 30), ["z"], seed=9)
+    assert latest() == {}  # written while no model was champion
     registry.set_alias(engine, "churn", "champion", champ, "test")
-    registry.set_alias(engine, "churn", "challenger", other, "test")
-    assert view() == {
-        "a": ("churn", "2026-10-02", pytest.approx(c2["a"]), champ),
-        "b": ("churn", "2026-10-01", pytest.approx(c1["b"]), champ),
-        "c": ("churn", "2026-10-02", pytest.approx(c2["c"]), champ),
-    }
-    registry.set_alias(engine, "churn", "champion", other, "swap")
-    assert view() == {e: ("churn", "2026-10-02", pytest.approx(s), other) for e, s in o2.items()}
+    c1 = part(champ, day1, ["a", "b"], seed=1)
+    c2 = part(champ, day2, ["a", "c"], seed=2)
+    part(other, day2, ["a", "b", "c", "d"], seed=3)  # a challenger's shadow scores
+    want = {"a": c2["a"], "b": c1["b"], "c": c2["c"]}
+    assert latest() == want
+    registry.set_alias(engine, "churn", "champion", other, "promotion")
+    assert latest() == want  # a promotion removes nobody
+    o3 = part(other, day3, ["a", "d"], seed=4)
+    want |= o3
+    assert latest() == want
+    o1 = part(other, day1, ["b", "e"], seed=5)  # backfill of an older day by the champion
+    # b: same day as its latest, written by the champion now: replaced; e: new
+    assert latest() == want | o1
