@@ -8,9 +8,17 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 DEFAULT_CONFIG_FILES = ("configs/base.yaml", "configs/datasets/churn.yaml")
 CONFIG_ENV = "BATCHPRED_CONFIG"  # comma-separated list of YAML files, applied in order
@@ -171,11 +179,28 @@ class RejectPolicy(Frozen):
     label: float = Field(0.0, ge=0, le=1)  # a label that is not a class (binary)
 
 
+SAMPLE_ROWS = 100_000  # validation.sample_rows by default
+
+
 class ValidationConfig(Frozen):
     min_rows: int = Field(1, ge=1)
     reject_up_to: RejectPolicy = RejectPolicy()
     extra_expectations: tuple[ExtraExpectation, ...] = ()
     data_docs: bool = True
+    # Great Expectations runs on at most this many rows of a partition (every k-th row): the
+    # column checks, extra_expectations and Data Docs. The row rules and min_rows are judged
+    # on every row whatever it is (validation.validate_partition).
+    sample_rows: int = Field(SAMPLE_ROWS, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """sample_rows is left out at its default: verdicts (rules.spec_hash) and training
+        windows recorded before it existed stay current. Another value may change what
+        extra_expectations see, so it revalidates."""
+        data: dict[str, Any] = handler(self)
+        if data.get("sample_rows") == SAMPLE_ROWS:
+            del data["sample_rows"]
+        return data
 
 
 class GateConfig(Frozen):
@@ -202,6 +227,9 @@ class TrainingConfig(Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
     gate: GateConfig = GateConfig()
     registry: str = "data/models"  # content-addressed model store
+    # train on at most this many rows of the training split: a deterministic sample (the
+    # rows with the smallest hashes of entity id and day), recorded in the manifest; null: all
+    max_rows: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
@@ -260,6 +288,24 @@ class NotificationsConfig(Frozen):
     timeout_seconds: float = Field(5.0, gt=0)
 
 
+class ScheduleConfig(Frozen):
+    """When the nightly deployment runs (make serve, prefect.yaml): a cron expression read in
+    an IANA timezone. A run the schedule created, with no `day`, is named by the date of its
+    scheduled start in that timezone."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleConfig:
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            msg = f"schedule.timezone {self.timezone!r} is not an IANA timezone"
+            raise ValueError(msg) from None
+        return self
+
+
 class Settings(Frozen):
     dataset: DatasetSpec
     demo: DemoConfig = DemoConfig()
@@ -271,6 +317,7 @@ class Settings(Frozen):
     scoring: ScoringConfig = ScoringConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
     @model_validator(mode="after")
     def _known_drift_features(self) -> Settings:
