@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from batchpred import config
+from batchpred import config, outcomes, reports, verdicts
 from tasks import lake, reporting
 
 
@@ -29,18 +30,19 @@ class IngestSummary:
         return days
 
 
-class InvalidPartitions(Exception):
+class InvalidPartitions(outcomes.RunFailed):
     """One or more partitions failed validation; they are not trained on or scored."""
 
 
 def _run_name() -> str:
     p = flow_run.parameters
+    dataset = reporting.dataset_of(p.get("config_files"))
     days = p.get("days")
     if days:
-        return f"ingest-{min(days)}..{max(days)}"
+        return f"ingest-{dataset}-{min(days)}..{max(days)}"
     if p.get("start") or p.get("end"):
-        return f"ingest-{p.get('start') or 'first'}..{p.get('end') or 'last'}"
-    return "ingest-all"
+        return f"ingest-{dataset}-{p.get('start') or 'first'}..{p.get('end') or 'last'}"
+    return f"ingest-{dataset}-all"
 
 
 @flow(name="ingest", flow_run_name=_run_name)
@@ -54,51 +56,91 @@ def ingest(
     """Pull source days (`days`, else all in [start, end]) and their late labels into the
     lake, and validate every partition that has no verdict under the current spec."""
     settings = config.load_settings(config_files)
+    dataset = settings.dataset.name
+    reporting.start_run(dataset)
     logger = get_run_logger()
     wanted = days or lake.list_source_days(settings, start, end)
-    ingested = lake.ingest_partition.map(unmapped(settings), wanted).result()
-    if settings.labels.url:
-        label_days = days or lake.list_label_days(settings, start, end)
-        lake.ingest_labels.map(unmapped(settings), label_days).result()
-    summary, outcomes = IngestSummary(), {}
-    to_validate = []
-    statuses = lake.partition_status.map(unmapped(settings), [r.day for r in ingested]).result()
-    for result, verdict in zip(ingested, statuses, strict=True):
-        if verdict.status == "unvalidated":
-            to_validate.append(result.day)
-        elif verdict.status == "valid":
-            summary.passed.append(result.day)
-            outcomes[str(result.day)] = "passed (content and spec unchanged since validation)"
-        else:
-            summary.failed[str(result.day)] = verdict.message
-    futures = lake.validate_partition.map(unmapped(settings), to_validate)
-    for day, future in zip(to_validate, futures, strict=True):
-        future.wait()
-        if future.state.is_completed():
-            summary.passed.append(day)
-            outcomes[str(day)] = "passed"
-        else:
-            summary.failed[str(day)] = str(future.state.result(raise_on_failure=False))
-    for problem in lake.refused_folders(settings):  # never silently skipped
-        folder, _, why = problem.partition(": ")
-        summary.failed[folder] = f"{folder}: refused, {why}"
-    outcomes.update({day: f"FAILED: {err}" for day, err in summary.failed.items()})
-    reporting.publish_validation(outcomes)
-    summary.passed.sort()
+    with (
+        reporting.Progress("ingest", dataset, len(wanted)) as progress,
+        # bounded like scoring (Prefect's default thread pool is not): memory and I/O
+        ThreadPoolTaskRunner(max_workers=settings.scoring.concurrency) as runner,
+    ):
+        each_day = {"settings": unmapped(settings)}
+        pulls = runner.map(lake.ingest_partition, {**each_day, "day": wanted})
+        for future in as_completed(list(pulls)):  # progress as each day lands
+            future.wait()  # its final state, not the API's view of it (which may lag)
+            done = future.state.is_completed()
+            progress.step(f"{future.result().status}" if done else "failed to pull")
+        ingested = pulls.result()
+        if settings.labels.url:
+            label_days = days or lake.list_label_days(settings, start, end)
+            runner.map(lake.ingest_labels, {**each_day, "day": label_days}).result()
+        summary, said, pages = IngestSummary(), {}, {}
+        to_validate = []
+        statuses = runner.map(
+            lake.partition_status, {**each_day, "day": [r.day for r in ingested]}
+        ).result()
+        for result, verdict in zip(ingested, statuses, strict=True):
+            if verdict.status == "unvalidated":
+                to_validate.append(result.day)
+                continue
+            page = reports.existing_page(verdict.report_uri) if verdict.report_uri else None
+            if page:
+                pages[str(result.day)] = page
+            if verdict.status == "valid":
+                summary.passed.append(result.day)
+                said[str(result.day)] = "passed (content and spec unchanged since validation)"
+            else:
+                summary.failed[str(result.day)] = verdict.message
+        progress.add(len(to_validate))
+        validating = runner.map(lake.validate_partition, {**each_day, "day": to_validate})
+        futures = dict(zip(validating, to_validate, strict=True))
+        for future in as_completed(list(futures)):  # progress as each partition is judged
+            future.wait()  # its final state, not the API's view of it (which may lag)
+            day = futures[future]
+            if future.state.is_completed():
+                report = future.result()
+                summary.passed.append(day)
+                said[str(day)] = "passed"
+                progress.step("validated", day)
+            else:
+                error = future.state.result(raise_on_failure=False)
+                report = error.report if isinstance(error, verdicts.ValidationError) else None
+                summary.failed[str(day)] = str(error)
+                progress.step("invalid", day)
+            if report is not None and report.json_path:
+                pages[str(day)] = reports.validation_page_url(report.json_path)
+        for problem in lake.refused_folders(settings):  # never silently skipped
+            folder, _, why = problem.partition(": ")
+            summary.failed[folder] = f"{folder}: refused, {why}"
+        said.update({day: f"FAILED: {err}" for day, err in summary.failed.items()})
+        reporting.publish_validation(dataset, said, pages)
+        summary.passed.sort()
+        valid, failed = len(summary.passed), len(summary.failed)
+        progress.finish(
+            f"{len(wanted)} source day(s): {valid} valid, {failed} failed"
+            f" ({len(to_validate)} validated now)"
+        )
     logger.info("%d partition(s) passed, %d failed", len(summary.passed), len(summary.failed))
     if summary.failed and fail_on_invalid:
-        raise InvalidPartitions("\n".join(summary.failed.values()))
+        raise InvalidPartitions("\n".join(summary.failed[d] for d in sorted(summary.failed)))
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.ingest", description=__doc__)
-    parser.add_argument("--day", action="append", type=date.fromisoformat, help="repeatable")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.ingest") -> None:
+    parser = outcomes.flow_parser(prog, __doc__)
+    parser.add_argument(
+        "--day",
+        action="append",
+        type=date.fromisoformat,
+        help="a source day to pull, YYYY-MM-DD (repeatable; default: every day it offers)",
+    )
     parser.add_argument("--start", type=date.fromisoformat, help="first source day to pull")
     parser.add_argument("--end", type=date.fromisoformat, help="last source day to pull")
-    parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
     args = parser.parse_args(argv)
-    summary = ingest(days=args.day, start=args.start, end=args.end, config_files=args.config)
+    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+        outcomes.preflight(args.config, source=True)
+        summary = ingest(days=args.day, start=args.start, end=args.end, config_files=args.config)
     print(f"passed: {len(summary.passed)} partition(s); failed: {len(summary.failed)}")
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from batchpred import config, monitoring, notifications, outcomes
+from batchpred import config, monitoring, notifications, outcomes, reports
 from flows.ingest import InvalidPartitions, ingest
 from flows.score import score
 from flows.train import train
@@ -26,7 +25,18 @@ EXAMPLE_SQL = (
 
 
 def _run_name() -> str:
-    return f"nightly-{flow_run.parameters.get('day') or 'latest'}"
+    p = flow_run.parameters
+    dataset = config.load_settings(p.get("config_files")).dataset.name
+    return f"nightly-{dataset}-{p.get('day') or 'latest'}"
+
+
+def _name_by_day(dataset: str, day: date) -> None:
+    """A run started without a day (every scheduled one) is renamed once it knows the day it
+    resolved to, so the UI's list of runs reads as a list of days."""
+    if flow_run.id is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, name=f"nightly-{dataset}-{day}")
 
 
 @flow(name="nightly", flow_run_name=_run_name)
@@ -41,6 +51,7 @@ def nightly(
     Drifted (a COMPLETED state) if the day drifted above monitoring's thresholds; the
     webhook in `notifications` is told of either."""
     settings = config.load_settings(config_files)
+    reporting.start_run(settings.dataset.name)
     target = day
     try:
         # As of `day`: days after it are not pulled (a snapshot source is ingested as `day`).
@@ -49,6 +60,8 @@ def nightly(
         if target is None and not seen:
             raise outcomes.nothing_to_score(settings.source.url, None, None)
         target = day or max(seen)
+        if day is None:
+            _name_by_day(settings.dataset.name, target)
         trained = train(config_files=config_files, workspace=workspace, return_state=True)
         training_error = None if trained.is_completed() else trained.result(raise_on_failure=False)
         scored, drift, realised, problem = [], None, [], None
@@ -64,7 +77,7 @@ def nightly(
                     scored += score(day=target, model=shadow, config_files=config_files)
                 rescored = any(r.status == "scored" for r in scored)
                 drift = scoring.measure_drift(settings, version, target, rescored)
-                reporting.publish_drift(str(target), version, drift)
+                reporting.publish_drift(settings.dataset.name, str(target), version, drift)
                 realised = scoring.realised_performance(settings)
                 reporting.publish_realised(settings.dataset.name, realised)
             else:
@@ -126,22 +139,28 @@ def _summary(
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.nightly", description=__doc__)
-    parser.add_argument("--day", type=date.fromisoformat)
-    parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
-    parser.add_argument("--workspace", default=".", help="folder holding dvc.yaml")
-    args = parser.parse_args(argv)
-    state = nightly(
-        day=args.day, config_files=args.config, workspace=args.workspace, return_state=True
+def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly") -> None:
+    parser = outcomes.flow_parser(prog, __doc__)
+    parser.add_argument(
+        "--day",
+        type=date.fromisoformat,
+        help="the day to score, YYYY-MM-DD (default: the newest source day); later days "
+        "are not pulled",
     )
-    if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        if isinstance(error, outcomes.NothingToScore):
-            print(error, file=sys.stderr)
-            sys.exit(outcomes.EXIT_NOTHING_TO_SCORE)
-        print(f"nightly {state.name}: {error}", file=sys.stderr)
-        sys.exit(outcomes.EXIT_FAILED)
+    parser.add_argument(
+        "--workspace", default=".", help="folder holding dvc.yaml (default: the current one)"
+    )
+    args = parser.parse_args(argv)
+    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+        outcomes.preflight(args.config, source=True)
+        state = nightly(
+            day=args.day, config_files=args.config, workspace=args.workspace, return_state=True
+        )
+        if not state.is_completed():
+            error = state.result(raise_on_failure=False)
+            if isinstance(error, BaseException):
+                raise error
+            raise RuntimeError(f"nightly ended {state.name}: {state.message}")
     out = state.result()
     model, url = out["model"], sa.engine.make_url(config.database_url())
     metrics = model["challenger_metrics"]
@@ -162,9 +181,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         + ", ".join(
             f"{k}={v:.4f}"
             for k, v in metrics.items()
-            if isinstance(v, float) and k != "primary_value"
+            if isinstance(v, float) and k not in reports.HIDDEN_METRICS
         )
     )
+    print(f"    why: {reports.gate_reason(model['reason'])}")
     data = model.get("training_data") or {}
     if data:
         print(

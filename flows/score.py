@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from datetime import date
 
 from prefect import flow, get_run_logger
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from batchpred import config, outcomes
 from batchpred.scoring import PartitionResult
-from tasks import reporting, scoring
+from tasks import reporting, resources, scoring
 
 
-class PartitionsFailed(Exception):
+class PartitionsFailed(outcomes.RunFailed):
     """Some partitions could not be scored; the others landed."""
 
 
 def _run_name() -> str:
     p = flow_run.parameters
+    dataset = reporting.dataset_of(p.get("config_files"))
     if p.get("day"):
-        return f"score-{p['day']}"
-    return (
-        f"score-{p.get('start') or 'first'}..{p.get('end') or 'last'}-{p.get('model', 'champion')}"
-    )
+        return f"score-{dataset}-{p['day']}"
+    span = f"{p.get('start') or 'first'}..{p.get('end') or 'last'}"
+    return f"score-{dataset}-{span}-{p.get('model', 'champion')}"
 
 
 @flow(name="score", flow_run_name=_run_name)
@@ -43,6 +42,7 @@ def score(
     and model are skipped unless `force`. No partition at all for the day or range: the run
     fails with one line naming the days (outcomes.NothingToScore)."""
     settings = config.load_settings(config_files)
+    reporting.start_run(settings.dataset.name)
     if day is not None:
         start = end = day
     days = scoring.plan_partitions(settings, start, end)
@@ -50,39 +50,63 @@ def score(
         nothing = outcomes.nothing_to_score(settings.scoring_input, start, end)
         get_run_logger().error("%s", nothing)
         return Failed(message=str(nothing), data=nothing)
-    version = scoring.resolve_model(settings, model)
+    try:  # an unknown model is one line listing the dataset's versions, not a traceback
+        known = outcomes.check_model(settings, model, resources.engine())
+    except outcomes.SetupError as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), data=exc)
+    version = scoring.resolve_model(settings, known)
     get_run_logger().info("scoring %d partition(s) with model %s", len(days), version)
-    results, failures = [], {}
-    with scoring.partition_runner(settings) as runner:
-        futures = [
+    done: dict[date, PartitionResult] = {}
+    failures: dict[str, str] = {}
+    with (
+        reporting.Progress("score", settings.dataset.name, len(days)) as progress,
+        scoring.partition_runner(settings) as runner,
+    ):
+        futures = {
             runner.submit(
                 scoring.score_partition,
                 {"settings": settings, "version": version, "day": d, "force": force},
-            )
+            ): d
             for d in days
-        ]
-        for d, future in zip(days, futures, strict=True):
-            future.wait()
+        }
+        for future in as_completed(list(futures)):  # progress as each partition finishes
+            future.wait()  # its final state, not the API's view of it (which may lag)
+            d = futures[future]
             if future.state.is_completed():
-                results.append(future.result())
+                result = done[d] = future.result()
+                progress.step(result.status, d)
             else:
                 failures[str(d)] = str(future.state.result(raise_on_failure=False))
-    reporting.publish_partitions(results, failures)
+                progress.step("failed", d)
+        results = [done[d] for d in days if d in done]
+        rows = sum(r.rows_scored for r in results if r.status == "scored")
+        progress.finish(f"{progress.counts_text()}; {rows:,} rows scored with model {version}")
+    reporting.publish_partitions(settings.dataset.name, results, failures)
     if failures:
-        raise PartitionsFailed("\n".join(f"{d}: {e}" for d, e in failures.items()))
+        raise PartitionsFailed("\n".join(f"{d}: {e}" for d, e in sorted(failures.items())))
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.score", description=__doc__)
-    parser.add_argument("--day", type=date.fromisoformat)
-    parser.add_argument("--start", type=date.fromisoformat)
-    parser.add_argument("--end", type=date.fromisoformat)
-    parser.add_argument("--model", default="champion", help="alias or version id")
-    parser.add_argument("--force", action="store_true", help="re-score partitions already done")
-    parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.score") -> None:
+    parser = outcomes.flow_parser(prog, __doc__)
+    parser.add_argument("--day", type=date.fromisoformat, help="score this day, YYYY-MM-DD")
+    parser.add_argument(
+        "--start", type=date.fromisoformat, help="first day of a range (with --end: a backfill)"
+    )
+    parser.add_argument("--end", type=date.fromisoformat, help="last day of a range")
+    parser.add_argument(
+        "--model",
+        default="champion",
+        help="version id, a unique prefix (4+ digits) or an alias (default: champion, resolved "
+        "once at the start)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="re-score partitions already in the ledger"
+    )
     args = parser.parse_args(argv)
-    try:
+    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+        outcomes.preflight(args.config)
         results = score(
             day=args.day,
             start=args.start,
@@ -91,9 +115,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             force=args.force,
             config_files=args.config,
         )
-    except outcomes.NothingToScore as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(outcomes.EXIT_NOTHING_TO_SCORE)
     for r in results:
         print(
             f"{r.partition_date}  {r.status:8}  {r.rows_scored:>9,} rows"

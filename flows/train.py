@@ -3,36 +3,58 @@ register and gate."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
-from batchpred import config
+from batchpred import config, outcomes, reports
 from tasks import model, reporting
 
 
-@flow(name="train", flow_run_name="train")
+def _run_name() -> str:
+    return f"train-{reporting.dataset_of(flow_run.parameters.get('config_files'))}"
+
+
+@flow(name="train", flow_run_name=_run_name)
 def train(config_files: list[str] | None = None, workspace: str = ".") -> dict[str, Any]:
     """Retrain on the rolling window via `dvc repro evaluate@<dataset>` (a no-op when window,
     settings and code are unchanged); promote only past the quality gate."""
     settings = config.load_settings(config_files)
     dataset = settings.dataset.name
-    model.reproduce_pipeline(workspace, config_files, dataset)
-    result = model.register_and_gate(settings, workspace)
-    model.push_artifacts(workspace, config_files, dataset)
-    reporting.publish_model_comparison(result)
+    reporting.start_run(dataset)
+    doing = f"dvc repro evaluate@{dataset}"
+    with reporting.Progress("train", dataset, 1, unit="model", doing=doing) as progress:
+        model.reproduce_pipeline(workspace, config_files, dataset)
+        result = model.register_and_gate(settings, workspace)
+        model.push_artifacts(workspace, config_files, dataset)
+        reporting.publish_model_comparison(dataset, result)
+        progress.step(result["decision"])
+        progress.finish(f"model {result['version']} {result['decision']}")
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.train", description=__doc__)
-    parser.add_argument("--config", action="append", help="YAML file to layer (repeatable)")
-    parser.add_argument("--workspace", default=".", help="folder holding dvc.yaml")
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What a training run decided, for the terminal: the model, its holdout metrics under
+    readable names (4 decimals), and the gate's reason in words."""
+    return [
+        f"model {result['version']}: {result['decision']}",
+        f"  holdout: {reports.format_metrics(result['challenger_metrics'])}",
+        f"  why: {reports.gate_reason(result['reason'])}",
+    ]
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.train") -> None:
+    parser = outcomes.flow_parser(prog, __doc__)
+    parser.add_argument(
+        "--workspace", default=".", help="folder holding dvc.yaml (default: the current one)"
+    )
     args = parser.parse_args(argv)
-    result = train(config_files=args.config, workspace=args.workspace)
-    print(f"model {result['version']}: {result['decision']} ({result['reason']})")
+    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+        outcomes.preflight(args.config)
+        result = train(config_files=args.config, workspace=args.workspace)
+    print("\n".join(summary_lines(result)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from datetime import date
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import ingestion, validation, verdicts
+from batchpred import ingestion, outcomes, reports, validation, verdicts
 from batchpred.config import Settings
 from tasks import resources
 
@@ -82,7 +82,8 @@ def partition_status(settings: Settings, day: date) -> verdicts.Verdict:
 
 @task(name="validate-partition", cache_policy=NONE, task_run_name="validate-{day}")
 def validate_partition(settings: Settings, day: date) -> verdicts.ValidationReport:
-    """Validate one raw partition with Great Expectations; raise naming column and rule."""
+    """Validate one raw partition with Great Expectations; raise naming column and rule. The
+    JSON report gets a static HTML page beside it (reports.validation_page)."""
     report = validation.validate_partition(
         resources.engine(),
         settings.dataset,
@@ -92,6 +93,13 @@ def validate_partition(settings: Settings, day: date) -> verdicts.ValidationRepo
         reports_url=settings.lake.reports,
         run_id=resources.run_id(),
     )
+    if report.json_path:  # a page of every rule and its result beside the JSON, readable offline
+        try:
+            reports.write_validation_page(report.json_path, settings.dataset.name)
+        except Exception as exc:  # noqa: BLE001 - the verdict stands without its page
+            get_run_logger().warning(
+                "%s: validation page not written: %s", day, outcomes.one_line(exc)
+            )
     if not report.success:
         raise verdicts.ValidationError(report)
     return report

@@ -1,20 +1,212 @@
-"""Tasks that publish run reports: artifacts in the Prefect UI, and the webhook notification."""
+"""Tasks that publish run reports: artifacts in the Prefect UI (keyed by dataset), progress
+per finished partition, the webhook notification; and what every flow does first: tag its run
+(dataset, host, process) and mark Crashed the runs of the same flow that a killed process left
+Running."""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import time
 from typing import Any
+from uuid import UUID
 
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import get_client, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NONE
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+    TaskRunFilter,
+    TaskRunFilterState,
+    TaskRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.runtime import flow_run
+from prefect.states import Crashed
 
-from batchpred import monitoring, notifications
+from batchpred import config, monitoring, notifications, outcomes, reports
 from batchpred.config import NotificationsConfig
 from batchpred.scoring import PartitionResult
 
+DATASET_TAG = "dataset:"
+
+
+def artifact_key(*parts: str) -> str:
+    """An artifact key from its parts: lowercase letters, digits and dashes only (Prefect's
+    rule), e.g. artifact_key("drift", "NYC_flights13") == "drift-nyc-flights13"."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+
+
+def dataset_of(config_files: list[str] | None) -> str:
+    """The dataset a run's config is for, for the run's name ("unknown" if the config is
+    broken: the run itself then fails saying why)."""
+    try:
+        return config.load_settings(config_files).dataset.name
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+# --- the start of every run --------------------------------------------------------------------
+
+
+def start_run(dataset: str) -> None:
+    """Tag the current flow run with its dataset, host and process, then mark Crashed the runs
+    of the same flow on this host that are still Running although their process is gone
+    (outcomes.process_gone: no such PID, a PID reused by a later process, or a reboot since).
+    A run whose process is alive, or on another host, or without the tags, is never touched.
+    Problems talking to the API are a WARNING: they never fail the run."""
+    logger = get_run_logger()
+    run_id, name = flow_run.id, flow_run.flow_name
+    if run_id is None or name is None:
+        return
+    try:
+        host = outcomes.host_tag()
+        mine = [DATASET_TAG + dataset, host, outcomes.process_tag()]
+        with get_client(sync_client=True) as client:
+            tags = [t for t in flow_run.tags if not t.startswith(outcomes.PROCESS_TAG)]
+            client.update_flow_run(UUID(str(run_id)), tags=sorted({*tags, *mine}))
+            for crashed in sweep_crashed_runs(client, name, host, exclude=UUID(str(run_id))):
+                logger.warning("%s", crashed)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping must never fail the run
+        logger.warning(
+            "could not tag this run or look for crashed runs: %s", outcomes.one_line(exc)
+        )
+
+
+def sweep_crashed_runs(client: Any, flow_name: str, host: str, exclude: UUID | None) -> list[str]:
+    """Set Crashed every flow run of `flow_name` that is Running, was tagged on `host` and whose
+    process is gone, with its Running task runs; one line per run crashed."""
+    running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+    runs = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+        flow_run_filter=FlowRunFilter(
+            state=running,
+            tags=FlowRunFilterTags(all_=[host]),
+            id=FlowRunFilterId(not_any_=[exclude] if exclude else None),
+        ),
+        limit=200,
+    )
+    lines = []
+    for run in runs:
+        process = next((t for t in run.tags if t.startswith(outcomes.PROCESS_TAG)), None)
+        if process is None or not outcomes.process_gone(process):
+            continue
+        pid = process.removeprefix(outcomes.PROCESS_TAG).split("@")[0]
+        message = (
+            f"process {pid} on {host.removeprefix(outcomes.HOST_TAG)} that ran it is gone "
+            f"(found by the next {flow_name} run, process {os.getpid()})"
+        )
+        client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+            task_run_filter=TaskRunFilter(
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+        )
+        for task_run in tasks:
+            client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+        lines.append(
+            f"flow run {run.name!r} ({run.id}) was left Running: marked Crashed, {message}"
+        )
+    return lines
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+class Progress:
+    """Progress of a run's partitions: a Prefect progress artifact updated as each finishes
+    (key `<what>-progress-<dataset>`), and on an entry point's terminal a bar (TTY, quiet
+    console log) and one summary line per phase (reports.TerminalProgress)."""
+
+    def __init__(
+        self, what: str, dataset: str, total: int, unit: str = "partition", doing: str = ""
+    ) -> None:
+        self.title, self.unit = f"{what} {dataset}", unit
+        self.total = total
+        self.counts: dict[str, int] = {}
+        self.terminal = reports.TerminalProgress(self.title)
+        self.artifact: UUID | None = None
+        self.last_update = 0.0
+        try:
+            self.artifact = create_progress_artifact(
+                0.0, key=artifact_key(what, "progress", dataset), description=self._describe()
+            )
+        except Exception as exc:  # noqa: BLE001 - progress must never fail the run
+            logging.getLogger(__name__).debug("no progress artifact: %s", exc)
+        self.finished = False
+        self.terminal.show(0, total, doing)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if not self.finished:  # an error ended the phase: say so, the caller raises it
+            self.finish(f"stopped: {outcomes.one_line(exc)}" if exc is not None else None)
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, more: int) -> None:
+        """More items became known (validation after the pull)."""
+        self.total += more
+        self.terminal.show(self.done, self.total, self.counts_text())
+
+    def step(self, outcome: str, item: object = "") -> None:
+        """One item finished, with its outcome (`pulled`, `validated`, `failed`, `scored`...)."""
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        last = f"(last {item})" if item else ""
+        self.terminal.show(self.done, self.total, f"{self.counts_text()} {last}".strip())
+        now = time.monotonic()
+        if now - self.last_update >= 0.5 or self.done >= self.total:  # no API flood
+            self.last_update = now
+            self._update()
+
+    def finish(self, summary: str | None = None) -> None:
+        self.finished = True
+        self._update(final=True)
+        self.terminal.finish(summary or self.counts_text() or f"no {self.unit}s")
+
+    def counts_text(self) -> str:
+        return ", ".join(f"{n} {what}" for what, n in self.counts.items())
+
+    def _describe(self) -> str:
+        return f"{self.title}: {self.done}/{self.total} {self.unit}(s)" + (
+            f" ({self.counts_text()})" if self.counts else ""
+        )
+
+    def _update(self, final: bool = False) -> None:
+        if self.artifact is None:
+            return
+        share = 100.0 if final or not self.total else 100.0 * self.done / self.total
+        try:
+            update_progress_artifact(self.artifact, min(share, 100.0), self._describe())
+        except Exception as exc:  # noqa: BLE001
+            logging.getLogger(__name__).debug("progress artifact not updated: %s", exc)
+
+
+# --- artifacts ---------------------------------------------------------------------------------
+
 
 @task(name="report-partitions", cache_policy=NONE)
-def publish_partitions(results: list[PartitionResult], failures: dict[str, str]) -> None:
+def publish_partitions(
+    dataset: str, results: list[PartitionResult], failures: dict[str, str]
+) -> None:
     """Partitions table: rows, seconds, rows/s, rejected, status."""
     rows: list[dict[str, Any]] = [
         {
@@ -32,25 +224,42 @@ def publish_partitions(results: list[PartitionResult], failures: dict[str, str])
     rows += [
         {"partition": day, "status": "failed", "error": err[:500]} for day, err in failures.items()
     ]
-    create_table_artifact(key="scoring-partitions", table=rows, description="Scored partitions")
-
-
-@task(name="report-validation", cache_policy=NONE)
-def publish_validation(outcomes: dict[str, str]) -> None:
-    """Validation summary: each partition's outcome, with failures spelled out."""
-    lines = ["| partition | outcome |", "|---|---|"]
-    lines += [
-        f"| {day} | {text.replace(chr(10), '<br>')} |" for day, text in sorted(outcomes.items())
-    ]
-    create_markdown_artifact(
-        key="validation-summary",
-        markdown="\n".join(lines),
-        description="Great Expectations results per partition",
+    failed = f", {len(failures)} failed" if failures else ""
+    create_table_artifact(
+        key=artifact_key("scoring-partitions", dataset),
+        table=rows,
+        description=f"{dataset}: {len(results)} partition(s) scored or skipped{failed}",
     )
 
 
+@task(name="report-validation", cache_policy=NONE)
+def publish_validation(
+    dataset: str, outcomes: dict[str, str], pages: dict[str, str] | None = None
+) -> None:
+    """Validation summary: each partition's outcome, with failures spelled out, and a link to
+    its page (every rule with its column, unexpected rows and result; readable offline)."""
+    pages = pages or {}
+    lines = ["| partition | outcome | report |", "|---|---|---|"]
+    for day, text in sorted(outcomes.items()):
+        page = pages.get(day)
+        link = f"[rules and results]({_link(page)})" if page else ""
+        lines.append(f"| {day} | {text.replace(chr(10), '<br>')} | {link} |")
+    create_markdown_artifact(
+        key=artifact_key("validation-summary", dataset),
+        markdown="\n".join(lines),
+        description=f"{dataset}: validation results per partition",
+    )
+
+
+def _link(url: str) -> str:
+    """A URL a browser can open: local paths as file:// URLs."""
+    if "://" in url:
+        return url
+    return "file://" + os.path.abspath(url).replace(" ", "%20")
+
+
 @task(name="report-drift", cache_policy=NONE)
-def publish_drift(day: str, version: str, drift: monitoring.DriftAssessment) -> None:
+def publish_drift(dataset: str, day: str, version: str, drift: monitoring.DriftAssessment) -> None:
     """Drift table: PSI, level against its threshold and null rates per feature and for the
     score distribution, worst first; the description starts with DRIFT: when the day drifted."""
     rows = [
@@ -66,7 +275,7 @@ def publish_drift(day: str, version: str, drift: monitoring.DriftAssessment) -> 
     ]
     against = f"{day} against model {version}'s training data"
     create_table_artifact(
-        key="drift",
+        key=artifact_key("drift", dataset),
         table=rows,
         description=f"DRIFT: {drift.describe()} ({against})"
         if drift.is_drifted
@@ -84,25 +293,43 @@ def notify(cfg: NotificationsConfig, payload: dict[str, Any]) -> None:
 
 
 @task(name="report-model", cache_policy=NONE)
-def publish_model_comparison(result: dict[str, Any]) -> None:
-    """Challenger vs champion on the same holdout, the gate's decision, and what the model was
-    trained on (rows, rows left out for a missing label or a broken rule, days passed over)."""
+def publish_model_comparison(dataset: str, result: dict[str, Any]) -> None:
+    """Challenger vs champion on the same holdout (metrics under readable names, 4 decimals),
+    the gate's decision in words, and what the model was trained on (rows, rows left out for
+    a missing label or a broken rule, days passed over)."""
     challenger = result["challenger_metrics"]
     champion = result["champion_metrics"] or {}
     rows: list[dict[str, Any]] = [
-        {"metric": k, "challenger": _round(challenger.get(k)), "champion": _round(champion.get(k))}
-        for k in sorted(challenger)
-        if k not in ("primary", "primary_value")
+        {
+            "metric": reports.metric_label(k),
+            "challenger": reports.round_metric(challenger.get(k)),
+            "champion": reports.round_metric(champion.get(k)),
+        }
+        for k in reports.metric_keys(challenger, champion)
     ]
     data = result.get("training_data") or {}
     rows += [
-        {"metric": f"training: {k}", "challenger": str(v), "champion": ""} for k, v in data.items()
+        {"metric": f"training: {k.replace('_', ' ')}", "challenger": _plain(v), "champion": ""}
+        for k, v in data.items()
     ]
     create_table_artifact(
-        key="model-comparison",
+        key=artifact_key("model-comparison", dataset),
         table=rows,
-        description=f"{result['version']}: {result['decision']} — {result['reason']}",
+        description=f"{dataset}: model {result['version']} {result['decision']}: "
+        f"{reports.gate_reason(result['reason'])}",
     )
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, dict) and set(value) == {"day", "reason"}:
+        return f"{value['day']} ({value['reason']})"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(map(_plain, value)) or "none"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(reports.round_metric(value))
 
 
 @task(name="report-realised", cache_policy=NONE)
@@ -114,16 +341,12 @@ def publish_realised(dataset: str, rows: list[dict[str, Any]]) -> None:
             "day": str(r["partition_date"]),
             "model_version": r["model_version"],
             "labelled_rows": r["rows"],
-            **{k: _round(r["metrics"][k]) for k in keys if k in r["metrics"]},
+            **{k: reports.round_metric(r["metrics"][k]) for k in keys if k in r["metrics"]},
         }
         for r in rows
     ]
     create_table_artifact(
-        key=f"realised-{dataset}",
+        key=artifact_key("realised", dataset),
         table=table,
         description=f"{dataset}: realised performance on scored days whose labels arrived",
     )
-
-
-def _round(value: Any) -> Any:
-    return round(value, 4) if isinstance(value, float) else value

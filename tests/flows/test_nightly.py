@@ -10,6 +10,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from prefect import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.sorting import FlowRunSort
 
 from batchpred import config, demo, monitoring, storage
 from flows.ingest import InvalidPartitions, ingest
@@ -38,6 +41,13 @@ def test_nightly_twice_lands_each_row_once(workspace):
 
     first = nightly(config_files=files)
     assert first["day"] == last
+    with get_client(sync_client=True) as client:  # started without a day: named by its day
+        (run,) = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["nightly"])),
+            limit=1,
+            sort=FlowRunSort.START_TIME_DESC,
+        )
+    assert run.name == f"nightly-churn-{last}"
     assert first["model"]["decision"] == "promoted"
     assert first["model"]["challenger_metrics"]["auc"] > 0.7
     (scored,) = first["scored"]

@@ -1,17 +1,27 @@
 """Outcomes with meaning, under Prefect: a drifted day ends Drifted (exit 4) with one WARNING,
 a marked drift artifact and no automatic promotion; a clean day stays green; a missing day
 or an empty range fails with one line naming the days (exit 3); failed training does not
-stop the day being scored; the webhook is told of failed and drifted nights."""
+stop the day being scored; the webhook is told of failed and drifted nights. What operators
+read: artifacts and runs named by dataset, progress per partition, rounded metrics, the gate's
+reason in words, a validation page per partition, one line (no traceback) per known failure."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
 from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
 from batchpred import config, demo, monitoring, outcomes, storage
 from flows import nightly as nightly_flow
@@ -39,6 +49,71 @@ def _args(files: list[str]) -> list[str]:
     return [a for f in files for a in ("--config", f)]
 
 
+def _data(key: str) -> Any:
+    artifact = Artifact.get(key)
+    assert artifact is not None, key
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def _decimals(value: object) -> int:
+    text = repr(value)
+    return len(text.split(".")[1]) if isinstance(value, float) and "." in text else 0
+
+
+def _check_operator_view(settings: config.Settings, day: date, champion: str) -> None:
+    """After a first nightly: every artifact keyed by the dataset, metrics rounded under
+    readable names, the gate's reason in words, progress at 100%, a page per validated
+    partition linked from the summary, and runs named and tagged with the dataset."""
+    comparison = _data("model-comparison-churn")
+    metrics = {r["metric"]: r for r in comparison if not r["metric"].startswith("training: ")}
+    assert {"AUC", "log loss", "accuracy"} <= set(metrics)
+    assert not any("primary" in name or "_" in name for name in metrics)
+    assert all(_decimals(r["challenger"]) <= 4 for r in metrics.values())
+    described = Artifact.get("model-comparison-churn").description
+    assert described.startswith(f"churn: model {champion} promoted: AUC 0.")
+    assert "no champion yet to compare with" in described and "0.000000" not in described
+    for key in ("ingest-progress-churn", "train-progress-churn", "score-progress-churn"):
+        assert float(_data(key)) == 100.0, key
+    assert _data("scoring-partitions-churn")[0]["partition"] == str(day)
+    assert Artifact.get("drift-churn") is not None
+    for shared in ("scoring-partitions", "validation-summary", "model-comparison", "drift"):
+        assert Artifact.get(shared) is None  # every dataset has its own
+
+    summary = Artifact.get("validation-summary-churn").data
+    pages = re.findall(r"\[rules and results\]\(file://([^)]+)\)", summary)
+    assert len(pages) == settings.demo.days
+    page = Path(pages[-1]).read_text()
+    assert f"churn: validation of dt={day}" in page and "expect_column_values_to_be_between" in page
+    assert ">pass<" in page and "http" not in page
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["dataset:churn"]))
+        )
+    names = {r.name for r in runs}
+    assert f"score-churn-{day}" in names and "train-churn" in names
+    assert any(n.startswith("ingest-churn-") for n in names)
+    assert any(n.startswith("nightly-") for n in names)
+
+
+def _module(module: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` in its own process against the tests' Prefect server, as an
+    operator runs it: its real stderr, Prefect's console log included."""
+    from prefect.settings import PREFECT_API_URL
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop(outcomes.DEBUG_ENV, None)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
 def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
     workspace, caplog, capsys, monkeypatch
 ):
@@ -58,6 +133,7 @@ def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
         assert all(m["level"] != "major" for m in first["drift"])
         assert hook.bodies == []
         champion = first["model"]["version"]
+        _check_operator_view(settings, first["day"], champion)
 
         # Two more days arrive, their first two numeric features shifted by 2 std.
         drift_start = settings.demo.start_date + timedelta(days=settings.demo.days)
@@ -79,7 +155,12 @@ def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
     warnings = [r.getMessage() for r in caplog.records if "drifted against" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert str(day) in warnings[0] and all(f"{f} PSI " in warnings[0] for f in shifted)
-    assert "DRIFTED:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "DRIFTED:" in err
+    # Progress: one line per phase on the entry point's stderr (not a terminal: no bar).
+    phases = [line.split(":")[0] for line in err.splitlines() if " churn: " in line]
+    assert phases == ["ingest churn", "train churn", "score churn"], err
+    assert "\x1b[K" not in err
 
     # The challenger trained on the drifted days was held back; the champion scored the day.
     aliases = dict(
@@ -103,7 +184,7 @@ def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
     )
     # drift_metrics has the score distribution's row too; the artifact is marked.
     assert _one("select count(*) from drift_metrics where feature = :f", f=monitoring.SCORE) == 2
-    artifact = Artifact.get("drift")
+    artifact = Artifact.get("drift-churn")
     assert artifact is not None and artifact.description.startswith("DRIFT: ")
     assert all(f in artifact.description for f in shifted)
     table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
@@ -159,7 +240,12 @@ def test_missing_day_and_empty_range_fail_with_one_line(workspace, capsys, caplo
     # Some days of a range missing: a WARNING names them, the others are planned.
     caplog.clear()
     gap = [days[-1] + timedelta(days=1), days[-1] + timedelta(days=2)]
-    with caplog.at_level(logging.WARNING), pytest.raises(Exception, match="not registered"):
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            outcomes.SetupError, match="unknown model '0123456789abcdef' for dataset 'churn'"
+        ),
+    ):
         score(start=days[0], end=gap[-1], model="0123456789abcdef", config_files=files)
     assert f"no partition for 2 day(s) in {days[0]}..{gap[-1]}, not scored: {gap[0]}..{gap[1]}" in (
         caplog.text
@@ -204,3 +290,23 @@ def test_failed_training_still_scores_the_day_and_fails_saying_why(workspace, ca
     with pytest.raises(PartitionsFailed, match=rf"(?s){empty_day}.*row_count"):
         score(day=empty_day, config_files=files)
     assert _one("select count(*) from scoring_ledger where partition_date = :d", d=empty_day) == 0
+
+    # An unknown model: one line listing the dataset's versions (the champion among them).
+    with pytest.raises(SystemExit) as ended:
+        score_flow.main(["--day", str(day), "--model", "ffffffffffffffff", *_args(files)])
+    assert ended.value.code == outcomes.EXIT_FAILED
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith(
+        "score: error: unknown model 'ffffffffffffffff' for dataset 'churn'; known (newest first): "
+    )
+    assert champion in line
+
+    # In its own process, a known failure raised inside the flow (the 0-row partition) is
+    # one line on stderr, Prefect's log lines included: no traceback unless --debug.
+    quiet = _module("flows.score", ["--day", str(empty_day), *_args(files)])
+    assert quiet.returncode == outcomes.EXIT_FAILED, quiet.stderr
+    assert "Traceback" not in quiet.stderr, quiet.stderr
+    assert f"score: error: {empty_day}: " in quiet.stderr
+    assert "Encountered exception during execution: PartitionsFailed(" in quiet.stderr
+    loud = _module("flows.score", ["--day", str(empty_day), "--debug", *_args(files)])
+    assert loud.returncode == outcomes.EXIT_FAILED and "Traceback" in loud.stderr

@@ -1,8 +1,12 @@
 """Outcomes with meaning: the one-line reasons of a run that had nothing to score or whose
-training failed, and a 0-row partition refused by the scoring stream."""
+training failed, and a 0-row partition refused by the scoring stream; telling a process that
+left its run Running is gone; what operators read (the gate's reason in words, a validation
+result as a page readable offline, progress lines)."""
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -10,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from batchpred import outcomes, storage
+from batchpred import outcomes, reports, storage
 from batchpred.config import Settings
 from batchpred.registry import LoadedModel
 from batchpred.scoring import PartitionRejected
@@ -109,3 +113,180 @@ def test_a_partition_of_zero_rows_is_refused_by_the_stream(
     with pytest.raises(PartitionRejected, match=rf"dt={day} .*0 rows in .*{Path(path).name}"):
         score(engine, settings, model, root, day)
     assert_nothing_written(engine, day, model.version)
+
+
+# --- processes that left runs Running ----------------------------------------------------------
+
+
+def test_a_process_tag_tells_a_gone_process_from_a_live_one() -> None:
+    import subprocess
+    import sys
+
+    mine = outcomes.process_tag()
+    assert mine.startswith(f"process:{os.getpid()}@") and not outcomes.process_gone(mine)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    tag = outcomes.process_tag(child.pid)
+    assert not outcomes.process_gone(tag)  # alive
+    child.kill()
+    child.wait()
+    assert outcomes.process_gone(tag)  # killed
+    pid, started, boot = mine.removeprefix("process:").split("@")
+    if started != "-":  # Linux: the same PID started at another time is another process
+        assert outcomes.process_gone(f"process:{pid}@{int(started) + 1}@{boot}")
+    if boot != "-":  # and a reboot since ended every process of the old boot
+        assert outcomes.process_gone(f"process:{pid}@{started}@{'0' * 8}")
+    for unsure in ("process:abc", "process:12", "something else"):
+        assert not outcomes.process_gone(unsure)
+    assert outcomes.host_tag().startswith("host:")
+
+
+# --- what operators read -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "reads"),
+    [
+        (
+            "auc 0.764433 misses champion 0.803201 - max_regression 0.005000 = 0.798201",
+            "AUC 0.7644 against the champion's 0.8032: worse by 0.0388, more than the 0.0050 "
+            "a new model may lose (training.gate.max_regression)",
+        ),
+        (
+            "auc 0.801000 clears champion 0.803201 - max_regression 0.005000 = 0.798201",
+            "AUC 0.8010 against the champion's 0.8032: worse by 0.0022, within the 0.0050 a "
+            "new model may lose (training.gate.max_regression)",
+        ),
+        (
+            "auc 0.814412 clears champion 0.803201 - max_regression 0.005000 = 0.798201",
+            "AUC 0.8144 against the champion's 0.8032: better by 0.0112",
+        ),
+        (
+            "neg_rmse -58.234100 misses champion -57.100000 - max_regression 0.500000 = -57.600000",
+            "RMSE 58.2341 against the champion's 57.1000: worse by 1.1341, more than the 0.5000 "
+            "a new model may lose (training.gate.max_regression)",
+        ),
+        (
+            "auc 0.612000 is below the floor 0.700000",
+            "AUC 0.6120 is below the minimum 0.7000 (training.gate.min_metric)",
+        ),
+        (
+            "auc 0.814412 clears no floor; no champion",
+            "AUC 0.8144, and no champion yet to compare with (no minimum set)",
+        ),
+        (
+            "champion pinned (by carol: realised AUC fell); gate: auc 0.814412 clears champion "
+            "0.803201 - max_regression 0.005000 = 0.798201",
+            "champion pinned (by carol: realised AUC fell); the metrics: AUC 0.8144 against the "
+            "champion's 0.8032: better by 0.0112",
+        ),
+        ("this model is already the champion", "this model is already the champion"),
+    ],
+)
+def test_the_gates_reason_reads_as_a_sentence(reason: str, reads: str) -> None:
+    assert reports.gate_reason(reason) == reads
+
+
+def test_the_gate_reason_matches_what_the_gate_writes() -> None:
+    """The rewriting follows training.passes_gate's wording: if that changes, this fails."""
+    from batchpred.config import GateConfig
+    from batchpred.training import passes_gate
+
+    challenger = {"primary": "auc", "primary_value": 0.7644333333333333}
+    champion = {"primary": "auc", "primary_value": 0.8032}
+    for gate, champ in (
+        (GateConfig(max_regression=0.005), champion),
+        (GateConfig(min_metric=0.9), champion),
+        (GateConfig(), None),
+    ):
+        _, reason = passes_gate(gate, challenger, champ)
+        text = reports.gate_reason(reason)
+        assert "AUC 0.7644" in text and "0.764433" not in text and "auc " not in text, text
+
+
+def test_a_validation_page_lists_every_rule_and_reads_offline(tmp_path: Path) -> None:
+    summary = {
+        "subject": "partition dt=2026-10-03 (data/raw/churn/dt=2026-10-03/part-0.parquet)",
+        "success": False,
+        "rows": 400,
+        "gx": {
+            "results": [
+                {
+                    "success": True,
+                    "expectation_config": {
+                        "type": "expect_column_values_to_not_be_null",
+                        "kwargs": {"column": "customer_id", "batch_id": "x"},
+                    },
+                    "result": {
+                        "element_count": 400,
+                        "unexpected_count": 0,
+                        "unexpected_percent": 0.0,
+                    },
+                },
+                {
+                    "success": False,
+                    "expectation_config": {
+                        "type": "expect_column_values_to_be_between",
+                        "kwargs": {"column": "tenure_months", "min_value": 0, "max_value": 120},
+                    },
+                    "result": {
+                        "element_count": 400,
+                        "unexpected_count": 36,
+                        "unexpected_percent": 9.0,
+                        "partial_unexpected_list": [999, 999],
+                    },
+                },
+                {
+                    "success": False,
+                    "expectation_config": {
+                        "type": "expect_column_to_exist",
+                        "kwargs": {"column": "<script>alert(1)</script>"},
+                    },
+                    "result": {},
+                },
+            ]
+        },
+    }
+    json_url = tmp_path / "validation" / "partition_dt=2026-10-03.json"
+    json_url.parent.mkdir()
+    json_url.write_text(json.dumps(summary))
+    url = reports.write_validation_page(str(json_url), "churn")
+    assert url == str(json_url.with_suffix(".html"))
+    page = Path(url).read_text()
+    assert "churn: validation of dt=2026-10-03" in page and "invalid: 2 of 3 rules failed" in page
+    rows = page.split("<tr")[2:]  # failures first, then the rule that passed
+    assert "tenure_months" in rows[1] and "max_value=120" in rows[1] and ">36<" in rows[1]
+    assert "9.00%" in rows[1] and "FAIL" in rows[1] and "e.g. [999, 999]" in rows[1]
+    assert "customer_id" in rows[2] and ">pass<" in rows[2] and "batch_id" not in rows[2]
+    assert "<script>" not in page and "&lt;script&gt;" in page  # escaped
+    assert "http" not in page and "<script" not in page and "<link" not in page  # no CDN
+    assert 'href="partition_dt=2026-10-03.json"' in page
+    assert reports.existing_page(str(json_url)) == url
+    assert reports.existing_page(str(tmp_path / "old.json")) is None
+
+
+def test_progress_lines_are_for_entry_points_and_bars_for_quiet_terminals(monkeypatch) -> None:
+    import io
+    import logging
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert reports.progress_stream(None) is None  # tests and served runs: nothing
+    silent = reports.TerminalProgress("score churn")
+    silent.show(1, 2)
+    silent.finish("done")  # nowhere to go: no error
+
+    log = io.StringIO()
+    plain = reports.TerminalProgress("score churn", stream=log)
+    plain.show(1, 2, "1 scored")
+    plain.finish("2 scored")
+    assert log.getvalue().startswith("score churn: 2 scored (") and log.getvalue().count("\n") == 1
+
+    monkeypatch.setattr(logging.getLogger("prefect"), "level", logging.WARNING)
+    tty = Tty()
+    bar = reports.TerminalProgress("ingest churn", stream=tty)
+    bar.show(3, 4, "3 new")
+    assert "ingest churn [###############.....] 3/4 3 new" in tty.getvalue()
+    bar.finish("4 new")
+    assert tty.getvalue().endswith("\x1b[Kingest churn: 4 new (0.0 s)\n")
