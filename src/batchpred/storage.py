@@ -331,6 +331,47 @@ def iter_batches(
         yield from iter_file_batches(url, batch_rows, columns)
 
 
+def files_schema(urls: list[str]) -> pa.Schema:
+    """The schema read_files gives the files as one table: a column holding only nulls in one
+    file takes its type from another, a column missing from a file is null there. Reads
+    Parquet footers only (a CSV file is read whole). Raises DataError as read_files does."""
+    schemas = []
+    for url in urls:
+        if not url.endswith(".parquet"):
+            schemas.append(read_files([url]).schema)
+            continue
+        fs, path = url_to_fs(url)
+        with _decoding(url), fs.open(path, "rb") as fh:
+            schemas.append(pq.ParquetFile(fh).schema_arrow)
+    if len(schemas) == 1:
+        return schemas[0]
+    with _decoding(", ".join(urls)):
+        return pa.unify_schemas(schemas, promote_options="default")
+
+
+def iter_files(urls: list[str], batch_rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The rows read_files(urls) gives, in the same order, as record batches of at most
+    `batch_rows` rows conformed to `schema` (files_schema(urls)): Parquet streamed a row
+    group at a time, a CSV file read whole."""
+    for url in urls:
+        if url.endswith(".parquet"):
+            batches = iter_file_batches(url, batch_rows)
+        else:
+            batches = iter(read_files([url]).to_batches(max_chunksize=batch_rows))
+        for batch in batches:
+            if batch.schema.equals(schema):
+                yield batch
+                continue
+            names = batch.schema.names
+            arrays = [
+                batch.column(f.name).cast(f.type)
+                if f.name in names
+                else pa.nulls(batch.num_rows, f.type)
+                for f in schema
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 def read_manifest(root: str, day: date) -> dict[str, Any] | None:
     """The partition's _manifest.json, or None if it has none."""
     fs, path = _fresh_fs(f"{partition_path(root, day)}/{MANIFEST}")

@@ -1,10 +1,20 @@
-"""DVC stages prepare/train/evaluate, drift reference statistics, metrics and the promotion gate."""
+"""DVC stages prepare/train/evaluate, drift reference statistics, metrics and the promotion gate.
+
+Memory is bounded by the partition and the batch, never the window: prepare streams each day
+in record batches and writes the splits as it goes (a day is sorted through spill files on
+disk, see _sorted_day); train feeds XGBoost a QuantileDMatrix from those batches (XGBoost
+keeps its own quantised copy, about one byte a value, which training.max_rows caps); evaluate
+predicts a batch at a time."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,13 +29,17 @@ import xgboost as xgb
 
 from batchpred import config, db, rules, schema, storage, verdicts
 from batchpred.config import DatasetSpec, GateConfig, Settings
-from batchpred.schema import Contract, encode_column, feature_matrix
+from batchpred.schema import Contract, ContractFeature, encode_column, feature_matrix
 
 SPLITS = ("train", "valid", "holdout")
 MODEL_FILE = "model.ubj"
 MANIFEST_FILE = "manifest.json"
 PREPARE_FILE = "prepare.json"
 QUANTILES = np.linspace(0.1, 0.9, 9)  # decile cut points: up to 10 open-ended bins
+# rows per record batch read, per sorted chunk of a day and per row group of a prepared split
+BATCH_ROWS = storage.ROW_GROUP_ROWS
+_RANK = "__rank"  # a prepared row's place in its day's sorted order, in spill files only
+log = logging.getLogger(__name__)
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "binary": {"objective": "binary:logistic", "eval_metric": ["auc", "logloss"]},
     "regression": {"objective": "reg:squarederror", "eval_metric": ["rmse"]},
@@ -51,24 +65,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Byte-deterministic Parquet: fixed codec and settings, no pandas or time metadata."""
-    pq.write_table(
-        table.replace_schema_metadata(None),
-        path,
-        compression="zstd",
-        compression_level=3,
-        row_group_size=1 << 20,
-        use_dictionary=True,
-        write_statistics=True,
-    )
-
-
 def _fin(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _target(table: pa.Table, spec: DatasetSpec) -> np.ndarray:
+def _target(table: pa.Table | pa.RecordBatch, spec: DatasetSpec) -> np.ndarray:
     return table.column(spec.target.name).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
@@ -169,33 +170,193 @@ def day_labels(settings: Settings, day: date) -> tuple[pa.Array, np.ndarray] | N
     return table.column(spec.entity_id).cast(pa.string()), label
 
 
-def _read_day(settings: Settings, day: date) -> tuple[pa.Table, dict[str, int]]:
-    """One valid partition as training rows: rows breaking a rule (the few a reject share
-    allows) and rows without a label are left out and counted; features cast to their spec
-    types, the label as float (binary classes mapped to 0/1)."""
+def _late_labels(settings: Settings, day: date) -> tuple[pa.Array, pa.Array] | None:
+    """The day's late labels (lake.labels): entity ids and labels as text; None if none."""
+    spec, name = settings.dataset, settings.dataset.target.name
+    if not storage.partition_files(settings.lake.labels, day):
+        return None
+    late = storage.read_partition(settings.lake.labels, day, columns=[spec.entity_id, name])
+    labels = pc.cast(late.column(name), pa.string())
+    return late.column(spec.entity_id).combine_chunks(), labels.combine_chunks()
+
+
+def _day_batches(settings: Settings, day: date, batch_rows: int) -> Iterator[pa.Table]:
+    """The day's raw rows in file order, a record batch at a time, with their label: the late
+    label where lake.labels has one for the entity, else the partition's own (as
+    _with_labels, the first late label of an entity if it has several)."""
+    spec, name = settings.dataset, settings.dataset.target.name
+    late = _late_labels(settings, day)
+    urls = storage.partition_files(settings.lake.raw, day)
+    if not urls:
+        raise FileNotFoundError(
+            f"no data files in partition {storage.partition_path(settings.lake.raw, day)}"
+        )
+    for batch in storage.iter_files(urls, batch_rows, storage.files_schema(urls)):
+        table = pa.Table.from_batches([batch])
+        if late is None:
+            yield table
+            continue
+        ids = table.column(spec.entity_id)
+        at = pc.index_in(ids, value_set=late[0].cast(ids.type))
+        label = late[1].take(at)
+        if name in table.column_names:  # as text, so classes, numbers and bools coalesce alike
+            label = pc.coalesce(label, pc.cast(table.column(name), pa.string()))
+            table = table.drop_columns([name])
+        yield table.append_column(name, label)
+
+
+@dataclass
+class _DayPlan:
+    """What the first pass over a day decided: the rows kept (valid and labelled), their
+    labels, and each kept row's place in the day sorted by (event date, entity id)."""
+
+    keep: np.ndarray  # per raw row
+    labels: np.ndarray  # per raw row, float64 (NaN: none)
+    rank: np.ndarray  # per raw row: place among the kept rows sorted, -1 if not kept
+    counts: dict[str, int]
+
+
+def _plan_day(settings: Settings, day: date, batch_rows: int) -> _DayPlan:
+    """Rows breaking a rule (the few a reject share allows) and rows without a label are left
+    out and counted. Holds a few bytes a row (ids, dates, masks), never the rows."""
     spec = settings.dataset
-    table = _with_labels(settings, day, storage.read_partition(settings.lake.raw, day))
-    ok, _ = rules.evaluate(rules.compile_rules(spec, settings.validation), table, {})
-    rows = table.num_rows
-    if spec.target.name in table.column_names:
-        label = rules.label_codes(spec, table.column(spec.target.name))
-    else:
-        label = np.full(rows, np.nan)
-    unique = next(r for r in rules.compile_rules(spec, settings.validation) if r.kind == "unique")
-    ok &= ~rules.bad_rows(unique, table.column(spec.entity_id))
+    checks = rules.compile_rules(spec, settings.validation)
+    unique = next(r for r in checks if r.kind == "unique")
+    oks, labels, ids, dates = [], [], [], []
+    for table in _day_batches(settings, day, batch_rows):
+        ok, _ = rules.evaluate(checks, table, {})  # every rule but unique, which spans batches
+        oks.append(ok)
+        if spec.target.name in table.column_names:
+            labels.append(rules.label_codes(spec, table.column(spec.target.name)))
+        else:
+            labels.append(np.full(table.num_rows, np.nan))
+        ids += table.column(spec.entity_id).chunks
+        dates += table.column(spec.event_date).chunks
+    ok = np.concatenate(oks) if oks else np.zeros(0, dtype=bool)
+    label = np.concatenate(labels) if labels else np.zeros(0)
+    if ids:
+        ok &= ~rules.bad_rows(unique, pa.chunked_array(ids))
     labelled = ~np.isnan(label)
     keep = ok & labelled
-    counts = {"rows": rows, "rejected": int((~ok).sum()), "unlabelled": int((ok & ~labelled).sum())}
-    table = table.filter(pa.array(keep))
-    target = schema.arrow_schema(spec, with_target=False)
-    out = (
-        table.select(target.names)
-        .cast(target)
-        .append_column(
-            pa.field(spec.target.name, pa.float64()), pa.array(label[keep], pa.float64())
+    counts = {
+        "rows": int(ok.size),
+        "rejected": int((~ok).sum()),
+        "unlabelled": int((ok & ~labelled).sum()),
+    }
+    rank = np.full(ok.size, -1, dtype=np.int64)
+    if keep.any():
+        mask = pa.array(keep)
+        keys = pa.table(
+            {
+                "date": pa.chunked_array(dates).filter(mask).cast(pa.date32()),
+                "id": pa.chunked_array(ids).filter(mask).cast(schema.entity_id_type(spec)),
+            }
         )
+        order = pc.sort_indices(keys, sort_keys=[("date", "ascending"), ("id", "ascending")])
+        ranks = np.empty(len(keys), dtype=np.int64)
+        ranks[order.to_numpy()] = np.arange(len(keys))
+        rank[keep] = ranks
+    return _DayPlan(keep, label, rank, counts)
+
+
+def _split_schema(spec: DatasetSpec) -> pa.Schema:
+    """A prepared split: the spec's columns in their types, the label as float."""
+    return schema.arrow_schema(spec, with_target=False).append(
+        pa.field(spec.target.name, pa.float64())
     )
-    return out.sort_by([(spec.event_date, "ascending"), (spec.entity_id, "ascending")]), counts
+
+
+def _sorted_day(
+    settings: Settings, day: date, spill: Path, batch_rows: int
+) -> tuple[Iterator[pa.Table], dict[str, int]]:
+    """The day's training rows sorted by (event date, entity id), in tables of `batch_rows`
+    rows, features cast to their spec types, the label as float (binary classes as 0/1); and
+    the day's counts. A second pass over the day writes each kept row to the spill file of
+    its chunk of the sorted order (rank // batch_rows); each chunk is then read back and
+    sorted alone: a batch and a chunk in memory, the day once more on disk."""
+    spec = settings.dataset
+    plan = _plan_day(settings, day, batch_rows)
+    kept = int(plan.keep.sum())
+    target = schema.arrow_schema(spec, with_target=False)
+    label_field = pa.field(spec.target.name, pa.float64())
+    paths = [spill / f"{day.isoformat()}-{i}.arrow" for i in range(-(-kept // batch_rows))]
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    try:
+        offset = 0
+        for table in _day_batches(settings, day, batch_rows):
+            rows = slice(offset, offset + table.num_rows)
+            offset += table.num_rows
+            keep = plan.keep[rows]
+            if not keep.any():
+                continue
+            rank = plan.rank[rows][keep]
+            out = (
+                table.filter(pa.array(keep))
+                .select(target.names)
+                .cast(target)
+                .append_column(label_field, pa.array(plan.labels[rows][keep], pa.float64()))
+                .append_column(_RANK, pa.array(rank))
+            )
+            chunk = rank // batch_rows
+            for i in np.unique(chunk):
+                part = out.filter(pa.array(chunk == i))
+                if i not in writers:
+                    writers[i] = pa.ipc.new_stream(str(paths[i]), part.schema)
+                writers[i].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+    def chunks() -> Iterator[pa.Table]:
+        for path in paths:
+            with pa.OSFile(str(path)) as source:
+                part = pa.ipc.open_stream(source).read_all()
+            order = pc.sort_indices(part.column(_RANK))
+            yield part.take(order).drop_columns([_RANK])
+            path.unlink()
+
+    return chunks(), plan.counts
+
+
+class _SplitWriter:
+    """One prepared split, written as its rows arrive, in row groups of exactly BATCH_ROWS
+    rows (the last one shorter) with fixed codec and settings and no pandas or time metadata:
+    byte-identical for the same rows, however they were batched."""
+
+    def __init__(self, path: Path, spec: DatasetSpec) -> None:
+        self.path = path
+        self.schema = _split_schema(spec)
+        self.writer = pq.ParquetWriter(
+            path,
+            self.schema,
+            compression="zstd",
+            compression_level=3,
+            use_dictionary=True,
+            write_statistics=True,
+        )
+        self.pending: list[pa.Table] = []
+        self.held = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.pending.append(table)
+            self.held += table.num_rows
+        while self.held >= BATCH_ROWS:
+            self._flush(BATCH_ROWS)
+
+    def _flush(self, n: int) -> None:
+        table = pa.concat_tables(self.pending)
+        group = table.slice(0, n).combine_chunks().cast(self.schema)
+        self.writer.write_table(group, row_group_size=n)
+        rest = table.slice(n)
+        self.pending, self.held = ([rest] if rest.num_rows else []), rest.num_rows
+        self.rows += n
+
+    def close(self) -> None:
+        if self.held:
+            self._flush(self.held)
+        self.writer.close()
 
 
 def _row_split(table: pa.Table, spec: DatasetSpec, settings: Settings) -> dict[str, pa.Table]:
@@ -213,18 +374,20 @@ def _row_split(table: pa.Table, spec: DatasetSpec, settings: Settings) -> dict[s
 
 
 def prepare_training_set(
-    settings: Settings, out_dir: str | Path, engine: sa.Engine | None = None
+    settings: Settings,
+    out_dir: str | Path,
+    engine: sa.Engine | None = None,
+    *,
+    batch_rows: int = BATCH_ROWS,
 ) -> dict[str, Any]:
     """DVC stage `prepare`: window of valid, labelled partitions -> train/valid/holdout
-    Parquet (split by day, or by entity for snapshots), with row counts per day."""
+    Parquet (split by day, or by entity for snapshots), with row counts per day. Streamed:
+    one day at a time, in batches of `batch_rows` rows (see _sorted_day); the files do not
+    depend on `batch_rows`."""
     cfg, spec = settings.training, settings.dataset
     days, excluded = select_days(settings, engine)
-    tables, counts = {}, {}
-    for day in days:
-        tables[day], counts[day.isoformat()] = _read_day(settings, day)
     if cfg.split == "rows":
         groups = {"train": days, "valid": days, "holdout": days}
-        splits = _row_split(pa.concat_tables(tables.values()), spec, settings)
     else:
         n_fit = len(days) - cfg.valid_days - cfg.holdout_days
         groups = {
@@ -232,19 +395,35 @@ def prepare_training_set(
             "valid": days[n_fit : n_fit + cfg.valid_days],
             "holdout": days[n_fit + cfg.valid_days :],
         }
-        splits = {k: pa.concat_tables([tables[d] for d in v]) for k, v in groups.items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    writers = {split: _SplitWriter(out / f"{split}.parquet", spec) for split in SPLITS}
+    counts = {}
+    try:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".prepare-") as spill:
+            for day in days:
+                chunks, counts[day.isoformat()] = _sorted_day(
+                    settings, day, Path(spill), batch_rows
+                )
+                for chunk in chunks:
+                    if cfg.split == "rows":
+                        for split, part in _row_split(chunk, spec, settings).items():
+                            writers[split].write(part)
+                    else:
+                        split = next(k for k, v in groups.items() if day in v)
+                        writers[split].write(chunk)
+    finally:
+        for writer in writers.values():
+            writer.close()
     digest = hashlib.sha256()
     rows = {}
     for split in SPLITS:
-        table = splits[split].combine_chunks()
-        if table.num_rows == 0:
+        if writers[split].rows == 0:
             raise TrainingDataError(f"training split {split!r} has no labelled rows: {counts}")
-        path = out / f"{split}.parquet"
-        _write_parquet(table, path)
-        digest.update(path.read_bytes())
-        rows[split] = table.num_rows
+        with open(writers[split].path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        rows[split] = writers[split].rows
     summary = {
         "dataset": spec.name,
         "days": [d.isoformat() for d in days],
@@ -267,20 +446,25 @@ def reference_statistics(table: pa.Table, contract: Contract) -> dict[str, dict[
     """Per feature, on its encoded (float) values: numeric -> decile cut points `edges`
     (unique, finite; bins are open-ended) with the share of non-null rows per bin, mean, std;
     category/bool -> the share of non-null rows per code in `values`. Both carry null_rate."""
-    stats: dict[str, dict[str, Any]] = {}
-    for feature in contract.features:
-        values = encode_column(feature, table.column(feature.name))[0].astype(np.float64)
-        present = values[np.isfinite(values)]
-        entry: dict[str, Any] = {"null_rate": 1 - present.size / max(values.size, 1)}
-        if feature.dtype in ("category", "bool"):
-            n_codes = len(feature.vocabulary or ()) if feature.dtype == "category" else 2
-            entry["kind"] = "categorical"
-            entry["values"] = list(range(n_codes))
-        else:
-            entry |= _deciles(present)
-        entry["fractions"] = bin_fractions(values, entry)
-        stats[feature.name] = entry
-    return stats
+    return {
+        f.name: _feature_statistics(f, encode_column(f, table.column(f.name))[0])
+        for f in contract.features
+    }
+
+
+def _feature_statistics(feature: ContractFeature, encoded: np.ndarray) -> dict[str, Any]:
+    """One feature's entry of reference_statistics, from its encoded values."""
+    values = encoded.astype(np.float64)
+    present = values[np.isfinite(values)]
+    entry: dict[str, Any] = {"null_rate": 1 - present.size / max(values.size, 1)}
+    if feature.dtype in ("category", "bool"):
+        n_codes = len(feature.vocabulary or ()) if feature.dtype == "category" else 2
+        entry["kind"] = "categorical"
+        entry["values"] = list(range(n_codes))
+    else:
+        entry |= _deciles(present)
+    entry["fractions"] = bin_fractions(values, entry)
+    return entry
 
 
 def _deciles(present: np.ndarray) -> dict[str, Any]:
@@ -333,23 +517,151 @@ def effective_params(settings: Settings) -> dict[str, Any]:
     return {**params, "seed": cfg.seed, "nthread": cfg.nthread}
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of a prepared split, read a record batch at a time: a Parquet file or a table,
+    optionally only the rows a `keep` mask (one flag a row) selects."""
+
+    source: Path | pa.Table
+    keep: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        if self.keep is not None:
+            return int(self.keep.sum())
+        if isinstance(self.source, pa.Table):
+            return self.source.num_rows
+        return int(pq.ParquetFile(self.source).metadata.num_rows)
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        if isinstance(self.source, pa.Table):
+            table = self.source.select(columns) if columns else self.source
+            batches: Iterator[pa.RecordBatch] = iter(table.to_batches(max_chunksize=BATCH_ROWS))
+        else:
+            batches = storage.iter_file_batches(str(self.source), BATCH_ROWS, columns)
+        offset = 0
+        for batch in batches:
+            n = batch.num_rows
+            if self.keep is not None:
+                batch = batch.filter(pa.array(self.keep[offset : offset + n]))
+            offset += n
+            if batch.num_rows:
+                yield batch
+
+
+class _Batches(xgb.DataIter):
+    """A split's feature matrix and label for XGBoost, a record batch at a time (the matrix is
+    built from the contract as scoring builds it)."""
+
+    def __init__(self, rows: _Rows, spec: DatasetSpec, contract: Contract) -> None:
+        self.rows, self.spec, self.contract = rows, spec, contract
+        self.it: Iterator[pa.RecordBatch] | None = None
+        super().__init__(release_data=True)
+
+    def reset(self) -> None:
+        self.it = None
+
+    def next(self, input_data: Callable[..., None]) -> bool:
+        if self.it is None:
+            self.it = self.rows.batches()
+        batch = next(self.it, None)
+        if batch is None:
+            return False
+        matrix, _ = feature_matrix(batch, self.contract)
+        input_data(
+            data=matrix,
+            label=_target(batch, self.spec),
+            feature_names=self.contract.feature_names,
+            feature_types=self.contract.feature_types,
+        )
+        return True
+
+
+def _quantile_dmatrix(
+    rows: _Rows, settings: Settings, contract: Contract, ref: xgb.QuantileDMatrix | None = None
+) -> xgb.QuantileDMatrix:
+    """XGBoost's quantised matrix, built from record batches (never one frame of the split);
+    `ref`: the training matrix whose bins the valid split reuses."""
+    return xgb.QuantileDMatrix(
+        _Batches(rows, settings.dataset, contract),
+        ref=ref,
+        max_bin=effective_params(settings).get("max_bin"),
+        nthread=settings.training.nthread,
+        enable_categorical=True,
+    )
+
+
+def _row_hashes(batch: pa.RecordBatch, spec: DatasetSpec) -> np.ndarray:
+    """A 64-bit hash of each row's (entity id, event date): the order of the sample."""
+    ids = batch.column(spec.entity_id)
+    if not pa.types.is_integer(ids.type):
+        ids = pc.cast(ids, pa.string())
+    days = pc.cast(pc.cast(batch.column(spec.event_date), pa.date32()), pa.int32())
+    h_ids = pd.util.hash_array(ids.to_numpy(zero_copy_only=False))
+    h_days = pd.util.hash_array(days.to_numpy(zero_copy_only=False))
+    return h_ids ^ (h_days * np.uint64(0x9E3779B97F4A7C15))
+
+
+def _sample(rows: _Rows, spec: DatasetSpec, max_rows: int) -> _Rows:
+    """The `max_rows` rows with the smallest hashes of (entity id, event date): the same rows
+    for the same data, spread over every day of the split. Holds 8 bytes a row to pick them."""
+    parts = [_row_hashes(b, spec) for b in rows.batches([spec.entity_id, spec.event_date])]
+    hashes = np.concatenate(parts)
+    keep = np.zeros(hashes.size, dtype=bool)
+    keep[np.argpartition(hashes, max_rows - 1)[:max_rows]] = True
+    return _Rows(rows.source, keep)
+
+
+def _contract(spec: DatasetSpec, rows: _Rows) -> Contract:
+    """schema.build_contract over the rows, reading only the category columns that learn
+    their vocabulary from the data."""
+    learned = [f.name for f in spec.features if f.dtype == "category" and not f.categories]
+    if not learned:
+        return schema.build_contract(spec)
+    seen: dict[str, set[str]] = {name: set() for name in learned}
+    for batch in rows.batches(learned):
+        for name in learned:
+            values = pc.unique(pc.drop_null(pc.cast(batch.column(name), pa.string())))
+            seen[name].update(values.to_pylist())
+    width = max(len(v) for v in seen.values())
+    vocabulary = pa.table(
+        {
+            name: pa.array(sorted(v) + [None] * (width - len(v)), pa.string())
+            for name, v in seen.items()
+        }
+    )
+    return schema.build_contract(spec, vocabulary)
+
+
 def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path) -> dict[str, Any]:
-    """DVC stage `train`: early-stopped xgboost model, saved as UBJSON with its manifest."""
+    """DVC stage `train`: early-stopped xgboost model, saved as UBJSON with its manifest.
+    The splits reach XGBoost as QuantileDMatrix built a record batch at a time; with
+    training.max_rows, a training split above it is sampled (_sample)."""
     cfg, spec = settings.training, settings.dataset
     data, out = Path(data_dir), Path(model_dir)
     prepared = json.loads((data / PREPARE_FILE).read_text())
-    train = pq.read_table(data / "train.parquet")
-    valid = pq.read_table(data / "valid.parquet")
-    params = effective_params(settings)
-    contract = schema.build_contract(spec, train)
+    train = _Rows(data / "train.parquet")
+    sample = None
+    if cfg.max_rows is not None and train.num_rows > cfg.max_rows:
+        sample = {"max_rows": cfg.max_rows, "split_rows": train.num_rows}
+        log.warning(
+            "training split of %s has %d rows, above training.max_rows: training on a sample "
+            "of %d (the smallest hashes of entity id and event date)",
+            spec.name, train.num_rows, cfg.max_rows,
+        )  # fmt: skip
+        train = _sample(train, spec, cfg.max_rows)
+    contract = _contract(spec, train)
+    dtrain = _quantile_dmatrix(train, settings, contract)
+    dvalid = _quantile_dmatrix(_Rows(data / "valid.parquet"), settings, contract, ref=dtrain)
     booster = xgb.train(
-        params,
-        _dmatrix(train, spec, contract),
+        effective_params(settings),
+        dtrain,
         num_boost_round=cfg.num_boost_round,
-        evals=[(_dmatrix(valid, spec, contract), "valid")],
+        evals=[(dvalid, "valid")],
         early_stopping_rounds=cfg.early_stopping_rounds,
         verbose_eval=False,
     )
+    del dtrain, dvalid  # XGBoost's copies of the data, before the statistics read it again
     best = booster.best_iteration
     booster = booster[: best + 1]  # keep only the best model's trees
     return save_model(
@@ -361,22 +673,46 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
         best_iteration=best,
         training_data_hash=prepared["data_hash"],
         days=prepared["days"],
+        sample=sample,
     )
+
+
+def _reference_statistics(rows: _Rows, contract: Contract) -> dict[str, dict[str, Any]]:
+    """reference_statistics over the rows, read one feature column at a time: the values of
+    one feature in memory at once, never the table."""
+    stats = {}
+    for f in contract.features:
+        parts = [encode_column(f, b.column(f.name))[0] for b in rows.batches([f.name])]
+        encoded = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        stats[f.name] = _feature_statistics(f, encoded)
+    return stats
+
+
+def _predict(booster: xgb.Booster, rows: _Rows, contract: Contract) -> np.ndarray:
+    parts = [
+        booster.inplace_predict(feature_matrix(b, contract)[0], validate_features=False)
+        for b in rows.batches()
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def save_model(
     booster: xgb.Booster,
     settings: Settings,
     contract: Contract,
-    train: pa.Table,
+    train: pa.Table | _Rows,
     out: Path,
     *,
     best_iteration: int,
     training_data_hash: str,
     days: list[str],
+    sample: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Write model.ubj (UBJSON, never pickle) and the manifest the registry checks it by."""
+    """Write model.ubj (UBJSON, never pickle) and the manifest the registry checks it by.
+    `train`: the rows the model was trained on (a table, or a prepared split read in
+    batches); `sample`: how they were sampled from the split (training.max_rows), if so."""
     spec = settings.dataset
+    rows = train if isinstance(train, _Rows) else _Rows(train)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_FILE
     booster.save_model(model_path)
@@ -393,13 +729,13 @@ def save_model(
         "num_boost_round": settings.training.num_boost_round,
         "best_iteration": best_iteration,
         "training_data_hash": training_data_hash,
-        "train_rows": train.num_rows,
-        "reference_stats": reference_statistics(train, contract),
+        "train_rows": rows.num_rows,
+        # the training split was larger than training.max_rows: {max_rows, split_rows}
+        "train_sample": sample,
+        "reference_stats": _reference_statistics(rows, contract),
         # the score distribution on the training split (manifests before it lack the key:
         # drift is then measured on the features only)
-        "score_reference": score_statistics(
-            booster.inplace_predict(feature_matrix(train, contract)[0], validate_features=False)
-        ),
+        "score_reference": score_statistics(_predict(booster, rows, contract)),
         "created_from": {"days": days},
     }
     _write_json(out / MANIFEST_FILE, manifest)
@@ -464,10 +800,11 @@ def evaluate_model(
     booster = xgb.Booster(model_file=str(model_path))
     manifest = json.loads((Path(model_path).parent / MANIFEST_FILE).read_text())
     contract = Contract.from_dict(manifest["contract"])
-    holdout = pq.read_table(holdout_path)
-    matrix, _ = feature_matrix(holdout, contract)
-    predictions = booster.inplace_predict(matrix, validate_features=False)
-    return metrics_for(spec, _target(holdout, spec), predictions, contract.threshold)
+    holdout = _Rows(Path(holdout_path))
+    labels = [_target(b, spec) for b in holdout.batches([spec.target.name])]
+    y = np.concatenate(labels) if labels else np.zeros(0, dtype=np.float32)
+    predictions = _predict(booster, holdout, contract)
+    return metrics_for(spec, y, predictions, contract.threshold)
 
 
 def passes_gate(

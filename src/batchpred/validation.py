@@ -6,16 +6,21 @@ import json
 import os
 import re
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import fsspec
 import great_expectations as gx
 import great_expectations.expectations as gxe
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from great_expectations.core.expectation_validation_result import (
+    ExpectationSuiteValidationResult,
+    ExpectationValidationResult,
+)
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import (
     DataContextConfig,
@@ -28,14 +33,20 @@ from great_expectations.data_context.types.resource_identifiers import (
     ValidationResultIdentifier,
 )
 from great_expectations.execution_engine import PandasExecutionEngine
-from great_expectations.expectations.expectation import ColumnMapExpectation
+from great_expectations.expectations.expectation import (
+    ColumnMapExpectation,
+    _format_map_output,
+    _mostly_success,
+)
+from great_expectations.expectations.expectation_configuration import parse_result_format
 from great_expectations.expectations.metrics.map_metric_provider import (
     ColumnMapMetricProvider,
     column_condition_partial,
 )
+from great_expectations.validator.validation_statistics import calc_validation_statistics
 
 from batchpred import rules, storage, verdicts
-from batchpred.config import DatasetSpec, ValidationConfig
+from batchpred.config import DatasetSpec, ScoringConfig, ValidationConfig
 from batchpred.verdicts import Failure, ValidationError, ValidationReport
 
 __all__ = ["Failure", "ValidationError", "ValidationReport", "validate_frame", "validate_partition"]
@@ -307,11 +318,31 @@ def validate_frame(
     with_target: bool = True,
 ) -> ValidationReport:
     """Validate `df` against the spec's suite; write JSON (and Data Docs) under reports_url."""
+    return _validate(
+        df, spec, cfg, subject=subject, reports_url=reports_url, with_target=with_target
+    )
+
+
+def _validate(
+    df: pd.DataFrame,
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    *,
+    subject: str,
+    reports_url: str | None,
+    with_target: bool = True,
+    stream: _RowStream | None = None,
+) -> ValidationReport:
+    """validate_frame; with `stream`, `df` is a sample of the rows `stream` saw, and the
+    expectations of the row rules and min_rows are judged on all of them (_judge_all_rows)."""
     frame = _for_gx(df)
     with _LOCK:
         suite = _suite(spec, cfg, with_target, frozenset(df.columns))
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
         result = batch.validate(suite, result_format="SUMMARY")
+        if stream is not None:
+            _judge_all_rows(result, stream, cfg)
+    rows = len(df) if stream is None else stream.rows
     raw = result.to_json_dict()
     found = [_failure(r) for r in raw["results"] if not r["success"]]
     order = {name: i for i, name in enumerate(df.columns)}  # missing columns first
@@ -330,7 +361,9 @@ def validate_frame(
                 ctx.build_data_docs(site_names=["batchpred"], resource_identifiers=[key])
             docs_path = os.path.join(root, "data_docs", "validations", *key.to_tuple()) + ".html"
         json_path = f"{reports_url.rstrip('/')}/validation/{name}.json"
-        summary = {"subject": subject, "success": bool(result.success), "rows": len(df)}
+        summary = {"subject": subject, "success": bool(result.success), "rows": rows}
+        if stream is not None:  # how many rows the sample-judged expectations saw
+            summary["sample_rows"] = len(df)
         summary |= {"failures": [asdict(f) for f in failures], "docs_path": docs_path, "gx": raw}
         fs, path = fsspec.core.url_to_fs(json_path)
         fs.makedirs(os.path.dirname(path), exist_ok=True)
@@ -340,7 +373,7 @@ def validate_frame(
         success=bool(result.success),
         failures=failures,
         evaluated=len(raw["results"]),
-        rows=len(df),
+        rows=rows,
         json_path=json_path,
         docs_path=docs_path,
     )
@@ -364,6 +397,212 @@ def validate_or_raise(
     return report
 
 
+# --- partitions: row rules on every row, Great Expectations on a sample ------------------------
+
+BATCH_ROWS: int = ScoringConfig.model_fields["batch_rows"].default  # rows per record batch
+_SUMMARY = parse_result_format("SUMMARY")  # GX keeps the first 20 unexpected values a rule
+
+
+def _streamed(rule: rules.Rule, dtype: pa.DataType) -> bool:
+    """Whether the rule's GX expectation is judged on every row for a column of this type. The
+    built-in between and in_set expectations cannot judge a column of the wrong type (text in
+    a number): those columns fail their type expectation anyway, and keep GX's result on the
+    sample for all their expectations. The batchpred rules evaluate rules.bad_rows in GX too."""
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    if rule.kind in ("min", "max"):
+        return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
+    if rule.kind == "in_set":
+        return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+    return True
+
+
+@dataclass
+class _Seen:
+    """One rule over all rows so far: rows it applies to (GX's nonnull count; every row for
+    not_null), rows breaking it, and the first unexpected values with their row numbers."""
+
+    applied: int = 0
+    broken: int = 0
+    examples: list[pa.Array] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+
+
+class _SeenIds:
+    """Entity ids seen so far in the partition, as 64-bit hashes of the present values in
+    sorted runs merged like a binary counter (as scoring's duplicate tracker): 8 bytes a row.
+    The first occurrence of an id is fine, later ones break `unique`, as in rules.bad_rows."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def repeats(self, column: pa.Array) -> np.ndarray:
+        present = rules.present(column)
+        out = np.zeros(len(column), dtype=bool)
+        if not present.any():
+            return out
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        values = column.filter(pa.array(present)).to_numpy(zero_copy_only=False)
+        hashes = pd.util.hash_array(values)
+        repeat = np.ones(len(hashes), dtype=bool)
+        repeat[np.unique(hashes, return_index=True)[1]] = False  # repeats within the batch
+        for run in self.runs:  # seen in an earlier batch
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            repeat |= run[at] == hashes
+        self.runs.append(np.unique(hashes))
+        while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
+            newest, older = self.runs.pop(), self.runs.pop()
+            self.runs.append(np.union1d(older, newest))
+        out[present] = repeat
+        return out
+
+
+class _RowStream:
+    """A partition's record batches, in order: every row rule evaluated on every row, and a
+    sample of at most `sample_rows` rows for Great Expectations: every k-th row, k = 1, 2, 4,
+    ... (doubled, dropping every other sampled row, whenever more than `sample_rows` are
+    held). Deterministic, spread over the whole partition, and all of it when the partition
+    has at most `sample_rows` rows. Memory: a batch, the sample, 8 bytes a row of id hashes."""
+
+    def __init__(
+        self, spec: DatasetSpec, cfg: ValidationConfig, schema: pa.Schema, sample_rows: int
+    ) -> None:
+        self.schema = schema
+        self.rules = [
+            rule
+            for rule in rules.compile_rules(spec, cfg)
+            if rule.column in schema.names and _streamed(rule, schema.field(rule.column).type)
+        ]
+        self.seen = {rule: _Seen() for rule in self.rules}
+        self.nulls = dict.fromkeys(schema.names, 0)
+        self.ids = _SeenIds()
+        self.rows = 0
+        self.sample_rows, self.step = sample_rows, 1
+        self.sample: list[tuple[np.ndarray, pa.RecordBatch]] = []  # (row numbers, rows)
+        self.sampled = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        start = self.rows
+        for rule in self.rules:
+            column = batch.column(rule.column)
+            if rule.kind == "unique":
+                bad = self.ids.repeats(column)
+            else:
+                bad = rules.bad_rows(rule, column)
+            seen = self.seen[rule]
+            seen.applied += (
+                batch.num_rows if rule.kind == "not_null" else int(rules.present(column).sum())
+            )
+            broken = np.flatnonzero(bad)
+            seen.broken += broken.size
+            room = _SUMMARY["partial_unexpected_count"] - len(seen.rows)
+            if room > 0 and broken.size:
+                seen.examples.append(column.take(pa.array(broken[:room])))
+                seen.rows += (start + broken[:room]).tolist()
+        for name in batch.schema.names:
+            self.nulls[name] += batch.column(name).null_count
+        self.rows += batch.num_rows
+        numbers = np.arange(start, self.rows)
+        keep = numbers % self.step == 0
+        self._hold(numbers[keep], batch.filter(pa.array(keep)))
+
+    def _hold(self, numbers: np.ndarray, rows: pa.RecordBatch) -> None:
+        self.sample.append((numbers, rows))
+        self.sampled += len(numbers)
+        while self.sampled > self.sample_rows:
+            self.step *= 2
+            thinned = []
+            for numbers, rows in self.sample:
+                keep = numbers % self.step == 0
+                thinned.append((numbers[keep], rows.filter(pa.array(keep))))
+            self.sample = thinned
+            self.sampled = sum(len(n) for n, _ in thinned)
+
+    def frame(self) -> pd.DataFrame:
+        """The sample as pandas, converted as a whole partition read would be; once thinned,
+        indexed by row number in the partition (GX reports unexpected rows by index)."""
+        batches = [rows for _, rows in self.sample if rows.num_rows]
+        table = pa.Table.from_batches(batches) if batches else self.schema.empty_table()
+        df = table.replace_schema_metadata(self.schema.metadata).to_pandas()
+        if self.step > 1:
+            df.index = pd.Index(np.concatenate([numbers for numbers, _ in self.sample]))
+        return df
+
+    def unexpected_values(self, rule: rules.Rule) -> list[Any]:
+        """The first unexpected values as GX lists them from the whole partition in pandas:
+        an int column holding nulls is float there."""
+        seen = self.seen[rule]
+        if not seen.examples:
+            return []
+        values = pa.concat_arrays(seen.examples)
+        if pa.types.is_integer(values.type) and self.nulls[rule.column]:
+            values = values.cast(pa.float64())
+        return list(_for_gx(pa.table({rule.column: values}).to_pandas())[rule.column])
+
+    def outcome(self, rule: rules.Rule) -> dict[str, Any]:
+        """GX's SUMMARY result of the rule's expectation, judged on every row."""
+        seen, total, mostly = self.seen[rule], self.rows, 1.0 - rule.threshold
+        nonnull: int | None
+        if rule.kind == "not_null":  # as ExpectColumnValuesToNotBeNull: every row counts
+            nonnull = None
+            success = total == 0 or (total - seen.broken) / total >= mostly
+        else:
+            nonnull = seen.applied
+            success = total == 0 or nonnull == 0 or _mostly_success(nonnull, seen.broken, mostly)
+        return _format_map_output(
+            result_format=_SUMMARY,
+            success=success,
+            element_count=total,
+            nonnull_count=nonnull,
+            unexpected_count=seen.broken,
+            unexpected_list=self.unexpected_values(rule),
+            unexpected_index_list=list(seen.rows),
+        )
+
+
+def _kwargs(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+
+
+def _raised(res: ExpectationValidationResult) -> bool:
+    info = res.exception_info or {}
+    errors = [info] if "raised_exception" in info else list(info.values())
+    return any(isinstance(e, dict) and e.get("raised_exception") for e in errors)
+
+
+def _judge_all_rows(
+    result: ExpectationSuiteValidationResult, stream: _RowStream, cfg: ValidationConfig
+) -> None:
+    """Replace GX's results on the sample by those on every row the stream saw, for the
+    expectations of the row rules and min_rows; the rest (column existence and types,
+    extra_expectations) stand as judged on the sample."""
+    rule_configs = [(rule, _expectation(rule).configuration) for rule in stream.rules]
+    for res in result.results:
+        config = res.expectation_config
+        if config is None or _raised(res):
+            continue
+        if config.type == "expect_table_row_count_to_be_between" and _kwargs(config) == {
+            "min_value": cfg.min_rows
+        }:
+            res.success = stream.rows >= cfg.min_rows
+            res.result = {"observed_value": stream.rows}
+            continue
+        for rule, expected in rule_configs:
+            if config.type == expected.type and _kwargs(config) == _kwargs(expected):
+                outcome = stream.outcome(rule)
+                res.success, res.result = outcome["success"], outcome["result"]
+                break
+    stats = calc_validation_statistics(result.results)
+    result.success = stats.success
+    result.statistics = {
+        "evaluated_expectations": stats.evaluated_expectations,
+        "successful_expectations": stats.successful_expectations,
+        "unsuccessful_expectations": stats.unsuccessful_expectations,
+        "success_percent": stats.success_percent,
+    }
+
+
 def validate_partition(
     engine: sa.Engine,
     spec: DatasetSpec,
@@ -373,14 +612,32 @@ def validate_partition(
     *,
     reports_url: str | None,
     run_id: str,
+    batch_rows: int = BATCH_ROWS,
 ) -> ValidationReport:
     """Validate one partition's current files and store the verdict under their content key
     and the spec hash (see verdicts.partition_status). A file whose columns the spec cannot
-    accept (text in a number) fails here too, named with the column."""
+    accept (text in a number) fails here too, named with the column.
+
+    Memory does not grow with the partition (but for 8 bytes a row of entity id hashes): its
+    files are streamed in record batches of `batch_rows` rows. The expectations of the row
+    rules (rules.compile_rules) and min_rows are judged on every row, as the scoring stream
+    judges them: counts, shares against reject_up_to and the first unexpected values. Great
+    Expectations itself runs on a sample of at most validation.sample_rows rows spread evenly
+    over the partition (see _RowStream), which judges the columns (existence, types) and
+    extra_expectations and is what Data Docs show, with the row rules' results replaced by
+    those on every row. A partition of at most sample_rows rows is all sample: the verdict
+    is validate_frame's on the whole partition."""
     files = storage.partition_files(root, day)
     subject = f"partition dt={day} ({', '.join(files)})"
     key = storage.fingerprint_partition(root, day)
-    table = storage.read_partition(root, day)
-    report = validate_frame(table.to_pandas(), spec, cfg, subject=subject, reports_url=reports_url)
+    if not files:
+        raise FileNotFoundError(f"no data files in partition {storage.partition_path(root, day)}")
+    schema = storage.files_schema(files)
+    stream = _RowStream(spec, cfg, schema, cfg.sample_rows)
+    for batch in storage.iter_files(files, batch_rows, schema):
+        stream.add(batch)
+    report = _validate(
+        stream.frame(), spec, cfg, subject=subject, reports_url=reports_url, stream=stream
+    )
     verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
     return report

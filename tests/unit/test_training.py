@@ -332,6 +332,8 @@ def test_late_labels_are_joined_for_training(
     assert summary["excluded"] == [{"day": days[7].isoformat(), "reason": "no labels yet"}]
     assert summary["days"] == [d.isoformat() for d in days[1:7]]
     assert summary["unlabelled_rows"] == 0
+    small = training.prepare_training_set(settings, tmp_path / "small", engine, batch_rows=7)
+    assert small == summary  # labels looked up batch by batch: the same files
     for split in training.SPLITS:
         table = pq.read_table(tmp_path / "out" / f"{split}.parquet")
         ids = table.column(spec.entity_id).to_pylist()
@@ -372,7 +374,7 @@ def test_snapshot_trains_on_one_day_split_by_rows(churn: Settings, engine: sa.En
         for s in training.SPLITS
     ]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    again = training.prepare_training_set(settings, out / "again", engine)
+    again = training.prepare_training_set(settings, out / "again", engine, batch_rows=64)
     assert again["data_hash"] == summary["data_hash"]  # the same rows land in the same split
     training.train_model(settings, out / "data", out / "model")
     metrics = training.evaluate_model(
@@ -424,6 +426,107 @@ def test_manifest_describes_the_saved_model(trained: dict) -> None:
 def test_same_data_seed_nthread_give_identical_model(trained: dict, tmp_path: Path) -> None:
     again = training.train_model(trained["settings"], trained["data"], tmp_path)
     assert again["sha256"] == trained["manifest"]["sha256"] == sha(tmp_path / "model.ubj")
+    assert again == trained["manifest"]
+
+
+# --- bounded memory -----------------------------------------------------------------------------
+
+
+def test_prepared_files_do_not_depend_on_the_batch_size(trained: dict, tmp_path: Path) -> None:
+    """Each day is read in batches and sorted through spill files, one chunk of its sorted
+    order at a time (7 rows: 43 chunks a day): the files are the same, and no spill file is
+    left."""
+    settings, engine = trained["settings"], trained["engine"]
+    small = training.prepare_training_set(settings, tmp_path, engine, batch_rows=7)
+    assert small == trained["summary"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "holdout.parquet",
+        "prepare.json",
+        "train.parquet",
+        "valid.parquet",
+    ]
+
+
+def test_the_window_is_never_read_whole(
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepare, train and evaluate read record batches only: no partition or split is read
+    as one table, no plain DMatrix is built (XGBoost gets QuantileDMatrix from batches)."""
+    import xgboost as xgb
+
+    def whole(*args: object, **kwargs: object) -> None:
+        raise AssertionError("read whole")
+
+    for module, name in [
+        (pq, "read_table"),
+        (storage, "read_partition"),
+        (storage, "read_files"),
+        (xgb, "DMatrix"),
+    ]:
+        monkeypatch.setattr(module, name, whole)
+    settings, engine = trained["settings"], trained["engine"]
+    summary = training.prepare_training_set(settings, tmp_path / "data", engine)
+    manifest = training.train_model(settings, tmp_path / "data", tmp_path / "model")
+    metrics = training.evaluate_model(
+        settings, tmp_path / "model/model.ubj", tmp_path / "data/holdout.parquet"
+    )
+    assert summary == trained["summary"] and manifest == trained["manifest"]
+    assert metrics["rows"] == summary["rows"]["holdout"]
+
+
+def test_streamed_statistics_and_metrics_equal_the_whole_table_ones(trained: dict) -> None:
+    """Reference statistics, the score reference and the holdout metrics, computed a batch at
+    a time, are those of the whole split in memory."""
+    settings, manifest, data = trained["settings"], trained["manifest"], trained["data"]
+    spec = settings.dataset
+    contract = schema.Contract.from_dict(manifest["contract"])
+    train = pq.read_table(data / "train.parquet")
+    expected = training.reference_statistics(train, contract)
+    assert manifest["reference_stats"] == json.loads(json.dumps(expected))
+    import xgboost as xgb
+
+    booster = xgb.Booster(model_file=str(trained["model"] / "model.ubj"))
+    scores = booster.inplace_predict(
+        schema.feature_matrix(train, contract)[0], validate_features=False
+    )
+    assert manifest["score_reference"] == training.score_statistics(scores)
+    holdout = pq.read_table(data / "holdout.parquet")
+    predictions = booster.inplace_predict(
+        schema.feature_matrix(holdout, contract)[0], validate_features=False
+    )
+    y = holdout.column(spec.target.name).to_numpy()
+    assert training.evaluate_model(
+        settings, trained["model"] / "model.ubj", data / "holdout.parquet"
+    ) == training.metrics_for(spec, y, predictions, contract.threshold)
+
+
+def test_max_rows_trains_on_a_deterministic_sample_of_the_split(
+    trained: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, data = trained["settings"], trained["data"]
+    spec = settings.dataset
+    assert trained["manifest"]["train_sample"] is None
+    at_size = fast(settings, max_rows=trained["summary"]["rows"]["train"])
+    assert training.train_model(at_size, data, tmp_path / "all") == trained["manifest"]
+
+    capped = fast(settings, max_rows=500)
+    with caplog.at_level("WARNING", logger="batchpred.training"):
+        first = training.train_model(capped, data, tmp_path / "a")
+    assert "has 1200 rows, above training.max_rows: training on a sample of 500" in caplog.text
+    second = training.train_model(capped, data, tmp_path / "b")
+    assert first == second and sha(tmp_path / "a/model.ubj") == sha(tmp_path / "b/model.ubj")
+    assert first["sha256"] != trained["manifest"]["sha256"]
+    assert first["train_rows"] == 500
+    assert first["train_sample"] == {"max_rows": 500, "split_rows": 1200}
+    rows = training._sample(training._Rows(data / "train.parquet"), spec, 500)
+    train = pq.read_table(data / "train.parquet").filter(pa.array(rows.keep))
+    assert train.num_rows == 500
+    assert set(train.column(spec.event_date).to_pylist()) == {  # every day of the split
+        date.fromisoformat(d) for d in trained["summary"]["splits"]["train"]
+    }
+    contract = schema.Contract.from_dict(first["contract"])
+    stats = json.loads(json.dumps(training.reference_statistics(train, contract)))
+    assert first["reference_stats"] == stats  # the rows trained on
 
 
 def test_regression_trains_and_evaluates(

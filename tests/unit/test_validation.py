@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -413,3 +415,215 @@ def test_a_long_vocabulary_is_summarised_in_the_message_never_listed_whole():
         not report.success and "<104 values: 'store-000'" in message and "e.g. ['new']" in message
     )
     assert "store-103" not in message
+
+
+# --- streamed partitions: row rules on every row, Great Expectations on a sample -----------------
+
+
+def _write_day(settings: Settings, table: pa.Table, day: date = date(2026, 10, 3)) -> date:
+    storage.write_partition(settings.lake.raw, day, table, row_group_size=128)
+    return day
+
+
+def _gx_results(report) -> list[str]:
+    """Each GX result of the report's JSON, as text (NaN-safe), without run-specific fields."""
+    written = json.loads(Path(report.json_path).read_text())
+    return [
+        json.dumps([r["success"], r["result"], r["expectation_config"], r["exception_info"]])
+        for r in written["gx"]["results"]
+    ]
+
+
+def _whole_and_streamed(settings: Settings, spec: DatasetSpec, cfg: ValidationConfig, engine):
+    """The old way (the whole partition in pandas through validate_frame) and the streamed
+    validate_partition, in batches of 50 rows, on the same partition."""
+    root, day = settings.lake.raw, date(2026, 10, 3)
+    files = storage.partition_files(root, day)
+    subject = f"partition dt={day} ({', '.join(files)})"
+    whole = validate_frame(
+        storage.read_partition(root, day).to_pandas(), spec, cfg,
+        subject=subject, reports_url=str(Path(settings.lake.reports) / "whole"),
+    )  # fmt: skip
+    streamed = validate_partition(
+        engine, spec, cfg, root, day,
+        reports_url=str(Path(settings.lake.reports) / "streamed"), run_id="r", batch_rows=50,
+    )  # fmt: skip
+    return whole, streamed
+
+
+def _set(table: pa.Table, name: str, rows: dict[int, object], type_: pa.DataType | None = None):
+    values = table.column(name).to_pylist()
+    for i, v in rows.items():
+        values[i] = v
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, name, pa.array(values, type_ or table.schema.field(name).type))
+
+
+def _edits(spec: DatasetSpec) -> dict[str, object]:
+    """Partitions breaking rules in different ways (400 rows, streamed in 8 batches)."""
+    return {
+        "valid": lambda t: t,
+        "range and examples": lambda t: _set(
+            t, "tenure_months", {0: -5, **{i: 999 for i in range(60, 97)}}
+        ),
+        "nulls make an int column float": lambda t: _set(
+            _set(t, "support_calls", {5: None, 380: 3}), "tenure_months", {7: 999, 399: 130}
+        ),
+        "not null, inf, bool": lambda t: _set(
+            _set(
+                _set(t, "monthly_charges", {1: None, 2: float("nan"), 390: None}),
+                "discount_rate",
+                {3: float("inf")},
+            ),
+            "satisfaction",
+            {4: 9.0},
+        ),  # fmt: skip
+        "duplicate ids across batches": lambda t: _set(
+            t, spec.entity_id, {399: t.column(spec.entity_id)[0].as_py(), 250: None}
+        ),
+        "labels": lambda t: _set(t, "churned", {3: 2, 200: None}, pa.int8()),
+        "unknown category": lambda t: _set(t, "contract", {5: "weekly", 301: "weekly"}),
+        "text in a number": lambda t: t.set_column(
+            t.schema.get_field_index("support_calls"),
+            "support_calls",
+            pc.cast(t.column("support_calls"), pa.string()),
+        ),  # fmt: skip
+        "missing column": lambda t: _set(t.drop_columns(["region"]), "satisfaction", {399: 0.0}),
+        "no rows": lambda t: t.slice(0, 0),
+    }
+
+
+EDIT_CASES = (
+    "valid",
+    "range and examples",
+    "nulls make an int column float",
+    "not null, inf, bool",
+    "duplicate ids across batches",
+    "labels",
+    "unknown category",
+    "text in a number",
+    "missing column",
+    "no rows",
+)
+
+
+@pytest.mark.parametrize("case", EDIT_CASES)
+def test_streamed_verdict_is_the_whole_partition_verdict_below_the_sample_size(churn, engine, case):
+    """Below validation.sample_rows the sample is the partition: streaming it in batches gives
+    exactly the verdict, failures, counts, examples and GX results of validating it whole."""
+    spec = with_feature(churn.dataset, "contract", on_unknown="reject")
+    cfg = churn.validation.model_copy(update={"data_docs": False})
+    table = pa.Table.from_pandas(valid_frame(spec), preserve_index=False)
+    assert tuple(_edits(spec)) == EDIT_CASES
+    _write_day(churn, _edits(spec)[case](table))
+    whole, streamed = _whole_and_streamed(churn, spec, cfg, engine)
+    assert (streamed.success, streamed.rows, streamed.evaluated) == (
+        whole.success, whole.rows, whole.evaluated,
+    )  # fmt: skip
+    assert streamed.failures == whole.failures, streamed.message()
+    assert _gx_results(streamed) == _gx_results(whole)
+    assert (case == "valid") == streamed.success
+
+
+def test_streamed_verdict_matches_with_a_reject_share_and_several_files(churn, engine):
+    """Shares against reject_up_to count every row; files are read in name order, a column
+    missing from one file is null there (as storage.read_files concatenates them)."""
+    cfg = policy(churn, range=0.05).model_copy(update={"data_docs": False})
+    spec = churn.dataset
+    first = pa.Table.from_pandas(valid_frame(spec, 200), preserve_index=False)
+    second = pa.Table.from_pandas(valid_frame(spec, 200, seed=1), preserve_index=False)
+    second = _set(second, spec.entity_id, {i: 1000 + i for i in range(200)})
+    first = _set(first, "satisfaction", {i: 9.0 for i in range(0, 200, 20)})  # 10 of 400
+    day = _write_day(churn, first)
+    folder = Path(storage.partition_path(churn.lake.raw, day))
+    pq.write_table(second.drop_columns(["usage_gb"]), folder / "part-1.parquet")
+    whole, streamed = _whole_and_streamed(churn, spec, cfg, engine)
+    assert whole.success and streamed.success and streamed.rows == 400
+    assert _gx_results(streamed) == _gx_results(whole)
+    pq.write_table(
+        _set(second, "satisfaction", {199: 9.0, 198: 9.0}).drop_columns(["usage_gb"]),
+        folder / "part-1.parquet",
+    )  # 12 of 400 = 3%: still within 5%
+    whole, streamed = _whole_and_streamed(churn, spec, cfg, engine)
+    assert streamed.success and _gx_results(streamed) == _gx_results(whole)
+    cfg = policy(churn, range=0.02).model_copy(update={"data_docs": False})
+    whole, streamed = _whole_and_streamed(churn, spec, cfg, engine)
+    assert not streamed.success and streamed.failures == whole.failures
+    assert "12 of 400 rows" in only(streamed, "expect_column_values_to_be_between").detail
+
+
+def test_a_rule_broken_only_beyond_the_sample_is_caught(churn, engine, monkeypatch):
+    """3,000 rows, a sample of at most 100 (every 32nd row): rows the sample never holds break
+    a range rule, the not-null rule and uniqueness; the verdict comes from every row."""
+    cfg = churn.validation.model_copy(update={"sample_rows": 100})
+    spec = churn.dataset
+    table = pa.Table.from_pandas(valid_frame(spec, 3000), preserve_index=False)
+    table = _set(table, "tenure_months", {2999: 999})
+    table = _set(table, "monthly_charges", {1001: None})
+    table = _set(table, spec.entity_id, {1500: table.column(spec.entity_id)[3].as_py()})
+    day = _write_day(churn, table)
+    monkeypatch.setattr(storage, "read_partition", None)  # never read whole
+    monkeypatch.setattr(storage, "read_files", None)
+    report = validate_partition(
+        engine, spec, cfg, churn.lake.raw, day,
+        reports_url=churn.lake.reports, run_id="r", batch_rows=256,
+    )  # fmt: skip
+    assert not report.success and report.rows == 3000
+    written = json.loads(Path(report.json_path).read_text())
+    assert written["rows"] == 3000 and 50 <= written["sample_rows"] <= 100
+    found = {(f.column, f.expectation): f.detail for f in report.failures}
+    assert found == {
+        ("customer_id", "expect_column_values_to_follow_batchpred_rule"): (
+            f"1 of 3000 rows, e.g. [{table.column(spec.entity_id)[3].as_py()}]"
+        ),
+        ("tenure_months", "expect_column_values_to_be_between"): "1 of 3000 rows, e.g. [999]",
+        ("monthly_charges", "expect_column_values_to_not_be_null"): "1 of 3000 rows",
+    }
+    rows = [
+        r["result"]["partial_unexpected_index_list"]
+        for r in written["gx"]["results"]
+        if not r["success"]
+    ]
+    assert sorted(rows) == [[1001], [1500], [2999]]  # row numbers in the partition
+    assert all(i % 32 for i in (1001, 1500, 2999))  # none of them in the sample
+    assert (Path(churn.lake.reports) / "data_docs" / "index.html").exists()
+    verdict = _status(engine, spec, cfg, churn.lake.raw, day)
+    assert verdict.status == "invalid" and "1 of 3000 rows, e.g. [999]" in verdict.message
+
+
+def test_a_share_within_reject_up_to_counts_every_row_not_the_sample(churn, engine):
+    spec, root = churn.dataset, churn.lake.raw
+    cfg = policy(churn, range=0.01).model_copy(update={"sample_rows": 100, "data_docs": False})
+    table = pa.Table.from_pandas(valid_frame(spec, 3000), preserve_index=False)
+    broken = {i: 9.0 for i in range(1, 3000, 100)}  # 30 of 3000 rows (1%), none sampled
+    day = _write_day(churn, _set(table, "satisfaction", broken))
+    args = {"reports_url": None, "run_id": "r", "batch_rows": 500}
+    assert validate_partition(engine, spec, cfg, root, day, **args).success
+    day = _write_day(churn, _set(table, "satisfaction", {**broken, 2: 9.0}))  # 31
+    failure = only(
+        validate_partition(engine, spec, cfg, root, day, **args),
+        "expect_column_values_to_be_between",
+    )
+    assert failure.detail == "31 of 3000 rows, e.g. [9.0]"
+
+
+def test_sample_rows_at_its_default_keeps_recorded_verdicts_current(churn):
+    """The key is new: at its default it is not part of the spec hash, so verdicts recorded
+    before it existed still apply; another value can change what extra expectations see."""
+    cfg = churn.validation
+    assert cfg.sample_rows == 100_000 and "sample_rows" not in cfg.model_dump()
+    other = cfg.model_copy(update={"sample_rows": 5})
+    assert rules.spec_hash(churn.dataset, other) != rules.spec_hash(churn.dataset, cfg)
+    again = Settings.model_validate(churn.model_copy(update={"validation": other}).model_dump())
+    assert again.validation.sample_rows == 5
+
+
+def test_a_file_that_cannot_be_read_fails_naming_it(churn, engine):
+    day = _write_day(churn, pa.Table.from_pandas(valid_frame(churn.dataset), preserve_index=False))
+    (url,) = storage.partition_files(churn.lake.raw, day)
+    Path(url).write_bytes(Path(url).read_bytes()[:200])  # truncated upload
+    with pytest.raises(storage.DataError, match=rf"file {url}: cannot be read as data"):
+        validate_partition(
+            engine, churn.dataset, churn.validation, churn.lake.raw, day,
+            reports_url=None, run_id="r",
+        )  # fmt: skip
