@@ -426,7 +426,7 @@ class PostgresWriter(PartitionWriter):
         self._conn.close()
 
 
-LOCK_TIMEOUT = "500ms"  # how long a swap may make readers queue behind it, per attempt
+LOCK_TIMEOUT = "100ms"  # how long a swap may make readers queue behind it, per attempt
 
 
 def _with_lock_timeout(
