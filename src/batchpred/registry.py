@@ -2,7 +2,9 @@
 
 A version id is the first 16 hex digits of the model file's sha256. Files live under
 ``{registry}/{version}/`` (any fsspec URL); the database row keeps the full sha256, which is
-checked against the bytes before xgboost ever parses them.
+checked against the bytes before xgboost ever parses them. The row's uri is a URL or an
+absolute path, never a relative one: whoever loads the model (a Dask worker started in
+another directory, on another machine) fetches it from the same place.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import sqlalchemy as sa
 import xgboost as xgb
 
@@ -77,12 +80,36 @@ def dvc_md5(lock_file: str | Path, out_path: str) -> str | None:
     return None
 
 
+_LOCAL = ("file", "local")
+
+
+def store_url(registry: str) -> str:
+    """The registry root as recorded in model_versions.uri: a URL (s3://...) as given, a local
+    path (or file:// URL) made absolute against the working directory, where register_model
+    writes it. A relative path would mean another file to every process that reads it."""
+    if fsspec.utils.get_protocol(registry) not in _LOCAL:
+        return registry.rstrip("/")
+    path = registry.split("://", 1)[1] if "://" in registry else registry
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def is_portable_uri(uri: str) -> bool:
+    """Whether a stored model uri means the same file to every process: a URL, or an absolute
+    local path."""
+    if fsspec.utils.get_protocol(uri) not in _LOCAL:
+        return True
+    return os.path.isabs(uri.split("://", 1)[1] if "://" in uri else uri)
+
+
 def register_model(
     engine: sa.Engine, model_dir: str | Path, registry: str, *, dvc_hash: str | None = None
 ) -> str:
     """Copy a trained model (model.ubj + manifest.json) into the store and record it.
-    Idempotent: registering the same bytes twice returns the same version."""
+    Idempotent: registering the same bytes twice returns the same version, and records where
+    they were written now (a row from before uris were absolute is healed). A local
+    `registry` is recorded as an absolute path (store_url)."""
     model_dir = Path(model_dir)
+    registry = store_url(registry)
     data = (model_dir / "model.ubj").read_bytes()
     manifest = json.loads((model_dir / "manifest.json").read_text())
     digest = sha256_bytes(data)
@@ -97,14 +124,17 @@ def register_model(
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
     with fs.open(f"{target}/manifest.json", "wb") as fh:
         fh.write(manifest_bytes)
+    uri = f"{registry}/{version}/model.ubj"
+    if not is_portable_uri(uri):  # store_url makes it absolute; never record a relative one
+        raise ValueError(f"model uri {uri!r} is neither a URL nor an absolute path")
     t = db.table(engine, "model_versions")
     with engine.begin() as conn:
         exists = conn.execute(sa.select(t.c.version).where(t.c.version == version)).first()
-        if exists:  # the same bytes again: the manifest written now is the registered one
+        if exists:  # the same bytes again: the files written now are the registered ones
             conn.execute(
                 t.update()
                 .where(t.c.version == version)
-                .values(manifest_sha256=sha256_bytes(manifest_bytes))
+                .values(uri=uri, manifest_sha256=sha256_bytes(manifest_bytes))
             )
         else:
             conn.execute(
@@ -113,7 +143,7 @@ def register_model(
                     dataset=manifest["dataset"],
                     sha256=digest,
                     dvc_md5=dvc_hash,
-                    uri=f"{registry.rstrip('/')}/{version}/model.ubj",
+                    uri=uri,
                     xgboost_version=manifest["xgboost_version"],
                     features=manifest["features"],
                     params=manifest["params"],
@@ -506,28 +536,41 @@ def read_manifest(uri: str) -> dict[str, Any]:
         return dict(json.loads(fh.read()))
 
 
+def _fetch(version: str, url: str) -> bytes:
+    """The bytes at a registered model's url, from whatever store it names (S3 included:
+    storage.url_to_fs honours AWS_ENDPOINT_URL), read by the process that loads the model."""
+    fs, path = storage.url_to_fs(url)
+    try:
+        with fs.open(path, "rb") as fh:
+            return bytes(fh.read())
+    except FileNotFoundError:
+        if is_portable_uri(url):
+            raise
+        raise FileNotFoundError(  # a row registered before uris were made absolute
+            f"model {version} is registered at the relative path {url}, which is not there "
+            f"from {os.getcwd()}: register it again (the train flow does) to record an "
+            f"absolute path or URL"
+        ) from None
+
+
 def load_model(engine: sa.Engine, version: str) -> LoadedModel:
-    """Fetch a registered model from its store, check its sha256, then parse it."""
+    """Fetch a registered model and its manifest from the store its row names, check both
+    against their registered sha256, and only then let xgboost parse the model. Every
+    process loading a model (a Dask worker too) does this itself."""
     row = get_version(engine, version)
     if version_of(row["sha256"]) != version:
         raise ModelIntegrityError(
             f"model {version}: its registered sha256 {row['sha256'][:16]}... does not start "
             f"with the version id; refusing to load it"
         )
-    fs, path = storage.url_to_fs(row["uri"])
-    with fs.open(path, "rb") as fh:
-        data = fh.read()
+    data = _fetch(version, row["uri"])
     if sha256_bytes(data) != row["sha256"]:
         raise ModelIntegrityError(
             f"model {version} at {row['uri']}: sha256 {sha256_bytes(data)[:16]}... does not match "
             f"the registered {row['sha256'][:16]}...; refusing to load it"
         )
-    booster = xgb.Booster()
-    booster.load_model(bytearray(data))
     manifest_url = row["uri"].rsplit("/", 1)[0] + "/manifest.json"
-    manifest_fs, manifest_path = storage.url_to_fs(manifest_url)
-    with manifest_fs.open(manifest_path, "rb") as fh:
-        manifest_bytes = fh.read()
+    manifest_bytes = _fetch(version, manifest_url)
     # The manifest carries the drift references and the contract: covered by its own hash.
     if sha256_bytes(manifest_bytes) != row.get("manifest_sha256"):
         raise ModelIntegrityError(
@@ -542,6 +585,8 @@ def load_model(engine: sa.Engine, version: str) -> LoadedModel:
             f"features, vocabularies and encoding with each model); retrain it"
         )
     contract = schema.Contract.from_dict(row["contract"])
+    booster = xgb.Booster()
+    booster.load_model(bytearray(data))
     if list(booster.feature_names or []) != contract.feature_names:
         raise ModelIntegrityError(f"model {version}: feature names differ from its contract")
     return LoadedModel(version=version, booster=booster, manifest=manifest, contract=contract)
