@@ -311,3 +311,40 @@ def describe(rule: Rule, tally: Tally) -> str:
         f"rows (above validation.reject_up_to.{rule.family} = {rule.threshold:g}), "
         f"e.g. {tally.example!r}"
     )
+
+
+class SeenIds:
+    """Entity ids seen so far in the partition, as 64-bit hashes (8 bytes a row, about a
+    tenth of a Python set): the first occurrence of an id is fine, later ones break
+    `unique`, as in `bad_rows`; nulls never repeat (they break not_null). Scoring and
+    validation both use it. A false repeat needs a 64-bit hash collision: odds about
+    n^2 / 2^65, under 1e-5 for a billion-row partition.
+
+    The hashes are kept in sorted runs merged like a binary counter (a run is merged into
+    the one before it while that one is no bigger): each hash is merged O(log n) times and
+    each lookup searches O(log n) runs, O(n log n) for the partition. Re-merging all that
+    was seen at every batch was O(n^2 / batch)."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def repeats(self, column: pa.Array) -> np.ndarray:
+        seen = present(column)
+        out = np.zeros(len(column), dtype=bool)
+        if not seen.any():
+            return out
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        values = column.filter(pa.array(seen)).to_numpy(zero_copy_only=False)
+        hashes = pd.util.hash_array(values)
+        repeat = np.ones(len(hashes), dtype=bool)
+        repeat[np.unique(hashes, return_index=True)[1]] = False  # repeats within the batch
+        for run in self.runs:  # seen in an earlier batch
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            repeat |= run[at] == hashes
+        self.runs.append(np.unique(hashes))
+        while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
+            newest, older = self.runs.pop(), self.runs.pop()
+            self.runs.append(np.union1d(older, newest))
+        out[seen] = repeat
+        return out

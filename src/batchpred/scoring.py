@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -62,33 +61,6 @@ def iter_input_batches(
             yield url, batch
 
 
-class _DuplicateTracker:
-    """Entity ids seen so far in the partition, as 64-bit hashes (8 bytes a row, about a
-    tenth of a Python set); later repeats are rejected. A false repeat needs a 64-bit hash
-    collision: odds about n^2 / 2^65, under 1e-5 for a billion-row partition.
-
-    The hashes are kept in sorted runs merged like a binary counter (a run is merged into
-    the one before it while that one is no bigger): each hash is merged O(log n) times and
-    each lookup searches O(log n) runs, O(n log n) for the partition. Re-merging all that
-    was seen at every batch was O(n^2 / batch)."""
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []
-
-    def repeats(self, ids: pa.Array) -> np.ndarray:
-        hashes = pd.util.hash_array(ids.to_numpy(zero_copy_only=False))
-        out = np.ones(len(hashes), dtype=bool)
-        out[np.unique(hashes, return_index=True)[1]] = False  # repeats within the batch
-        for run in self.runs:  # seen in an earlier batch
-            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-            out |= run[at] == hashes
-        self.runs.append(np.unique(hashes))
-        while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
-            newest, older = self.runs.pop(), self.runs.pop()
-            self.runs.append(np.union1d(older, newest))
-        return out
-
-
 def check_verdict(
     engine: sa.Engine,
     spec: DatasetSpec,
@@ -134,7 +106,7 @@ class _Stream:
     checks: list[rules.Rule]
     tallies: dict[rules.Rule, rules.Tally] = field(default_factory=dict)
     unknown: dict[str, int] = field(default_factory=dict)
-    duplicates: _DuplicateTracker = field(default_factory=_DuplicateTracker)
+    duplicates: rules.SeenIds = field(default_factory=rules.SeenIds)
 
     def unique_rule(self) -> rules.Rule:
         return next(r for r in self.checks if r.kind == "unique")
@@ -144,7 +116,7 @@ class _Stream:
     ) -> tuple[np.ndarray, list[tuple[np.ndarray, rules.Rule]]]:
         ok, broken = rules.evaluate(self.checks, batch, self.tallies)
         ids = batch.column(self.spec.entity_id)
-        repeat = self.duplicates.repeats(ids) & rules.present(ids)
+        repeat = self.duplicates.repeats(ids)
         unique = self.unique_rule()
         tally = self.tallies.setdefault(unique, rules.Tally())
         tally.applied += int(rules.present(ids).sum())

@@ -428,36 +428,6 @@ class _Seen:
     rows: list[int] = field(default_factory=list)
 
 
-class _SeenIds:
-    """Entity ids seen so far in the partition, as 64-bit hashes of the present values in
-    sorted runs merged like a binary counter (as scoring's duplicate tracker): 8 bytes a row.
-    The first occurrence of an id is fine, later ones break `unique`, as in rules.bad_rows."""
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []
-
-    def repeats(self, column: pa.Array) -> np.ndarray:
-        present = rules.present(column)
-        out = np.zeros(len(column), dtype=bool)
-        if not present.any():
-            return out
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        values = column.filter(pa.array(present)).to_numpy(zero_copy_only=False)
-        hashes = pd.util.hash_array(values)
-        repeat = np.ones(len(hashes), dtype=bool)
-        repeat[np.unique(hashes, return_index=True)[1]] = False  # repeats within the batch
-        for run in self.runs:  # seen in an earlier batch
-            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
-            repeat |= run[at] == hashes
-        self.runs.append(np.unique(hashes))
-        while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
-            newest, older = self.runs.pop(), self.runs.pop()
-            self.runs.append(np.union1d(older, newest))
-        out[present] = repeat
-        return out
-
-
 class _RowStream:
     """A partition's record batches, in order: every row rule evaluated on every row, and a
     sample of at most `sample_rows` rows for Great Expectations: every k-th row, k = 1, 2, 4,
@@ -476,7 +446,7 @@ class _RowStream:
         ]
         self.seen = {rule: _Seen() for rule in self.rules}
         self.nulls = dict.fromkeys(schema.names, 0)
-        self.ids = _SeenIds()
+        self.ids = rules.SeenIds()
         self.rows = 0
         self.sample_rows, self.step = sample_rows, 1
         self.sample: list[tuple[np.ndarray, pa.RecordBatch]] = []  # (row numbers, rows)

@@ -929,7 +929,7 @@ def overlapped(target: str, dsn: str, w: Workload, model: Any, version: str) -> 
 
 
 def row_checks(w: Workload, batches: dict[date, list[Any]]) -> tuple[float, float]:
-    from batchpred import rules, scoring
+    from batchpred import rules
 
     row_rules = rules.compile_rules(w.spec, w.settings.validation, label=False)
     t = time.perf_counter()
@@ -939,7 +939,7 @@ def row_checks(w: Workload, batches: dict[date, list[Any]]) -> tuple[float, floa
     checks = time.perf_counter() - t
     t = time.perf_counter()
     for bs in batches.values():
-        tracker = scoring._DuplicateTracker()
+        tracker = rules.SeenIds()
         for b in bs:
             tracker.repeats(b.column(w.spec.entity_id))
     return checks, time.perf_counter() - t
