@@ -316,25 +316,11 @@ def validate_frame(
     subject: str,
     reports_url: str | None,
     with_target: bool = True,
-) -> ValidationReport:
-    """Validate `df` against the spec's suite; write JSON (and Data Docs) under reports_url."""
-    return _validate(
-        df, spec, cfg, subject=subject, reports_url=reports_url, with_target=with_target
-    )
-
-
-def _validate(
-    df: pd.DataFrame,
-    spec: DatasetSpec,
-    cfg: ValidationConfig,
-    *,
-    subject: str,
-    reports_url: str | None,
-    with_target: bool = True,
     stream: _RowStream | None = None,
 ) -> ValidationReport:
-    """validate_frame; with `stream`, `df` is a sample of the rows `stream` saw, and the
-    expectations of the row rules and min_rows are judged on all of them (_judge_all_rows)."""
+    """Validate `df` against the spec's suite; write JSON (and Data Docs) under reports_url.
+    With `stream`, `df` is a sample of the rows `stream` saw, and the expectations of the
+    row rules and min_rows are judged on all of them (_judge_all_rows)."""
     frame = _for_gx(df)
     with _LOCK:
         suite = _suite(spec, cfg, with_target, frozenset(df.columns))
@@ -606,7 +592,7 @@ def validate_partition(
     stream = _RowStream(spec, cfg, schema, cfg.sample_rows)
     for batch in storage.iter_files(files, batch_rows, schema):
         stream.add(batch)
-    report = _validate(
+    report = validate_frame(
         stream.frame(), spec, cfg, subject=subject, reports_url=reports_url, stream=stream
     )
     verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
