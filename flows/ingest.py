@@ -59,39 +59,40 @@ def ingest(
     dataset = settings.dataset.name
     reporting.start_run(dataset)
     logger = get_run_logger()
-    wanted = days or lake.list_source_days(settings, start, end)
+    plan = lake.plan_ingest(settings, days, start, end)
+    wanted, listing = plan.listing.days, plan.listing
     with (
         reporting.Progress("ingest", dataset, len(wanted)) as progress,
         # bounded like scoring (Prefect's default thread pool is not): memory and I/O
         ThreadPoolTaskRunner(max_workers=settings.scoring.concurrency) as runner,
     ):
+        progress.step("unchanged", n=len(listing.unchanged))
         each_day = {"settings": unmapped(settings)}
-        pulls = runner.map(lake.ingest_partition, {**each_day, "day": wanted})
+        pulls = runner.map(lake.ingest_partition, {**each_day, "day": listing.to_pull})
         for future in as_completed(list(pulls)):  # progress as each day lands
             future.wait()  # its final state, not the API's view of it (which may lag)
             done = future.state.is_completed()
             progress.step(f"{future.result().status}" if done else "failed to pull")
-        ingested = pulls.result()
-        if settings.labels.url:
-            label_days = days or lake.list_label_days(settings, start, end)
-            runner.map(lake.ingest_labels, {**each_day, "day": label_days}).result()
+        pulled = pulls.result()
+        runner.map(lake.ingest_labels, {**each_day, "day": listing.labels_to_pull}).result()
+        statuses = dict(plan.known)
+        if pulled:  # their verdicts, under the current spec (pulled content may be known)
+            statuses.update(lake.partition_statuses(settings, [r.day for r in pulled]))
         summary, said, pages = IngestSummary(), {}, {}
         to_validate = []
-        statuses = runner.map(
-            lake.partition_status, {**each_day, "day": [r.day for r in ingested]}
-        ).result()
-        for result, verdict in zip(ingested, statuses, strict=True):
+        for day in sorted(statuses):
+            verdict = statuses[day]
             if verdict.status == "unvalidated":
-                to_validate.append(result.day)
+                to_validate.append(day)
                 continue
             page = reports.existing_page(verdict.report_uri) if verdict.report_uri else None
             if page:
-                pages[str(result.day)] = page
+                pages[str(day)] = page
             if verdict.status == "valid":
-                summary.passed.append(result.day)
-                said[str(result.day)] = "passed (content and spec unchanged since validation)"
+                summary.passed.append(day)
+                said[str(day)] = "passed (content and spec unchanged since validation)"
             else:
-                summary.failed[str(result.day)] = verdict.message
+                summary.failed[str(day)] = verdict.message
         progress.add(len(to_validate))
         validating = runner.map(lake.validate_partition, {**each_day, "day": to_validate})
         futures = dict(zip(validating, to_validate, strict=True))
@@ -110,7 +111,7 @@ def ingest(
                 progress.step("invalid", day)
             if report is not None and report.json_path:
                 pages[str(day)] = reports.validation_page_url(report.json_path)
-        for problem in lake.refused_folders(settings):  # never silently skipped
+        for problem in plan.refused:  # never silently skipped
             folder, _, why = problem.partition(": ")
             summary.failed[folder] = f"{folder}: refused, {why}"
         said.update({day: f"FAILED: {err}" for day, err in summary.failed.items()})

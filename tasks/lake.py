@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 from prefect import get_run_logger, task
@@ -12,34 +13,40 @@ from batchpred.config import Settings
 from tasks import resources
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What an ingest run has to do, from listings, manifests and stored verdicts alone."""
+
+    listing: ingestion.IngestPlan  # days asked for; unchanged ones; days to pull
+    known: dict[date, verdicts.Verdict]  # the unchanged days' verdicts under today's spec
+    refused: list[str]  # folders that are not canonical partitions, with why
+
+
 @task(
-    name="list-source-days",
+    name="plan-ingest",
     cache_policy=NONE,
     retries=2,
     retry_delay_seconds=5,
     retry_condition_fn=resources.retry_transient,
 )
-def list_source_days(settings: Settings, start: date | None, end: date | None) -> list[date]:
-    """The days the source offers in [start, end]."""
-    return ingestion.source_days(settings, start, end)
-
-
-@task(name="refused-folders", cache_policy=NONE)
-def refused_folders(settings: Settings) -> list[str]:
-    """Source folders that are not canonical dt=YYYY-MM-DD partitions, or lead out of the root."""
-    return ingestion.refused_folders(settings)
-
-
-@task(
-    name="list-label-days",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=resources.retry_transient,
-)
-def list_label_days(settings: Settings, start: date | None, end: date | None) -> list[date]:
-    """The days the late-labels source offers in [start, end]."""
-    return ingestion.label_days(settings, start, end)
+def plan_ingest(
+    settings: Settings, days: list[date] | None, start: date | None, end: date | None
+) -> Plan:
+    """List the source (`days`, else every day in [start, end]), keep apart the days the lake
+    holds from the same source listing, with their stored verdicts, and the folders refused.
+    One task and one verdict query however long the history: a night with nothing new costs
+    a listing per day, never a read or a task run per day."""
+    wanted = days or ingestion.source_days(settings, start, end)
+    label_days = (days or ingestion.label_days(settings, start, end)) if settings.labels.url else []
+    listing = ingestion.plan(settings, wanted, label_days)
+    known = verdicts.partition_statuses(
+        resources.engine(),
+        settings.dataset,
+        settings.validation,
+        settings.lake.raw,
+        [r.day for r in listing.unchanged],
+    )
+    return Plan(listing, known, ingestion.refused_folders(settings))
 
 
 @task(
@@ -72,11 +79,11 @@ def ingest_labels(settings: Settings, day: date) -> ingestion.IngestResult:
     return result
 
 
-@task(name="partition-status", cache_policy=NONE, task_run_name="status-{day}")
-def partition_status(settings: Settings, day: date) -> verdicts.Verdict:
-    """The partition's verdict under the current spec: valid, invalid or unvalidated."""
-    return verdicts.partition_status(
-        resources.engine(), settings.dataset, settings.validation, settings.lake.raw, day
+@task(name="partition-statuses", cache_policy=NONE)
+def partition_statuses(settings: Settings, days: list[date]) -> dict[date, verdicts.Verdict]:
+    """The partitions' verdicts under the current spec: valid, invalid or unvalidated."""
+    return verdicts.partition_statuses(
+        resources.engine(), settings.dataset, settings.validation, settings.lake.raw, days
     )
 
 

@@ -167,9 +167,12 @@ class Progress:
         self.total += more
         self.terminal.show(self.done, self.total, self.counts_text())
 
-    def step(self, outcome: str, item: object = "") -> None:
-        """One item finished, with its outcome (`pulled`, `validated`, `failed`, `scored`...)."""
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+    def step(self, outcome: str, item: object = "", n: int = 1) -> None:
+        """`n` items (default one) finished, with their outcome (`pulled`, `validated`,
+        `failed`, `scored`...)."""
+        if n <= 0:
+            return
+        self.counts[outcome] = self.counts.get(outcome, 0) + n
         last = f"(last {item})" if item else ""
         self.terminal.show(self.done, self.total, f"{self.counts_text()} {last}".strip())
         now = time.monotonic()

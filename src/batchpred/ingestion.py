@@ -165,6 +165,20 @@ def _source_files(settings: Settings, day: date) -> list[str]:
 _MANIFEST_KEYS = ("label_rows", "files", "source_key")
 
 
+def _landed(root: str, day: date, source_key: str | None) -> IngestResult | None:
+    """The zone's copy of the day, if its manifest says it came from exactly this source
+    listing (`source_key`): then nothing needs reading. None: look closer."""
+    if not source_key:
+        return None
+    manifest = storage.read_manifest(root, day) or {}
+    if not all(k in manifest for k in _MANIFEST_KEYS) or manifest["source_key"] != source_key:
+        return None
+    existing = storage.partition_files(root, day)
+    if not existing:
+        return None
+    return IngestResult(day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0])
+
+
 def _land(
     settings: Settings,
     root: str,
@@ -176,13 +190,11 @@ def _land(
     """Copy one day into a lake zone (`root`) with its manifest, unless the zone already holds
     it: first by the source's listing (`source_key`: nothing is read while it is unchanged),
     then by the content hash of what `read` returns."""
+    if (landed := _landed(root, day, source_key)) is not None:
+        return landed
     manifest = storage.read_manifest(root, day) or {}
     existing = storage.partition_files(root, day)
     complete = existing and all(k in manifest for k in _MANIFEST_KEYS)
-    if complete and source_key and manifest["source_key"] == source_key:
-        return IngestResult(
-            day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0]
-        )
     table = read()
     content_hash = storage.table_hash(table)
     if complete and manifest["content_hash"] == content_hash:
@@ -224,6 +236,38 @@ def ingest_partition(settings: Settings, day: date) -> IngestResult:
         return table
 
     return _land(settings, settings.lake.raw, day, _source_label(settings), source_key, read)
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What a run must pull, found from listings and manifests alone (no data is read)."""
+
+    days: list[date]  # the source days asked for
+    unchanged: list[IngestResult]  # days whose source listing matches what the lake holds
+    to_pull: list[date]  # new or touched days: ingest_partition reads and compares them
+    labels_to_pull: list[date]  # likewise for the late-labels source
+
+
+def plan(settings: Settings, days: list[date], label_days: list[date]) -> IngestPlan:
+    """Split the days into those the lake already holds from the same source listing (file
+    names, sizes, modification times or ETags: one listing per day, nothing read) and those
+    to pull. A SQL source has no listing: every day is pulled (and compared by content)."""
+    files = settings.source.kind == "files"
+    unchanged, to_pull = [], []
+    for day in days:
+        key = storage.listing_key(_source_files(settings, day)) if files else None
+        landed = _landed(settings.lake.raw, day, key) if key else None
+        if landed is None:
+            to_pull.append(day)
+        else:
+            unchanged.append(landed)
+    labels_to_pull = []
+    if settings.labels.url:
+        for day in label_days:
+            key = storage.listing_key(storage.partition_files(settings.labels.url, day))
+            if _landed(settings.lake.labels, day, key) is None:
+                labels_to_pull.append(day)
+    return IngestPlan(list(days), unchanged, to_pull, labels_to_pull)
 
 
 def ingest_labels(settings: Settings, day: date) -> IngestResult:

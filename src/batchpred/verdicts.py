@@ -128,10 +128,44 @@ def lookup(engine: sa.Engine, dataset: str, day: date, content_key: str, spec_ha
     return Verdict(status, row.message or "", row.report_uri, content_key, spec_hash)
 
 
+def partition_statuses(
+    engine: sa.Engine, spec: DatasetSpec, cfg: ValidationConfig, root: str, days: list[date]
+) -> dict[date, Verdict]:
+    """Valid, invalid or unvalidated: each partition's verdict for its current files under
+    the current spec and policy, in one query. A partition without data files is
+    unvalidated. Fingerprints come from listings and manifests (storage.fingerprint_partition):
+    nothing is read while files are as ingest left them."""
+    if not days:
+        return {}
+    spec_hash = rules.spec_hash(spec, cfg)
+    keys = {day: storage.fingerprint_partition(root, day) for day in days}
+    t = db.table(engine, "validation_results")
+    newest: dict[tuple[date, str], Verdict] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.partition_date, t.c.content_key, t.c.success, t.c.message)
+            .add_columns(t.c.report_uri)
+            .where(
+                t.c.dataset == spec.name,
+                t.c.spec_hash == spec_hash,
+                t.c.partition_date.in_(list(keys)),
+                t.c.content_key.in_(set(keys.values())),
+            )
+            .order_by(t.c.id)  # the newest verdict for a key wins
+        )
+        for row in rows:
+            status: Status = "valid" if row.success else "invalid"
+            newest[(row.partition_date, row.content_key)] = Verdict(
+                status, row.message or "", row.report_uri, row.content_key, spec_hash
+            )
+    unvalidated = {
+        d: Verdict("unvalidated", content_key=k, spec_hash=spec_hash) for d, k in keys.items()
+    }
+    return {d: newest.get((d, k), unvalidated[d]) for d, k in keys.items()}
+
+
 def partition_status(
     engine: sa.Engine, spec: DatasetSpec, cfg: ValidationConfig, root: str, day: date
 ) -> Verdict:
-    """Valid, invalid or unvalidated: the verdict for the partition's current files under the
-    current spec and policy. A partition without data files is unvalidated."""
-    key = storage.fingerprint_partition(root, day)
-    return lookup(engine, spec.name, day, key, rules.spec_hash(spec, cfg))
+    """partition_statuses for one partition."""
+    return partition_statuses(engine, spec, cfg, root, [day])[day]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from batchpred import config, demo, storage
+from batchpred import config, demo, ingestion, storage
 from flows.nightly import nightly
 
 pytestmark = pytest.mark.slow
@@ -137,9 +137,11 @@ def test_a_night_with_nothing_new_reads_no_lake_data(workspace, monkeypatch):
         reads.append(url)
         return iter_file_batches(url, *args, **kwargs)
 
+    pulls: list[object] = []  # one task run per pulled day: none when nothing changed
     monkeypatch.setattr(storage, "read_files", counting_read)
     monkeypatch.setattr(storage, "iter_file_batches", counting_iter)
+    monkeypatch.setattr(ingestion, "ingest_partition", lambda s, day: pulls.append(day))
     again = nightly(config_files=files)
     assert again["model"]["decision"] == "unchanged"
     assert [r.status for r in again["scored"]] == ["skipped"]
-    assert reads == []
+    assert reads == [] and pulls == []

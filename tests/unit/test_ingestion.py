@@ -328,6 +328,36 @@ def test_a_night_with_nothing_new_reads_no_data(churn: Settings, monkeypatch) ->
     assert storage.fingerprint_partition(churn.lake.raw, days[1]) == before[days[1]]
 
 
+def test_plan_pulls_only_new_or_touched_days(
+    churn: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan is made from listings and manifests: unchanged days are answered from the
+    manifest, new and touched days (and labels) are pulled; nothing is read to decide."""
+    labels = tmp_path / "late-labels"  # the source: not the lake's labels zone
+    churn = small(churn, days=3)
+    churn = churn.model_copy(
+        update={"labels": churn.labels.model_copy(update={"url": str(labels)})}
+    )
+    days = write_demo_source(churn.dataset, churn.demo, churn.source.url)
+    for day in days[:2]:
+        storage.write_partition(str(labels), day, pa.table({"customer_id": [1], "churned": [0]}))
+    plan = ingestion.plan(churn, days, days[:2])
+    assert (plan.unchanged, plan.to_pull, plan.labels_to_pull) == ([], days, days[:2])
+    for day in days[:2]:
+        ingest_partition(churn, day)
+        ingest_labels(churn, day)
+    (touched,) = storage.partition_files(churn.source.url, days[0])
+    os.utime(touched, ns=(1, 1))  # same bytes, new mtime: looked at closer, by the pull
+
+    reads: list[str] = []
+    monkeypatch.setattr(storage, "read_files", lambda urls, *a, **k: reads.extend(urls))
+    plan = ingestion.plan(churn, days, days[:2])
+    assert reads == []
+    assert [r.day for r in plan.unchanged] == [days[1]]
+    assert plan.unchanged[0].rows == 40 and plan.unchanged[0].status == "unchanged"
+    assert plan.to_pull == [days[0], days[2]] and plan.labels_to_pull == []
+
+
 def test_refused_source_folders_are_named(churn: Settings) -> None:
     churn = small(churn)
     write_demo_source(churn.dataset, churn.demo, churn.source.url)

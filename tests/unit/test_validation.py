@@ -391,6 +391,27 @@ def test_recorded_verdict_helper_matches_partition_status(churn, engine):
     assert _status(engine, spec, cfg, root, day).status == "valid"
 
 
+def test_statuses_of_many_partitions_in_one_query(churn, engine):
+    """Each day gets its own newest verdict for its own content; a day without one, or whose
+    content changed since, is unvalidated."""
+    spec, cfg, root = churn.dataset, churn.validation, churn.lake.raw
+    cfg3 = churn.demo.model_copy(update={"days": 3, "rows_per_day": 5})
+    first, second, third = demo.write_demo_source(spec, cfg3, root)
+    record_verdict(engine, spec, cfg, root, first)
+    record_verdict(engine, spec, cfg, root, second)
+    record_verdict(engine, spec, cfg, root, second, valid=False, message="boom")
+    record_verdict(engine, spec, cfg, root, third)
+    storage.write_partition(root, third, storage.read_partition(root, third).slice(1))
+    got = verdicts.partition_statuses(engine, spec, cfg, root, [first, second, third])
+    assert {day: v.status for day, v in got.items()} == {
+        first: "valid",
+        second: "invalid",
+        third: "unvalidated",
+    }
+    assert "boom" in got[second].message
+    assert verdicts.partition_statuses(engine, spec, cfg, root, []) == {}
+
+
 def test_a_long_vocabulary_is_summarised_in_the_message_never_listed_whole():
     from batchpred.config import load_settings
     from tests.conftest import ROOT
