@@ -194,6 +194,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
             f"{data['rejected_rows_left_out']:,} breaking a rule, "
             f"{len(data['days_passed_over'])} day(s) passed over"
         )
+        if "trained_on_a_sample" in data:
+            print(f"    trained on a sample: {data['trained_on_a_sample']}")
     worst = max(out["drift"], key=lambda m: m["psi"])
     print(f"  drift vs training data: max PSI {worst['psi']:.3f} ({worst['feature']})")
     for r in out["realised"][:3]:

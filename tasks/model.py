@@ -81,6 +81,12 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
         "rejected_rows_left_out": prepared.get("rejected_rows", 0),
         "days_passed_over": prepared["excluded"],
     }
+    manifest = json.loads((work / out / "model" / training.MANIFEST_FILE).read_text())
+    if sample := manifest.get("train_sample"):  # never a silent sample: say it with the rows
+        result["training_data"]["trained_on_a_sample"] = (
+            f"{sample['max_rows']:,} of the training split's {sample['split_rows']:,} rows "
+            "(training.max_rows)"
+        )
     get_run_logger().info(
         "model %s: %s (%s); trained on %s",
         result["version"],
