@@ -84,8 +84,9 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
     manifest = json.loads((work / out / "model" / training.MANIFEST_FILE).read_text())
     if sample := manifest.get("train_sample"):  # never a silent sample: say it with the rows
         result["training_data"]["trained_on_a_sample"] = (
-            f"{sample['max_rows']:,} of the training split's {sample['split_rows']:,} rows "
-            "(training.max_rows)"
+            f"{sample['train_kept']:,} of {sample['split_rows']:,} training rows and "
+            f"{sample['valid_kept']:,} of {sample['valid_rows']:,} early-stopping rows "
+            f"(training.max_rows {sample['max_rows']:,})"
         )
     get_run_logger().info(
         "model %s: %s (%s); trained on %s",

@@ -227,9 +227,11 @@ class TrainingConfig(Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
     gate: GateConfig = GateConfig()
     registry: str = "data/models"  # content-addressed model store
-    # train on at most this many rows of the training split: a deterministic sample (the
-    # rows with the smallest hashes of entity id and day), recorded in the manifest; null: all
-    max_rows: int | None = Field(None, ge=1)
+    # XGBoost holds at most this many rows (training + early-stopping splits together): a
+    # deterministic sample of each split in proportion (the rows with the smallest hashes of
+    # entity id and day), logged, reported and recorded in the manifest; null: every row.
+    # Training's peak memory follows it, not the window (docs/design.md, "Memory").
+    max_rows: int | None = Field(2_000_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:

@@ -636,23 +636,33 @@ def _contract(spec: DatasetSpec, rows: _Rows) -> Contract:
 def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path) -> dict[str, Any]:
     """DVC stage `train`: early-stopped xgboost model, saved as UBJSON with its manifest.
     The splits reach XGBoost as QuantileDMatrix built a record batch at a time; with
-    training.max_rows, a training split above it is sampled (_sample)."""
+    training.max_rows, the two splits XGBoost holds (training and early stopping) are
+    sampled to at most that many rows together, each in proportion to its size (_sample)."""
     cfg, spec = settings.training, settings.dataset
     data, out = Path(data_dir), Path(model_dir)
     prepared = json.loads((data / PREPARE_FILE).read_text())
-    train = _Rows(data / "train.parquet")
-    sample = None
-    if cfg.max_rows is not None and train.num_rows > cfg.max_rows:
-        sample = {"max_rows": cfg.max_rows, "split_rows": train.num_rows}
+    train, valid = _Rows(data / "train.parquet"), _Rows(data / "valid.parquet")
+    sample, held = None, train.num_rows + valid.num_rows
+    if cfg.max_rows is not None and held > cfg.max_rows:
+        valid_kept = min(valid.num_rows, max(1, round(cfg.max_rows * valid.num_rows / held)))
+        sample = {
+            "max_rows": cfg.max_rows,
+            "split_rows": train.num_rows,
+            "train_kept": cfg.max_rows - valid_kept,
+            "valid_rows": valid.num_rows,
+            "valid_kept": valid_kept,
+        }
         log.warning(
-            "training split of %s has %d rows, above training.max_rows: training on a sample "
-            "of %d (the smallest hashes of entity id and event date)",
-            spec.name, train.num_rows, cfg.max_rows,
+            "training and early-stopping splits of %s hold %d rows, above training.max_rows: "
+            "XGBoost gets a sample of %d of %d training and %d of %d early-stopping rows (the "
+            "smallest hashes of entity id and event date)",
+            spec.name, held, sample["train_kept"], train.num_rows, valid_kept, valid.num_rows,
         )  # fmt: skip
-        train = _sample(train, spec, cfg.max_rows)
+        train = _sample(train, spec, sample["train_kept"])
+        valid = _sample(valid, spec, valid_kept)
     contract = _contract(spec, train)
     dtrain = _quantile_dmatrix(train, settings, contract)
-    dvalid = _quantile_dmatrix(_Rows(data / "valid.parquet"), settings, contract, ref=dtrain)
+    dvalid = _quantile_dmatrix(valid, settings, contract, ref=dtrain)
     booster = xgb.train(
         effective_params(settings),
         dtrain,
@@ -730,7 +740,8 @@ def save_model(
         "best_iteration": best_iteration,
         "training_data_hash": training_data_hash,
         "train_rows": rows.num_rows,
-        # the training split was larger than training.max_rows: {max_rows, split_rows}
+        # train + valid held more than training.max_rows: {max_rows, split_rows, train_kept,
+        # valid_rows, valid_kept}
         "train_sample": sample,
         "reference_stats": _reference_statistics(rows, contract),
         # the score distribution on the training split (manifests before it lack the key:

@@ -314,6 +314,12 @@ def run_nightly(ws: Workspace, home: Path, api_url: str, label: str) -> dict[str
         "exit_code": proc.returncode,
         "skipped": " skipped, " in out_text,
         "retrained": _model_stamp(ws) != model_before,  # DVC re-ran train@churn
+        "model_line": next(
+            (x.strip() for x in out_text.splitlines() if x.strip().startswith("model ")), ""
+        ),
+        "sample_line": next(
+            (x.strip() for x in out_text.splitlines() if "trained on a sample:" in x), ""
+        ),
         "scored_line": next(
             (x.strip() for x in out_text.splitlines() if x.strip().startswith("scored ")), ""
         ),
@@ -422,7 +428,8 @@ def report(info: dict[str, Any], args: argparse.Namespace) -> str:
             f"### The whole nightly at {b['rows']:,} rows, and at a quarter of them",
             "",
             f"{args.days} daily partitions (the newest without its label, 1% null labels), "
-            "configs/base.yaml's settings (28-day window, 300 rounds, early stopping). Peak RSS: "
+            "configs/base.yaml's settings (28-day window, 300 rounds, early stopping, "
+            "training.max_rows 2 M). Peak RSS: "
             "the nightly's process tree (it and DVC's stage processes), summed, sampled every "
             "0.1 s in each stage's window.",
             "",
@@ -447,6 +454,14 @@ def report(info: dict[str, Any], args: argparse.Namespace) -> str:
             f"{b['peak_process_mb']:.0f} | {b['peak_process_mb'] / a['peak_process_mb']:.2f}x |",
             "",
             f"Scored: {b['scored_line'] or '?'} (exit code {b['exit_code']}).",
+            "",
+            "Trained (training.max_rows caps the rows XGBoost holds): "
+            + "; ".join(
+                f"{r['rows']:,} rows: {r['model_line'] or '?'}, "
+                + (r["sample_line"] or "every row, no sample")
+                for r in (a, b)
+            )
+            + ".",
             "",
         ]
         ratio = b["peak_tree_mb"] / a["peak_tree_mb"]

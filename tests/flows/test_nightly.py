@@ -72,10 +72,13 @@ def test_nightly_twice_lands_each_row_once(workspace):
 
 
 def test_second_dataset_runs_from_config_alone(workspace):
-    files = workspace("deliveries")
+    files = workspace("deliveries", training={"max_rows": 150})
     settings = _write_source(files)
     out = nightly(config_files=files)
     assert out["model"]["challenger_metrics"]["primary"] == "neg_rmse"
+    # a capped training set is said where the model is reported, never silent
+    sampled = out["model"]["training_data"]["trained_on_a_sample"]
+    assert sampled.endswith("early-stopping rows (training.max_rows 150)"), sampled
     assert out["scored"][0].rows_scored == settings.demo.rows_per_day
     assert (
         _count("select count(*) from predictions where label is null") == settings.demo.rows_per_day

@@ -506,21 +506,30 @@ def test_max_rows_trains_on_a_deterministic_sample_of_the_split(
     settings, data = trained["settings"], trained["data"]
     spec = settings.dataset
     assert trained["manifest"]["train_sample"] is None
-    at_size = fast(settings, max_rows=trained["summary"]["rows"]["train"])
+    rows = trained["summary"]["rows"]
+    at_size = fast(settings, max_rows=rows["train"] + rows["valid"])  # what XGBoost holds
     assert training.train_model(at_size, data, tmp_path / "all") == trained["manifest"]
 
     capped = fast(settings, max_rows=500)
     with caplog.at_level("WARNING", logger="batchpred.training"):
         first = training.train_model(capped, data, tmp_path / "a")
-    assert "has 1200 rows, above training.max_rows: training on a sample of 500" in caplog.text
+    # both splits XGBoost holds shrink by the same share, to 500 rows together
+    valid_kept = round(500 * rows["valid"] / (1200 + rows["valid"]))
+    assert f"sample of {500 - valid_kept} of 1200 training and {valid_kept} of" in caplog.text
     second = training.train_model(capped, data, tmp_path / "b")
     assert first == second and sha(tmp_path / "a/model.ubj") == sha(tmp_path / "b/model.ubj")
     assert first["sha256"] != trained["manifest"]["sha256"]
-    assert first["train_rows"] == 500
-    assert first["train_sample"] == {"max_rows": 500, "split_rows": 1200}
-    rows = training._sample(training._Rows(data / "train.parquet"), spec, 500)
-    train = pq.read_table(data / "train.parquet").filter(pa.array(rows.keep))
-    assert train.num_rows == 500
+    assert first["train_rows"] == 500 - valid_kept
+    assert first["train_sample"] == {
+        "max_rows": 500,
+        "split_rows": 1200,
+        "train_kept": 500 - valid_kept,
+        "valid_rows": rows["valid"],
+        "valid_kept": valid_kept,
+    }
+    sampled = training._sample(training._Rows(data / "train.parquet"), spec, 500 - valid_kept)
+    train = pq.read_table(data / "train.parquet").filter(pa.array(sampled.keep))
+    assert train.num_rows == 500 - valid_kept
     assert set(train.column(spec.event_date).to_pylist()) == {  # every day of the split
         date.fromisoformat(d) for d in trained["summary"]["splits"]["train"]
     }
