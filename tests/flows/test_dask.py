@@ -71,7 +71,10 @@ def test_score_on_dask_cluster_matches_thread_pool(workspace, monkeypatch):
             host="127.0.0.1",
             dashboard_address=None,
         ) as cluster,
-        distributed.Client(cluster) as client,
+        # not this process's default client: the flow must find the cluster by
+        # scoring.dask_address alone (with no address, prefect-dask starts a cluster of its
+        # own, and no partition would show in this cluster's task stream)
+        distributed.Client(cluster, set_as_default=False) as client,
     ):
         layer = Path("configs/dask.yaml").resolve()
         layer.write_text(yaml.safe_dump({"scoring": {"dask_address": cluster.scheduler_address}}))
