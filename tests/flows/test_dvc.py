@@ -3,8 +3,10 @@ changes (also on an s3:// lake), skips when nothing did, and keeps datasets apar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -90,6 +92,42 @@ def test_s3_lake_retrains_when_a_day_arrives_and_only_then(workspace, s3_bucket)
     retrained = _trained_state("churn")
     assert retrained["lock"] != trained["lock"]
     assert all(retrained["mtimes"][f] > t for f, t in trained["mtimes"].items())
+
+
+def test_nothing_on_local_disk_dvc_remote_and_registry_on_s3(workspace, s3_bucket):
+    """Lake, model registry and DVC remote all on S3: training pushes the model to the remote
+    (content-addressed by DVC's md5), registers it under its sha256 in the S3 registry, and a
+    workspace that lost its model and DVC cache gets the same bytes back with `dvc pull`."""
+    import boto3
+
+    files = workspace(
+        "churn",
+        lake={"raw": f"s3://{s3_bucket}/raw/{{dataset}}"},
+        training={"num_boost_round": 20, "registry": f"s3://{s3_bucket}/models"},
+    )
+    remote = ["remote", "modify", "local", "url", f"s3://{s3_bucket}/dvc"]
+    subprocess.run([sys.executable, "-m", "dvc", *remote], check=True)
+    _source_and_ingest(files)
+    result = train(config_files=files)
+    assert result["decision"] == "promoted"
+
+    s3 = boto3.client("s3")
+    keys = {
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+        for o in page.get("Contents", [])
+    }
+    model = _out("churn") / "model" / "model.ubj"
+    local_bytes = model.read_bytes()
+    sha = hashlib.sha256(local_bytes).hexdigest()
+    md5 = hashlib.md5(local_bytes).hexdigest()
+    assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in keys  # pushed by the train flow
+    assert f"models/{sha[:16]}/model.ubj" in keys and result["version"] == sha[:16]
+
+    model.unlink()
+    shutil.rmtree(".dvc/cache")
+    subprocess.run([sys.executable, "-m", "dvc", "pull", "-q", "train@churn"], check=True)
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == sha
 
 
 def test_two_datasets_in_one_workspace_keep_their_own_outputs(workspace):
