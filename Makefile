@@ -14,15 +14,27 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 # 2-core machine. Production runs use a running server (PREFECT_API_URL), not this.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
+# $(call runtime_venv,DIR): a virtual environment in DIR with the pinned runtime dependencies
+# and batchpred (editable), nothing else. The lock has xgboost-cpu: a GPU xgboost (an older
+# lock's) and its NCCL are dropped first, as both wheels own the same xgboost/ files (macOS:
+# the lock's xgboost is the CPU build).
+define runtime_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	@[ "$$(uname)" = Darwin ] || $(1)/bin/python -m pip uninstall -q -y xgboost nvidia-nccl-cu12 2>/dev/null || true
+	$(1)/bin/python -m pip install -q -r requirements.lock
+	$(1)/bin/python -m pip install -q --no-deps -e .
+	@touch $(1)/.runtime
+endef
+
 $(VENV)/.runtime: requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	@# the lock has xgboost-cpu: drop a GPU xgboost (an older lock's) and its NCCL first, as
-	@# both wheels own the same xgboost/ files (macOS: the lock's xgboost is the CPU build)
-	@[ "$$(uname)" = Darwin ] || $(PY) -m pip uninstall -q -y xgboost nvidia-nccl-cu12 2>/dev/null || true
-	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e .
-	@touch $@
+	$(call runtime_venv,$(VENV))
+
+# make bench runs batchpred's processes as production installs it: runtime dependencies only
+# (the dev environment's scikit-learn would add about 1 s of xgboost import to start-up).
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.runtime: requirements.lock pyproject.toml
+	$(call runtime_venv,$(BENCH_VENV))
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
 	$(PY) -m pip install -q -r requirements-dev.lock
@@ -58,8 +70,8 @@ lint: install-dev ## ruff + mypy
 	$(VENV)/bin/mypy
 
 .PHONY: bench-nightly
-bench: install-dev ## scoring: batchpred vs peer scripts, median of 3 (~12 min; BENCH_ARGS="--rows 200000 --repeat 1": quick)
-	$(PY) -m tests.benchmarks.bench $(BENCH_ARGS)
+bench: install-dev $(BENCH_VENV)/.runtime ## scoring: batchpred vs peer scripts, median of 3 (~35 min; BENCH_ARGS="--rows 200000 --repeat 1": quick)
+	$(PY) -m tests.benchmarks.bench --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 bench-nightly: install-dev ## whole nightly at 10 M rows vs 2.5 M (RSS), no-op nightly after 35 vs 140 days (~20 min)
 	$(PY) -m tests.benchmarks.nightly $(BENCH_NIGHTLY_ARGS)

@@ -67,6 +67,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+# The interpreter of the batchpred processes and of the peers' import timing (--python): the
+# Makefile passes a runtime-only environment (requirements.lock, what `make install` builds),
+# as production runs; the dev environment adds scikit-learn, which xgboost imports if present.
+PYTHON = sys.executable
 DOC = ROOT / "docs" / "benchmarks.md"
 PG_ADMIN_URL = os.environ.get(
     "BATCHPRED_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -117,7 +121,7 @@ def prefect_env(home: Path, api_url: str | None) -> dict[str, str]:
         PREFECT_LOGGING_LEVEL="INFO",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONPATH=f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PATH=f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if api_url:
@@ -681,7 +685,7 @@ def score_process(
 
     from batchpred import db
 
-    cmd = [sys.executable, "-m", "flows.score", "--start", str(days[0]), "--end", str(days[-1])]
+    cmd = [PYTHON, "-m", "flows.score", "--start", str(days[0]), "--end", str(days[-1])]
     for c in w.config:
         cmd += ["--config", c]
     env = {**prefect_env(home, api_url), "BATCHPRED_DATABASE_URL": db_url}
@@ -1282,11 +1286,21 @@ class Context:
             drop_sqlite(peer_db)
 
 
+def _env_of(python: str) -> str:
+    """Which environment `python` is, in words, for the report."""
+    probe = "import importlib.util as u; print(u.find_spec('sklearn') is not None)"
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    where = os.path.relpath(python, ROOT) if python.startswith(str(ROOT)) else python
+    if out.stdout.strip() == "True":
+        return f"`{where}` (scikit-learn installed: xgboost imports it, about 1 s of start-up)"
+    return f"`{where}`, runtime dependencies only (requirements.lock, as `make install` builds)"
+
+
 def peer_imports() -> float:
     """What a peer script's start-up costs before its first line of work (not in its figures)."""
     t = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", "import pandas, pyarrow.parquet, xgboost, sqlalchemy, psycopg"],
+        [PYTHON, "-c", "import pandas, pyarrow.parquet, xgboost, sqlalchemy, psycopg"],
         check=True,
     )
     return time.perf_counter() - t
@@ -1389,6 +1403,8 @@ def report(
         f"- batchpred: scoring.concurrency={conc} partitions at once, nthread="
         f"{w.settings.scoring.nthread} each (configs/base.yaml); the peers score one partition "
         "after the other, xgboost on all cores",
+        "- interpreter of the batchpred processes and of the peers' import timing: "
+        + _env_of(PYTHON),
     ]
     if "sqlite_pragmas" in info:
         peer, ours = info["sqlite_pragmas"]
@@ -1724,11 +1740,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--db", default="pg,sqlite", help="pg, sqlite or both (default)")
     p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the batchpred processes (default: this one; make bench: a "
+        "runtime-only environment)",
+    )
+    p.add_argument(
         "--no-doc", action="store_true", help="print the report, do not write docs/benchmarks.md"
     )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.rows_list = [int(x) for x in args.rows.split(",")]
+    global PYTHON
+    PYTHON = args.python
     args.db = [x.strip() for x in args.db.split(",") if x.strip()]
     if not set(args.db) <= {"pg", "sqlite"} or not args.db:
         p.error("--db: pg, sqlite or pg,sqlite")
