@@ -83,11 +83,12 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
     }
     manifest = json.loads((work / out / "model" / training.MANIFEST_FILE).read_text())
     if sample := manifest.get("train_sample"):  # never a silent sample: say it with the rows
-        result["training_data"]["trained_on_a_sample"] = (
-            f"{sample['train_kept']:,} of {sample['split_rows']:,} training rows and "
-            f"{sample['valid_kept']:,} of {sample['valid_rows']:,} early-stopping rows "
-            f"(training.max_rows {sample['max_rows']:,})"
-        )
+        said = f"{sample.get('train_kept', sample['max_rows']):,} of {sample['split_rows']:,} "
+        said += "training rows"
+        if "valid_kept" in sample:  # older manifests sampled the training split alone
+            said += f" and {sample['valid_kept']:,} of {sample['valid_rows']:,} early-stopping rows"
+        said += f" (training.max_rows {sample['max_rows']:,})"
+        result["training_data"]["trained_on_a_sample"] = said
     get_run_logger().info(
         "model %s: %s (%s); trained on %s",
         result["version"],
