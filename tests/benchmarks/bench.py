@@ -1663,6 +1663,12 @@ def why_flow(R: Runs, name: str, goal: float, w: Workload, mode: str) -> str:
         )
     if "plain_pg" in R:
         text += f" Without Prefect the same calls take {R.s('plain_pg'):.2f}s."
+    if "predict" in R and R.s("predict") > goal:
+        text += (
+            f" The model's own prediction alone, on all cores and nothing else, takes "
+            f"{R.s('predict'):.2f}s, above the {goal:.1f}s the target allows: no pipeline "
+            "scoring with this model on this machine can meet it."
+        )
     return text
 
 
