@@ -314,8 +314,13 @@ def run_nightly(ws: Workspace, home: Path, api_url: str, label: str) -> dict[str
         "exit_code": proc.returncode,
         "skipped": " skipped, " in out_text,
         "retrained": _model_stamp(ws) != model_before,  # DVC re-ran train@churn
-        "model_line": next(
-            (x.strip() for x in out_text.splitlines() if x.strip().startswith("model ")), ""
+        "model_line": next(  # the summary's "model V (decision): metrics", not DVC's output
+            (
+                x.strip()
+                for x in out_text.splitlines()
+                if x.strip().startswith("model ") and "): " in x
+            ),
+            "",
         ),
         "sample_line": next(
             (x.strip() for x in out_text.splitlines() if "trained on a sample:" in x), ""
