@@ -70,7 +70,7 @@ lint: install-dev ## ruff + mypy
 	$(VENV)/bin/mypy
 
 .PHONY: bench-nightly
-bench: install-dev $(BENCH_VENV)/.runtime ## scoring: batchpred vs peer scripts, median of 3 (~35 min; BENCH_ARGS="--rows 200000 --repeat 1": quick)
+bench: install-dev $(BENCH_VENV)/.runtime ## scoring: batchpred vs peer scripts, median of 3 (25-35 min; BENCH_ARGS="--rows 200000 --repeat 1": quick)
 	$(PY) -m tests.benchmarks.bench --python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 bench-nightly: install-dev ## whole nightly at 10 M rows vs 2.5 M (RSS), no-op nightly after 35 vs 140 days (~20 min)
