@@ -165,18 +165,21 @@ def _source_files(settings: Settings, day: date) -> list[str]:
 _MANIFEST_KEYS = ("label_rows", "files", "source_key")
 
 
-def _landed(root: str, day: date, source_key: str | None) -> IngestResult | None:
-    """The zone's copy of the day, if its manifest says it came from exactly this source
-    listing (`source_key`): then nothing needs reading. None: look closer."""
-    if not source_key:
-        return None
-    manifest = storage.read_manifest(root, day) or {}
-    if not all(k in manifest for k in _MANIFEST_KEYS) or manifest["source_key"] != source_key:
-        return None
-    existing = storage.partition_files(root, day)
-    if not existing:
+def _landed(
+    manifest: dict[str, Any], existing: list[str], day: date, source_key: str | None
+) -> IngestResult | None:
+    """The zone's copy of the day (its `manifest` and `existing` files), if the manifest says
+    it came from exactly this source listing (`source_key`): then nothing needs reading.
+    None: look closer."""
+    complete = existing and all(k in manifest for k in _MANIFEST_KEYS)
+    if not (complete and source_key and manifest["source_key"] == source_key):
         return None
     return IngestResult(day, "unchanged", manifest["rows"], manifest["content_hash"], existing[0])
+
+
+def _in_zone(root: str, day: date) -> tuple[dict[str, Any], list[str]]:
+    """A lake zone's manifest (empty if none) and data files for the day."""
+    return storage.read_manifest(root, day) or {}, storage.partition_files(root, day)
 
 
 def _land(
@@ -190,13 +193,12 @@ def _land(
     """Copy one day into a lake zone (`root`) with its manifest, unless the zone already holds
     it: first by the source's listing (`source_key`: nothing is read while it is unchanged),
     then by the content hash of what `read` returns."""
-    if (landed := _landed(root, day, source_key)) is not None:
+    manifest, existing = _in_zone(root, day)
+    if (landed := _landed(manifest, existing, day, source_key)) is not None:
         return landed
-    manifest = storage.read_manifest(root, day) or {}
-    existing = storage.partition_files(root, day)
-    complete = existing and all(k in manifest for k in _MANIFEST_KEYS)
     table = read()
     content_hash = storage.table_hash(table)
+    complete = existing and all(k in manifest for k in _MANIFEST_KEYS)
     if complete and manifest["content_hash"] == content_hash:
         if manifest["source_key"] != source_key:  # touched, same content: remember the listing
             storage.write_manifest(root, day, {**manifest, "source_key": source_key})
@@ -256,7 +258,7 @@ def plan(settings: Settings, days: list[date], label_days: list[date]) -> Ingest
     unchanged, to_pull = [], []
     for day in days:
         key = storage.listing_key(_source_files(settings, day)) if files else None
-        landed = _landed(settings.lake.raw, day, key) if key else None
+        landed = _landed(*_in_zone(settings.lake.raw, day), day, key) if key else None
         if landed is None:
             to_pull.append(day)
         else:
@@ -265,7 +267,7 @@ def plan(settings: Settings, days: list[date], label_days: list[date]) -> Ingest
     if settings.labels.url:
         for day in label_days:
             key = storage.listing_key(storage.partition_files(settings.labels.url, day))
-            if _landed(settings.lake.labels, day, key) is None:
+            if _landed(*_in_zone(settings.lake.labels, day), day, key) is None:
                 labels_to_pull.append(day)
     return IngestPlan(list(days), unchanged, to_pull, labels_to_pull)
 

@@ -659,7 +659,8 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
             spec.name, held, sample["train_kept"], train.num_rows, valid_kept, valid.num_rows,
         )  # fmt: skip
         train = _sample(train, spec, sample["train_kept"])
-        valid = _sample(valid, spec, valid_kept)
+        if valid_kept < valid.num_rows:
+            valid = _sample(valid, spec, valid_kept)
     contract = _contract(spec, train)
     dtrain = _quantile_dmatrix(train, settings, contract)
     dvalid = _quantile_dmatrix(valid, settings, contract, ref=dtrain)

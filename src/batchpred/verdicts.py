@@ -109,36 +109,15 @@ def record(
 
 def lookup(engine: sa.Engine, dataset: str, day: date, content_key: str, spec_hash: str) -> Verdict:
     """The newest verdict for exactly this content under exactly this spec."""
-    t = db.table(engine, "validation_results")
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(t.c.success, t.c.message, t.c.report_uri)
-            .where(
-                t.c.dataset == dataset,
-                t.c.partition_date == day,
-                t.c.content_key == content_key,
-                t.c.spec_hash == spec_hash,
-            )
-            .order_by(t.c.id.desc())
-            .limit(1)
-        ).first()
-    if row is None:
-        return Verdict("unvalidated", content_key=content_key, spec_hash=spec_hash)
-    status: Status = "valid" if row.success else "invalid"
-    return Verdict(status, row.message or "", row.report_uri, content_key, spec_hash)
+    return lookup_many(engine, dataset, {day: content_key}, spec_hash)[day]
 
 
-def partition_statuses(
-    engine: sa.Engine, spec: DatasetSpec, cfg: ValidationConfig, root: str, days: list[date]
+def lookup_many(
+    engine: sa.Engine, dataset: str, keys: dict[date, str], spec_hash: str
 ) -> dict[date, Verdict]:
-    """Valid, invalid or unvalidated: each partition's verdict for its current files under
-    the current spec and policy, in one query. A partition without data files is
-    unvalidated. Fingerprints come from listings and manifests (storage.fingerprint_partition):
-    nothing is read while files are as ingest left them."""
-    if not days:
+    """`lookup` for many days ({day: content key}) in one query."""
+    if not keys:
         return {}
-    spec_hash = rules.spec_hash(spec, cfg)
-    keys = {day: storage.fingerprint_partition(root, day) for day in days}
     t = db.table(engine, "validation_results")
     newest: dict[tuple[date, str], Verdict] = {}
     with engine.connect() as conn:
@@ -146,7 +125,7 @@ def partition_statuses(
             sa.select(t.c.partition_date, t.c.content_key, t.c.success, t.c.message)
             .add_columns(t.c.report_uri)
             .where(
-                t.c.dataset == spec.name,
+                t.c.dataset == dataset,
                 t.c.spec_hash == spec_hash,
                 t.c.partition_date.in_(list(keys)),
                 t.c.content_key.in_(set(keys.values())),
@@ -158,10 +137,21 @@ def partition_statuses(
             newest[(row.partition_date, row.content_key)] = Verdict(
                 status, row.message or "", row.report_uri, row.content_key, spec_hash
             )
-    unvalidated = {
-        d: Verdict("unvalidated", content_key=k, spec_hash=spec_hash) for d, k in keys.items()
+    return {
+        d: newest.get((d, k)) or Verdict("unvalidated", content_key=k, spec_hash=spec_hash)
+        for d, k in keys.items()
     }
-    return {d: newest.get((d, k), unvalidated[d]) for d, k in keys.items()}
+
+
+def partition_statuses(
+    engine: sa.Engine, spec: DatasetSpec, cfg: ValidationConfig, root: str, days: list[date]
+) -> dict[date, Verdict]:
+    """Valid, invalid or unvalidated: each partition's verdict for its current files under
+    the current spec and policy, in one query. A partition without data files is
+    unvalidated. Fingerprints come from listings and manifests (storage.fingerprint_partition):
+    nothing is read while files are as ingest left them."""
+    keys = {day: storage.fingerprint_partition(root, day) for day in days}
+    return lookup_many(engine, spec.name, keys, rules.spec_hash(spec, cfg))
 
 
 def partition_status(
