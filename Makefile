@@ -64,7 +64,7 @@ run: demo ## install, then run the nightly flow end to end on the demo data
 test: install-dev ## run the whole test suite
 	$(PY) -m pytest
 
-lint: install-dev ## ruff + mypy
+lint: install-dev ## ruff (src tasks flows tests) + mypy (src tasks flows: pyproject's [tool.mypy])
 	$(VENV)/bin/ruff check src tasks flows tests
 	$(VENV)/bin/ruff format --check src tasks flows tests
 	$(VENV)/bin/mypy

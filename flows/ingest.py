@@ -6,21 +6,25 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from batchpred import config, outcomes, reports, verdicts
+from batchpred import config, ingestion, outcomes, preflight, reports, storage, verdicts
 from tasks import lake, reporting
 
 
 @dataclass
 class IngestSummary:
     passed: list[date] = field(default_factory=list)
-    # day (or refused folder) -> error naming file, column and rule
+    # day (a refused source entry, or "labels dt=...") -> one error naming file, column, rule
     failed: dict[str, str] = field(default_factory=dict)
+    # source entries not taken as partitions, with why (also in `failed`: never green)
+    refused: list[storage.Refused] = field(default_factory=list)
 
     def failed_days(self) -> list[date]:
         days = []
@@ -32,6 +36,13 @@ class IngestSummary:
 
 class InvalidPartitions(outcomes.RunFailed):
     """One or more partitions failed validation; they are not trained on or scored."""
+
+
+def _one_line(state: State) -> str:
+    """A failed pull as one line: a refused day's own (partition, file, rule), else the
+    error's first line with its type."""
+    error = state.result(raise_on_failure=False)
+    return str(error) if isinstance(error, ingestion.DayRefused) else outcomes.one_line(error)
 
 
 def _run_name() -> str:
@@ -61,24 +72,41 @@ def ingest(
     logger = get_run_logger()
     plan = lake.plan_ingest(settings, days, start, end)
     wanted, listing = plan.listing.days, plan.listing
-    with (
-        reporting.Progress("ingest", dataset, len(wanted)) as progress,
-        # bounded like scoring (Prefect's default thread pool is not): memory and I/O
-        ThreadPoolTaskRunner(max_workers=settings.scoring.concurrency) as runner,
-    ):
+    # bounded like scoring (Prefect's default thread pool is not): memory and I/O; its tasks
+    # return different types (pulls, labels, reports), each future typed where it is read
+    pool: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.scoring.concurrency)
+    with reporting.Progress("ingest", dataset, len(wanted)) as progress, pool as runner:
         progress.step("unchanged", n=len(listing.unchanged))
         each_day = {"settings": unmapped(settings)}
-        pulls = runner.map(lake.ingest_partition, {**each_day, "day": listing.to_pull})
-        for future in as_completed(list(pulls)):  # progress as each day lands
+        summary = IngestSummary(refused=list(plan.refused))
+        # One day that cannot be pulled (an unreadable file, no rows) fails that day alone,
+        # its verdict recorded by the task; every other day is landed and validated.
+        pulls = [
+            runner.submit(lake.ingest_partition, {"settings": settings, "day": day})
+            for day in listing.to_pull
+        ]
+        pulling: dict[PrefectFuture[ingestion.IngestResult], date]
+        pulling = dict(zip(pulls, listing.to_pull, strict=True))
+        pulled: list[ingestion.IngestResult] = []
+        for future in as_completed(list(pulling)):  # progress as each day lands
             future.wait()  # its final state, not the API's view of it (which may lag)
-            done = future.state.is_completed()
-            progress.step(f"{future.result().status}" if done else "failed to pull")
-        pulled = pulls.result()
-        runner.map(lake.ingest_labels, {**each_day, "day": listing.labels_to_pull}).result()
+            if future.state.is_completed():
+                result: ingestion.IngestResult = future.result()
+                pulled.append(result)
+                progress.step(result.status)
+            else:
+                summary.failed[str(pulling[future])] = _one_line(future.state)
+                progress.step("failed to pull", pulling[future])
+        labels = runner.map(lake.ingest_labels, {**each_day, "day": listing.labels_to_pull})
+        for landing, day in zip(labels, listing.labels_to_pull, strict=True):
+            landing.wait()
+            if not landing.state.is_completed():
+                summary.failed[f"labels dt={day}"] = _one_line(landing.state)
         statuses = dict(plan.known)
         if pulled:  # their verdicts, under the current spec (pulled content may be known)
             statuses.update(lake.partition_statuses(settings, [r.day for r in pulled]))
-        summary, said, pages = IngestSummary(), {}, {}
+        said: dict[str, str] = {}
+        pages: dict[str, str] = {}
         to_validate = []
         for day in sorted(statuses):
             verdict = statuses[day]
@@ -94,26 +122,30 @@ def ingest(
             else:
                 summary.failed[str(day)] = verdict.message
         progress.add(len(to_validate))
-        validating = runner.map(lake.validate_partition, {**each_day, "day": to_validate})
+        validating = [
+            runner.submit(lake.validate_partition, {"settings": settings, "day": day})
+            for day in to_validate
+        ]
+        futures: dict[PrefectFuture[verdicts.ValidationReport], date]
         futures = dict(zip(validating, to_validate, strict=True))
-        for future in as_completed(list(futures)):  # progress as each partition is judged
-            future.wait()  # its final state, not the API's view of it (which may lag)
-            day = futures[future]
-            if future.state.is_completed():
-                report = future.result()
+        for judged in as_completed(list(futures)):  # progress as each partition is judged
+            judged.wait()  # its final state, not the API's view of it (which may lag)
+            day = futures[judged]
+            report: verdicts.ValidationReport | None
+            if judged.state.is_completed():
+                report = judged.result()
                 summary.passed.append(day)
                 said[str(day)] = "passed"
                 progress.step("validated", day)
             else:
-                error = future.state.result(raise_on_failure=False)
+                error = judged.state.result(raise_on_failure=False)
                 report = error.report if isinstance(error, verdicts.ValidationError) else None
                 summary.failed[str(day)] = str(error)
                 progress.step("invalid", day)
             if report is not None and report.json_path:
                 pages[str(day)] = reports.validation_page_url(report.json_path)
-        for problem in plan.refused:  # never silently skipped
-            folder, _, why = problem.partition(": ")
-            summary.failed[folder] = f"{folder}: refused, {why}"
+        for entry in plan.refused:  # never silently skipped
+            summary.failed[entry.url] = f"{entry.url}: refused, {entry.reason}"
         said.update({day: f"FAILED: {err}" for day, err in summary.failed.items()})
         reporting.publish_validation(dataset, said, pages)
         summary.passed.sort()
@@ -140,7 +172,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.ingest"
     parser.add_argument("--end", type=date.fromisoformat, help="last source day to pull")
     args = parser.parse_args(argv)
     with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
-        outcomes.preflight(args.config, source=True)
+        preflight.check(args.config, source=True)
         summary = ingest(days=args.day, start=args.start, end=args.end, config_files=args.config)
     print(f"passed: {len(summary.passed)} partition(s); failed: {len(summary.failed)}")
 

@@ -10,9 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 from prefect import flow, get_client, get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, State
 
-from batchpred import config, monitoring, notifications, outcomes, reports
+from batchpred import config, monitoring, notifications, outcomes, preflight, reports
+from batchpred.evaluation import GateDecision
+from batchpred.scoring import PartitionResult
 from flows.ingest import InvalidPartitions, ingest
 from flows.score import score
 from flows.train import train
@@ -48,8 +50,10 @@ def nightly(
     training and scoring; realised performance is computed for scored days whose labels have
     arrived. Failed training does not stop the day being scored with the current champion.
     Ends Failed if training failed, any partition is invalid or the day has no partition;
-    Drifted (a COMPLETED state) if the day drifted above monitoring's thresholds; the
-    webhook in `notifications` is told of either."""
+    Blocked (a FAILED state) if the gate has been blocked by drift
+    monitoring.drift_block_nights nights running (the champion is frozen); Drifted (a
+    COMPLETED state) if the day drifted above monitoring's thresholds; the webhook in
+    `notifications` is told of each."""
     settings = config.load_settings(config_files)
     reporting.start_run(settings.dataset.name)
     target = day
@@ -63,8 +67,11 @@ def nightly(
         if day is None:
             _name_by_day(settings.dataset.name, target)
         trained = train(config_files=config_files, workspace=workspace, return_state=True)
-        training_error = None if trained.is_completed() else trained.result(raise_on_failure=False)
-        scored, drift, realised, problem = [], None, [], None
+        training_error = None if trained.is_completed() else _failure(trained)
+        scored: list[PartitionResult] = []
+        drift: monitoring.DriftAssessment | None = None
+        realised: list[dict[str, Any]] = []
+        problem: BaseException | None = None
         if target in ingested.passed:
             done = score(day=target, config_files=config_files, return_state=True)
             if done.is_completed():
@@ -81,7 +88,7 @@ def nightly(
                 realised = scoring.realised_performance(settings)
                 reporting.publish_realised(settings.dataset.name, realised)
             else:
-                problem = done.result(raise_on_failure=False)
+                problem = _failure(done)
         elif str(target) in ingested.failed:
             problem = InvalidPartitions(ingested.failed[str(target)])
         else:
@@ -102,23 +109,50 @@ def nightly(
         reporting.notify(settings.notifications, _summary(settings, target, "Failed", exc))
         if isinstance(exc, (*outcomes.KNOWN_FAILURES, InvalidPartitions)):
             get_run_logger().error("%s", exc)  # known: its message, without a traceback
-            return Failed(message=outcomes.one_line(exc), data=exc)
+            # the state ends the run: a caller gets its data, or its error raised (Prefect's types
+            # cannot say that a flow may return a state)
+            return Failed(message=outcomes.one_line(exc), data=exc)  # type: ignore[return-value]
         raise
+    if drift is None:  # every way past the scoring above without a drift raised a problem
+        raise RuntimeError(f"nightly {target}: scored without measuring drift")
+    model: dict[str, Any] = trained.result()
     out = {
         "day": target,
-        "model": trained.result(),
+        "model": model,
         "scored": scored,
         "drift": drift.rows,
         "drifted": drift.drifted,
         "realised": realised,
     }
+    gate: GateDecision = model["gate"]
+    frozen = gate.frozen_by_drift(settings.monitoring.drift_block_nights)
+    if frozen:  # the day was scored, but nothing automatic will move the champion
+        if drift.is_drifted:
+            frozen += f"; {target} drifted too: {drift.describe()}"
+        get_run_logger().warning("%s", frozen)
+        reporting.notify(
+            settings.notifications, _summary(settings, target, outcomes.BLOCKED, frozen, drift)
+        )
+        blocked = outcomes.GateBlocked(frozen)
+        return Failed(name=outcomes.BLOCKED, message=frozen, data=blocked)  # type: ignore[return-value]
     if drift.is_drifted:
         reason = f"{target} drifted: {drift.describe()}"
         reporting.notify(
             settings.notifications, _summary(settings, target, outcomes.DRIFTED, reason, drift)
         )
-        return Completed(name=outcomes.DRIFTED, message=reason, data=out)
+        # the state ends the run: a caller gets its data, or its error raised (Prefect's types
+        # cannot say that a flow may return a state)
+        return Completed(name=outcomes.DRIFTED, message=reason, data=out)  # type: ignore[return-value]
     return out
+
+
+def _failure(state: State[Any]) -> BaseException:
+    """The exception a failed subflow's state holds (a message as RuntimeError, should its
+    result be something else)."""
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, BaseException):
+        return error
+    return RuntimeError(state.message or f"{state.name}: {error!r}")
 
 
 def _summary(
@@ -152,7 +186,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
     )
     args = parser.parse_args(argv)
     with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
-        outcomes.preflight(args.config, source=True)
+        preflight.check(args.config, source=True)
         state = nightly(
             day=args.day, config_files=args.config, workspace=args.workspace, return_state=True
         )
@@ -184,18 +218,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
             if isinstance(v, float) and k not in reports.HIDDEN_METRICS
         )
     )
-    print(f"    why: {reports.gate_reason(model['reason'])}")
-    data = model.get("training_data") or {}
-    if data:
-        print(
-            f"  trained on {data['days']}, {sum(data['rows'].values()):,} rows in "
-            f"train/valid/holdout; left out:\n    {data['unlabelled_rows_left_out']:,} without "
-            f"a label, "
-            f"{data['rejected_rows_left_out']:,} breaking a rule, "
-            f"{len(data['days_passed_over'])} day(s) passed over"
-        )
-        if "trained_on_a_sample" in data:
-            print(f"    trained on a sample: {data['trained_on_a_sample']}")
+    print(f"    why: {model['gate'].describe()}")
+    if data := model.get("training_data"):
+        print("\n".join(reports.training_lines(data)))
     worst = max(out["drift"], key=lambda m: m["psi"])
     print(f"  drift vs training data: max PSI {worst['psi']:.3f} ({worst['feature']})")
     for r in out["realised"][:3]:
@@ -203,6 +228,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
         print(
             f"  realised {r['partition_date']} by {r['model_version']}: {r['rows']:,} labelled, "
             + ", ".join(f"{k}={v:.4f}" for k, v in shown.items())
+            + (f"; {r['metrics']['error']}" if r["metrics"].get("error") else "")
+            + (
+                f"; {r['metrics']['unmatched_labels']:,} late labels match no row"
+                if r["metrics"].get("unmatched_labels") and not r["metrics"].get("error")
+                else ""
+            )
         )
     print(f"  database: {url.render_as_string(hide_password=True)}")
     print("  try:\n    " + EXAMPLE_SQL.format(day=out["day"]).replace("\n", "\n    "))

@@ -10,7 +10,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from batchpred import config, outcomes
+from batchpred import config, outcomes, preflight
 from batchpred.scoring import PartitionResult
 from tasks import reporting, resources, scoring
 
@@ -40,21 +40,30 @@ def score(
     """Score one day, or every partition in [start, end], with `model` (an alias or a version
     id) resolved once for the whole run. Partitions already in the ledger with the same input
     and model are skipped unless `force`. No partition at all for the day or range: the run
-    fails with one line naming the days (outcomes.NothingToScore)."""
+    fails with one line naming the days (outcomes.NothingToScore). Entries of the input
+    refused as partitions (dt=2026-11-6, a symlink out of the root) are never scored: each
+    is named in a WARNING and in the partitions artifact (status "refused", with why)."""
     settings = config.load_settings(config_files)
     reporting.start_run(settings.dataset.name)
     if day is not None:
         start = end = day
-    days = scoring.plan_partitions(settings, start, end)
+    listing = scoring.plan_partitions(settings, start, end)
+    days, refused = listing.days, {entry.url: entry.reason for entry in listing.refused}
     if not days:  # a known end, not a crash: one line, no traceback (exit 3 from main)
         nothing = outcomes.nothing_to_score(settings.scoring_input, start, end)
-        get_run_logger().error("%s", nothing)
-        return Failed(message=str(nothing), data=nothing)
+        said = str(nothing) + "".join(f"; refused {u}: {why}" for u, why in refused.items())
+        get_run_logger().error("%s", said)
+        reporting.publish_partitions(settings.dataset.name, [], {}, refused)
+        # the state ends the run: a caller gets its data, or its error raised (Prefect's types
+        # cannot say that a flow may return a state)
+        return Failed(message=said, data=nothing)  # type: ignore[return-value]
     try:  # an unknown model is one line listing the dataset's versions, not a traceback
-        known = outcomes.check_model(settings, model, resources.engine())
+        known = preflight.check_model(settings, model, resources.engine())
     except outcomes.SetupError as exc:
         get_run_logger().error("%s", exc)
-        return Failed(message=str(exc), data=exc)
+        # the state ends the run: a caller gets its data, or its error raised (Prefect's types
+        # cannot say that a flow may return a state)
+        return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
     version = scoring.resolve_model(settings, known)
     get_run_logger().info("scoring %d partition(s) with model %s", len(days), version)
     done: dict[date, PartitionResult] = {}
@@ -82,7 +91,7 @@ def score(
         results = [done[d] for d in days if d in done]
         rows = sum(r.rows_scored for r in results if r.status == "scored")
         progress.finish(f"{progress.counts_text()}; {rows:,} rows scored with model {version}")
-    reporting.publish_partitions(settings.dataset.name, results, failures)
+    reporting.publish_partitions(settings.dataset.name, results, failures, refused)
     if failures:
         raise PartitionsFailed("\n".join(f"{d}: {e}" for d, e in sorted(failures.items())))
     return results
@@ -106,7 +115,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.score")
     )
     args = parser.parse_args(argv)
     with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
-        outcomes.preflight(args.config)
+        preflight.check(args.config)
         results = score(
             day=args.day,
             start=args.start,
@@ -116,9 +125,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.score")
             config_files=args.config,
         )
     for r in results:
+        by = f"  already scored by run {r.scored_by}" if r.scored_by else ""
         print(
             f"{r.partition_date}  {r.status:8}  {r.rows_scored:>9,} rows"
-            f"  {r.rows_per_second:>9,.0f} rows/s"
+            f"  {r.rows_per_second:>9,.0f} rows/s{by}"
         )
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from batchpred import config, outcomes, reports
+from batchpred import config, outcomes, preflight, reports
+from batchpred.evaluation import GateDecision
 from tasks import model, reporting
 
 
@@ -37,11 +38,12 @@ def train(config_files: list[str] | None = None, workspace: str = ".") -> dict[s
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """What a training run decided, for the terminal: the model, its holdout metrics under
-    readable names (4 decimals), and the gate's reason in words."""
+    readable names (4 decimals), and the gate's reasons in words (from its GateDecision)."""
+    decision: GateDecision = result["gate"]
     return [
-        f"model {result['version']}: {result['decision']}",
-        f"  holdout: {reports.format_metrics(result['challenger_metrics'])}",
-        f"  why: {reports.gate_reason(result['reason'])}",
+        f"model {decision.version}: {decision.decision}",
+        f"  holdout: {reports.format_metrics(dict(decision.challenger_metrics))}",
+        f"  why: {decision.describe()}",
     ]
 
 
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.train")
     )
     args = parser.parse_args(argv)
     with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
-        outcomes.preflight(args.config)
+        preflight.check(args.config)
         result = train(config_files=args.config, workspace=args.workspace)
     print("\n".join(summary_lines(result)))
 

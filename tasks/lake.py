@@ -8,7 +8,7 @@ from datetime import date
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import ingestion, outcomes, reports, validation, verdicts
+from batchpred import ingestion, outcomes, reports, storage, validation, verdicts
 from batchpred.config import Settings
 from tasks import resources
 
@@ -19,7 +19,7 @@ class Plan:
 
     listing: ingestion.IngestPlan  # days asked for; unchanged ones; days to pull
     known: dict[date, verdicts.Verdict]  # the unchanged days' verdicts under today's spec
-    refused: list[str]  # folders that are not canonical partitions, with why
+    refused: list[storage.Refused]  # source entries that are not partitions, with why
 
 
 @task(
@@ -46,7 +46,10 @@ def plan_ingest(
         settings.lake.raw,
         [r.day for r in listing.unchanged],
     )
-    return Plan(listing, known, ingestion.refused_folders(settings))
+    refused = ingestion.refused_folders(settings)
+    for entry in refused:  # never skipped in silence
+        get_run_logger().warning("not ingested: %s", entry)
+    return Plan(listing, known, refused)
 
 
 @task(
@@ -58,8 +61,23 @@ def plan_ingest(
     task_run_name="ingest-{day}",
 )
 def ingest_partition(settings: Settings, day: date) -> ingestion.IngestResult:
-    """Pull one source day into the raw zone (a no-op when its content is unchanged)."""
-    result = ingestion.ingest_partition(settings, day)
+    """Pull one source day into the raw zone (a no-op when its content is unchanged). A day
+    that cannot be landed (unreadable file, no rows) fails here with its invalid verdict
+    recorded, naming partition, file and rule; it is not retried."""
+    try:
+        result = ingestion.ingest_partition(settings, day)
+    except ingestion.DayRefused as exc:
+        validation.record_refused(
+            resources.engine(),
+            settings.dataset,
+            settings.validation,
+            settings.lake.raw,
+            day,
+            exc,
+            resources.run_id(),
+        )
+        get_run_logger().error("%s", exc)
+        raise
     get_run_logger().info("%s: %s, %d rows", day, result.status, result.rows)
     return result
 

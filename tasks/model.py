@@ -12,7 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import config, registry, training
+from batchpred import config, promotion, registry, reports, training
 from batchpred.config import Settings
 from tasks import resources
 
@@ -58,15 +58,20 @@ def reproduce_pipeline(
 
 @task(name="dvc-push", cache_policy=NONE, retries=3, retry_delay_seconds=10)
 def push_artifacts(workspace: str, config_files: list[str] | None, dataset: str) -> None:
-    """Push the dataset's model and training data to the DVC remote."""
+    """Push the dataset's model and training data to the DVC remote. Retried whatever failed:
+    dvc's failure is an exit code and a message, not an exception resources.transient could
+    judge, and pushing again is harmless (only what the remote lacks is sent)."""
     _dvc(workspace, config_files, "push", "--with-deps", stage("evaluate", dataset))
 
 
 @task(name="register-and-gate", cache_policy=NONE)
 def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
-    """Register the trained model and promote it if it beats the champion on the same holdout."""
+    """Register the trained model and promote it if it passes the gate against the champion
+    on the same holdout. The result: the GateDecision under "gate", its JSON-ready fields
+    (evaluation.GateDecision.as_dict: version, decision, reason in words, metrics) and what
+    the model was trained on."""
     work, out = Path(workspace), train_dir(settings.dataset.name)
-    result = registry.promote_if_better(
+    decision = promotion.promote_if_better(
         resources.engine(),
         settings,
         work / out / "model",
@@ -74,26 +79,7 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
         dvc_hash=registry.dvc_md5(work / "dvc.lock", f"{out}/model"),
     )
     prepared = json.loads((work / out / "data" / training.PREPARE_FILE).read_text())
-    result["training_data"] = {
-        "days": f"{prepared['days'][0]}..{prepared['days'][-1]} ({len(prepared['days'])} days)",
-        "rows": prepared["rows"],
-        "unlabelled_rows_left_out": prepared.get("unlabelled_rows", 0),
-        "rejected_rows_left_out": prepared.get("rejected_rows", 0),
-        "days_passed_over": prepared["excluded"],
-    }
     manifest = json.loads((work / out / "model" / training.MANIFEST_FILE).read_text())
-    if sample := manifest.get("train_sample"):  # never a silent sample: say it with the rows
-        said = f"{sample.get('train_kept', sample['max_rows']):,} of {sample['split_rows']:,} "
-        said += "training rows"
-        if "valid_kept" in sample:  # older manifests sampled the training split alone
-            said += f" and {sample['valid_kept']:,} of {sample['valid_rows']:,} early-stopping rows"
-        said += f" (training.max_rows {sample['max_rows']:,})"
-        result["training_data"]["trained_on_a_sample"] = said
-    get_run_logger().info(
-        "model %s: %s (%s); trained on %s",
-        result["version"],
-        result["decision"],
-        result["reason"],
-        result["training_data"],
-    )
-    return result
+    data = training.training_data(prepared, manifest)
+    get_run_logger().info("%s; trained on %s", reports.gate_summary(decision), data)
+    return {**decision.as_dict(), "gate": decision, "training_data": data}

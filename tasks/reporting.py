@@ -141,9 +141,11 @@ class Progress:
         self.artifact: UUID | None = None
         self.last_update = 0.0
         try:
-            self.artifact = create_progress_artifact(
+            artifact = create_progress_artifact(
                 0.0, key=artifact_key(what, "progress", dataset), description=self._describe()
             )
+            # called from sync code it returns the id itself (a coroutine only when awaited)
+            self.artifact = artifact if isinstance(artifact, UUID) else None
         except Exception as exc:  # noqa: BLE001 - progress must never fail the run
             logging.getLogger(__name__).debug("no progress artifact: %s", exc)
         self.finished = False
@@ -208,9 +210,14 @@ class Progress:
 
 @task(name="report-partitions", cache_policy=NONE)
 def publish_partitions(
-    dataset: str, results: list[PartitionResult], failures: dict[str, str]
+    dataset: str,
+    results: list[PartitionResult],
+    failures: dict[str, str],
+    refused: dict[str, str] | None = None,
 ) -> None:
-    """Partitions table: rows, seconds, rows/s, rejected, status."""
+    """Partitions table: rows, seconds, rows/s, rejected, status; and the input's entries
+    refused as partitions (`refused`: entry -> why), never scored."""
+    refused = refused or {}
     rows: list[dict[str, Any]] = [
         {
             "partition": str(r.partition_date),
@@ -221,13 +228,16 @@ def publish_partitions(
             "rows_rejected": r.rows_rejected,
             "seconds": round(r.seconds, 2),
             "rows_per_s": round(r.rows_per_second),
+            "scored_by": r.scored_by or "",  # skipped: the run that scored it
         }
         for r in results
     ]
     rows += [
         {"partition": day, "status": "failed", "error": err[:500]} for day, err in failures.items()
     ]
+    rows += [{"partition": url, "status": "refused", "error": why} for url, why in refused.items()]
     failed = f", {len(failures)} failed" if failures else ""
+    failed += f", {len(refused)} entries refused (not scored)" if refused else ""
     create_table_artifact(
         key=artifact_key("scoring-partitions", dataset),
         table=rows,
@@ -318,8 +328,7 @@ def publish_model_comparison(dataset: str, result: dict[str, Any]) -> None:
     create_table_artifact(
         key=artifact_key("model-comparison", dataset),
         table=rows,
-        description=f"{dataset}: model {result['version']} {result['decision']}: "
-        f"{reports.gate_reason(result['reason'])}",
+        description=f"{dataset}: {reports.gate_summary(result['gate'])}",
     )
 
 

@@ -6,6 +6,7 @@ from datetime import date
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
 
 from batchpred import monitoring, outcomes, registry, schema, scoring, storage
 from batchpred.config import Settings
@@ -22,11 +23,15 @@ def resolve_model(settings: Settings, model: str) -> str:
 
 
 @task(name="plan-partitions", cache_policy=NONE)
-def plan_partitions(settings: Settings, start: date | None, end: date | None) -> list[date]:
-    """The input partitions in [start, end] (all when both are open); a WARNING names the
-    days of a bounded range that have none (no partition at all is the flow's to report)."""
-    days = storage.list_partitions(settings.scoring_input)
-    days = [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
+def plan_partitions(settings: Settings, start: date | None, end: date | None) -> storage.Listing:
+    """The input partitions in [start, end] (all when both are open) and the entries of the
+    input refused as partitions (dt=2026-11-6, a symlink out of the root), each named in a
+    WARNING; a WARNING names the days of a bounded range that have none (no partition at
+    all is the flow's to report)."""
+    listing = storage.scan_partitions(settings.scoring_input).between(start, end)
+    days = listing.days
+    for entry in listing.refused:  # never skipped in silence
+        get_run_logger().warning("not scored: %s", entry)
     if days and start is not None and end is not None:
         missing = outcomes.missing_days(days, start, end)
         if missing:
@@ -37,7 +42,7 @@ def plan_partitions(settings: Settings, start: date | None, end: date | None) ->
                 end,
                 outcomes.days_text(missing),
             )
-    return days
+    return listing
 
 
 @task(
@@ -51,9 +56,12 @@ def plan_partitions(settings: Settings, start: date | None, end: date | None) ->
 def score_partition(
     settings: Settings, version: str, day: date, force: bool = False
 ) -> scoring.PartitionResult:
-    """Score one partition exactly once per model version (rerun-safe; a retry replaces)."""
+    """Score one partition exactly once per model version (rerun-safe; a retry replaces).
+    Takes the partition's lock before reading it: while another run scores it, one line
+    names that run, and if it finished the partition this one skips without reading it."""
     engine = resources.engine()
     model = resources.model(version, settings.scoring.nthread)
+    logger = get_run_logger()
     result = scoring.score_partition(
         engine,
         settings.dataset,
@@ -65,16 +73,20 @@ def score_partition(
         resources.run_id(),
         force=force,
         reports_url=settings.lake.reports,
+        run_name=flow_run.name,
+        on_wait=lambda wait: logger.info("%s: %s", day, wait.message()),
     )
-    logger = get_run_logger()
-    logger.info(
-        "%s: %s, %d rows scored, %d rejected, %.0f rows/s",
-        day,
-        result.status,
-        result.rows_scored,
-        result.rows_rejected,
-        result.rows_per_second,
-    )
+    if result.status == "skipped":
+        logger.info("%s: skipped, already scored by run %s", day, result.scored_by)
+    else:
+        logger.info(
+            "%s: %s, %d rows scored, %d rejected, %.0f rows/s",
+            day,
+            result.status,
+            result.rows_scored,
+            result.rows_rejected,
+            result.rows_per_second,
+        )
     if result.unknown_values:
         logger.warning(
             "%s: category values unknown to model %s, scored as missing: %s",

@@ -401,7 +401,7 @@ class Prediction(BaseModel):
         description="binary models: the predicted class (score >= the model's threshold); "
         "regression: null"
     )
-    model_version: str = Field(description="the model that made it (sha256 prefix)")
+    model_version: str = Field(description="the model that made it (model_versions.version)")
     run_id: str
     scored_at: datetime
 

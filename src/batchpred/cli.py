@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchpred import config, outcomes
+from batchpred import config
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -55,18 +55,18 @@ def cmd_train(args: argparse.Namespace, settings: config.Settings) -> None:
 
 
 def cmd_window(args: argparse.Namespace, settings: config.Settings) -> None:
-    from batchpred import window
+    from batchpred import training, window
 
     described = window.write_window(settings, args.out)
-    days = described["days"]
-    span = f"{days[0]['day']}..{days[-1]['day']}" if days else "no days"
-    print(f"window {described['dataset']}: {len(days)} day(s) {span} -> {args.out}")
+    days = [d["day"] for d in described["days"]]
+    span = training.describe_days(days, described["missing"])
+    print(f"window {described['dataset']}: {span} -> {args.out}")
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: config.Settings) -> None:
-    from batchpred import training
+    from batchpred import evaluation
 
-    metrics = training.evaluate_model(
+    metrics = evaluation.evaluate_model(
         settings, Path(args.model) / "model.ubj", Path(args.data) / "holdout.parquet"
     )
     _write_json(args.metrics, metrics)
@@ -151,7 +151,7 @@ def _report(produce: Callable[[sa.Engine], str]) -> None:
 
 
 def cmd_models(args: argparse.Namespace, settings: config.Settings) -> None:
-    from batchpred import registry, reports
+    from batchpred import promotion, registry, reports
 
     dataset, action = settings.dataset.name, args.action
     if action == "list":
@@ -177,7 +177,10 @@ def cmd_models(args: argparse.Namespace, settings: config.Settings) -> None:
                 done = registry.rollback(engine, dataset, reason, by=by)
             else:
                 done = registry.unpin(engine, dataset, reason, by=by)
-            return reports.lifecycle_change(action, dataset, done, by, reason)
+            then = promotion.outlook(
+                engine, settings.dataset, settings.training.gate, settings.monitoring
+            )
+            return reports.lifecycle_change(action, dataset, done, by, reason, then)
 
         _report(change)
 
@@ -266,7 +269,7 @@ def _common_options(dest_suffix: str) -> argparse.ArgumentParser:
         action="store_true",
         dest=f"debug_{dest_suffix}",
         default=argparse.SUPPRESS,
-        help=f"show the traceback of a known error too (or ${outcomes.DEBUG_ENV}=1)",
+        help=f"show the traceback of a known error too (or ${config.DEBUG_ENV}=1)",
     )
     return common
 
@@ -420,7 +423,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[list[str] | None, str | No
 def load_checked(files: list[str] | None, dataset: str | None) -> config.Settings:
     """The settings (a missing or invalid file is one line naming the file and the key); with
     --dataset, refuse a config that is for another dataset."""
-    settings = outcomes.load_config(files)
+    settings = config.load_settings(files)
     if dataset is not None and settings.dataset.name != dataset:
         origin = (
             f"--config {','.join(files)}"
@@ -439,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     debug = any(getattr(args, f"debug_{d}", False) for d in ("global", "sub", "action"))
+    from batchpred import outcomes  # after parsing: --help stays fast
+
     with outcomes.entry_point("batchpred", debug):
         try:
             _run(parser, args, extra, debug)

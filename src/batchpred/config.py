@@ -1,10 +1,14 @@
-"""Typed, layered configuration: YAML files validated into frozen pydantic models."""
+"""Typed, layered configuration: YAML files validated into frozen pydantic models, by one
+loader (load_settings) whose every error is one line naming the file and the key."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationError,
     model_serializer,
     model_validator,
 )
@@ -23,6 +28,12 @@ from pydantic import (
 DEFAULT_CONFIG_FILES = ("configs/base.yaml", "configs/datasets/churn.yaml")
 CONFIG_ENV = "BATCHPRED_CONFIG"  # comma-separated list of YAML files, applied in order
 DATABASE_URL_ENV = "BATCHPRED_DATABASE_URL"
+DEBUG_ENV = "BATCHPRED_DEBUG"  # 1: tracebacks for known failures too (like --debug)
+
+
+class SetupError(Exception):
+    """The run cannot start: a config file missing or invalid, the database unreachable or its
+    URL wrong, an unknown model, a missing source. The message is one line naming the fix."""
 
 
 class Frozen(BaseModel):
@@ -146,6 +157,10 @@ class LabelsConfig(Frozen):
     holding the entity id and the target column; joined on (entity id, day)."""
 
     url: str | None = None  # fsspec URL of the labels source; null: labels come in the data
+    # A day's late labels whose entity ids match no row of the day's partition (an upstream
+    # id-format change): above this share of the day's late labels, that labels day fails
+    # (training and realised metrics leave it out and name it); at or below, they are counted.
+    max_unmatched_fraction: float = Field(0.01, ge=0, le=1)
 
 
 class LakeConfig(Frozen):
@@ -185,6 +200,9 @@ SAMPLE_ROWS = 100_000  # validation.sample_rows by default
 class ValidationConfig(Frozen):
     min_rows: int = Field(1, ge=1)
     reject_up_to: RejectPolicy = RejectPolicy()
+    # Rows whose event date is not their partition's day (a file under the wrong dt=):
+    # fail the partition (default), or reject those rows with the reason and keep the rest.
+    event_date_mismatch: Literal["reject", "fail"] = "fail"
     extra_expectations: tuple[ExtraExpectation, ...] = ()
     data_docs: bool = True
     # Great Expectations runs on at most this many rows of a partition (every k-th row): the
@@ -208,10 +226,17 @@ class GateConfig(Frozen):
 
     min_metric: float | None = None  # absolute floor on the primary metric (AUC / -RMSE)
     max_regression: float = 0.005  # how much worse than the champion it may be
+    # against a champion an operator chose (promote, rollback, pin): how much better than it
+    # a challenger must be (strictly more than this), instead of max_regression
+    min_improvement_over_operator: float = Field(0.0, ge=0)
 
 
 class TrainingConfig(Frozen):
-    window_days: int = Field(28, ge=1)  # the newest days that have labels
+    # The calendar days ending at the newest labelled partition (up to `until`): the window
+    # keeps its span, so a day without a valid, labelled partition is missing from it (named
+    # in prepare.json, the model manifest and reports), never replaced by an older day.
+    window_days: int = Field(28, ge=1)
+    missing_days: Literal["warn", "fail"] = "warn"  # fail: prepare refuses a window with gaps
     until: date | None = None  # train on labelled days up to this date (default: the newest)
     # days: valid and holdout are the newest days of the window (time-ordered data).
     # rows: a stable hash of the entity id splits the rows (snapshot data without dates).
@@ -249,6 +274,8 @@ class ScoringConfig(Frozen):
     # an input with no verdict under the current spec: validate it first, or refuse it
     unvalidated: Literal["validate", "refuse"] = "validate"
     shadow: bool = False  # the nightly also scores the day with the challenger
+    # a partition another run is scoring: wait this long for its lock, then fail the partition
+    lock_timeout_s: float = Field(600.0, gt=0)
 
 
 class FeatureDrift(Frozen):
@@ -272,6 +299,9 @@ class MonitoringConfig(Frozen):
     # a challenger whose holdout is drifted against the champion's training data is not
     # promoted automatically (it stays challenger, the gate's reason says why)
     block_promotion_on_drift: bool = True
+    # that many nights in a row with the gate blocked by drift: the nightly ends Blocked (the
+    # champion is frozen) and notifies, instead of rejecting the challenger in silence
+    drift_block_nights: int = Field(3, ge=1)
 
     def thresholds(self, feature: str) -> tuple[float, float | None]:
         """(moderate, major) PSI for a feature, its overrides applied; major None: the
@@ -286,7 +316,7 @@ class NotificationsConfig(Frozen):
     The URL comes from the environment (it often holds a token) and is never logged."""
 
     webhook_url_env: str = "BATCHPRED_WEBHOOK_URL"  # unset or empty variable: no notification
-    on: tuple[Literal["failed", "drifted"], ...] = ("failed", "drifted")
+    on: tuple[Literal["failed", "drifted", "blocked"], ...] = ("failed", "drifted", "blocked")
     timeout_seconds: float = Field(5.0, gt=0)
 
 
@@ -378,19 +408,112 @@ def config_files(paths: Iterable[str | Path] | None = None) -> list[Path]:
 def load_settings(
     paths: Iterable[str | Path] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
-    """Deep-merge the YAML files in order (later wins), then `overrides`, and validate."""
-    merged: dict[str, Any] = {}
-    for path in config_files(paths):
-        with open(path) as fh:
-            data = yaml.load(fh, Loader=_Loader) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: top level must be a mapping")
-        merged = deep_merge(merged, data)
-    if overrides:
-        merged = deep_merge(merged, overrides)
-    settings = Settings.model_validate(merged)
-    # Defaults hold `{dataset}` too: expand the validated whole, then validate again.
-    return Settings.model_validate(_expand(settings.model_dump(), settings.dataset.name))
+    """Deep-merge the YAML files in order (later wins), then `overrides`, and validate. The
+    one loader of configuration: a missing file, bad YAML or a setting the models refuse is a
+    SetupError, one line naming the file and the key (and the close match of a typo)."""
+    given = list(paths) if paths else None
+    files = config_files(given)
+    try:
+        merged: dict[str, Any] = {}
+        for path in files:
+            with open(path) as fh:
+                data = yaml.load(fh, Loader=_Loader) or {}
+            if not isinstance(data, dict):
+                raise SetupError(f"config {path}: top level must be a mapping")
+            merged = deep_merge(merged, data)
+        if overrides:
+            merged = deep_merge(merged, overrides)
+        settings = Settings.model_validate(merged)
+        # Defaults hold `{dataset}` too: expand the validated whole, then validate again.
+        return Settings.model_validate(_expand(settings.model_dump(), settings.dataset.name))
+    except FileNotFoundError as exc:
+        raise SetupError(
+            f"config file {exc.filename or exc} does not exist{_config_origin(given)} "
+            f"(working directory {Path.cwd()})"
+        ) from None
+    except IsADirectoryError as exc:
+        raise SetupError(f"config file {exc.filename} is a folder, not a YAML file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = (
+            f"{mark.name} line {mark.line + 1}" if mark is not None else ", ".join(map(str, files))
+        )
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SetupError(f"config {where}: not valid YAML: {problem}") from None
+    except ValidationError as exc:
+        errors = exc.errors()
+        line = _config_error(dict(errors[0]), files, given)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise SetupError(line + more) from exc
+
+
+def _config_origin(given: list[str | Path] | None) -> str:
+    if given:
+        return ""
+    if os.environ.get(CONFIG_ENV):
+        return f" (from ${CONFIG_ENV})"
+    return f" (the default; set --config or ${CONFIG_ENV})"
+
+
+def _yaml_of(path: Path) -> Any:
+    """A config file as load_settings reads it; None when it cannot be read."""
+    with suppress(OSError, yaml.YAMLError), open(path) as fh:
+        return yaml.load(fh, Loader=_Loader)
+    return None
+
+
+def _has(data: Any, loc: tuple[Any, ...]) -> bool:
+    for part in loc:
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        if not (in_dict or in_list):
+            return False
+        data = data[part]
+    return True
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the settings model accepts at `loc` (a path of keys and list indices)."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [
+            c
+            for a in candidates
+            for c in [a, *typing.get_args(a)]
+            if isinstance(c, type) and issubclass(c, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+def _config_error(err: dict[str, Any], paths: list[Path], given: list[str | Path] | None) -> str:
+    """One pydantic error of the merged config as a line naming the file and the key."""
+    loc = tuple(err.get("loc") or ())
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    # Which file: the last layer that sets the key (or, for a key missing everywhere, all).
+    owner = next((p for p in reversed(paths) if loc and _has(_yaml_of(p), loc)), None)
+    where = str(owner) if owner else ", ".join(map(str, paths)) + _config_origin(given)
+    kind, msg = err.get("type", ""), str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        under = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        known = f" (known under {under}: {', '.join(allowed)})" if allowed else ""
+        return f"config {where}: unknown key {key!r}{hint}{known}"
+    if kind == "missing":
+        return f"config {where}: {key} is required and not set"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return f"config {where}: {key}: {msg}{shown}"
 
 
 def _expand(value: Any, dataset: str) -> Any:

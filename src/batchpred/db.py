@@ -64,6 +64,7 @@ TABLES = (
     "validation_results",
     "drift_metrics",
     "realised_metrics",
+    "partition_locks",
 )
 
 

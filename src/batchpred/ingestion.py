@@ -27,27 +27,39 @@ class IngestResult:
     path: str
 
 
+class DayRefused(storage.DataError):
+    """A source day that cannot be landed in the lake: a file that cannot be read, a symlink
+    out of the root, or no rows at all. It fails that day's validation (the ingest flow
+    records the verdict); the other days go on. One line naming partition, file and rule."""
+
+    def __init__(self, day: date, files: list[str], rule: str, detail: str) -> None:
+        where = "source sql" if not files else f"file {', '.join(files)}"
+        detail = " ".join(detail.split())  # one line, whatever the reader said
+        super().__init__(f"partition dt={day} {where}: {detail} [rule: {rule}]", ", ".join(files))
+        self.day, self.files, self.rule, self.detail = day, files, rule, detail
+
+
 def source_days(
     settings: Settings, start: date | None = None, end: date | None = None
 ) -> list[date]:
     """The days the source holds within [start, end]. A SQL source cannot be listed (name
     the days to ingest; this raises ValueError); a snapshot source is one day: `end`, or
-    today (UTC)."""
+    today (UTC). The entries a partitioned source refuses: refused_folders."""
     if settings.source.kind == "sql":
         raise ValueError("a SQL source cannot list its days: pass the days to ingest explicitly")
     if settings.source.layout == "snapshot":
         return [end or datetime.now(UTC).date()]
-    days = storage.list_partitions(settings.source.url)
-    return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
+    return storage.scan_partitions(settings.source.url).between(start, end).days
 
 
-def refused_folders(settings: Settings) -> list[str]:
-    """Folders of the file source and the labels source that look like partitions but are
-    refused (a name that is not dt=YYYY-MM-DD, a symlink out of the root), with why."""
+def refused_folders(settings: Settings) -> list[storage.Refused]:
+    """Entries of the file source and the labels source that are refused as partitions (a
+    name that is not dt=YYYY-MM-DD, a symlink out of the root, a data file outside any
+    partition), each with why (storage.scan_partitions)."""
     roots = [settings.labels.url] if settings.labels.url else []
     partitioned = settings.source.kind == "files" and settings.source.layout == "partitioned"
     roots += [settings.source.url] if partitioned else []
-    return [problem for root in roots for problem in storage.scan_partitions(root)[1]]
+    return [refused for root in roots for refused in storage.scan_partitions(root).refused]
 
 
 def label_days(
@@ -56,8 +68,7 @@ def label_days(
     """The days the late-labels source holds within [start, end] (none if it is not set)."""
     if not settings.labels.url:
         return []
-    days = storage.list_partitions(settings.labels.url)
-    return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
+    return storage.scan_partitions(settings.labels.url).between(start, end).days
 
 
 def _spec_types(spec: DatasetSpec) -> dict[str, pa.DataType]:
@@ -226,15 +237,25 @@ def _land(
 def ingest_partition(settings: Settings, day: date) -> IngestResult:
     """Copy one source day into the raw zone with a manifest, unless the raw partition
     already holds the same content. A file source whose listing (names, sizes, modification
-    times or ETags) is unchanged since the last ingest is not read at all. Raises ValueError
-    for a day with no rows."""
-    files = _source_files(settings, day) if settings.source.kind == "files" else []
+    times or ETags) is unchanged since the last ingest is not read at all. Raises DayRefused
+    (one line: partition, file, rule) for a day whose file cannot be read (rule
+    "readable"), a file linked from outside the source (rule "inside root") or a day with
+    no rows (rule "no rows"); the raw zone keeps what it held."""
+    try:
+        files = _source_files(settings, day) if settings.source.kind == "files" else []
+    except storage.DataError as exc:  # a file linked from outside the source
+        url = exc.url or settings.source.url
+        raise DayRefused(day, [url], "inside root", str(exc).removeprefix(f"file {url}: ")) from exc
     source_key = storage.listing_key(files) if files else None
 
     def read() -> pa.Table:
-        table = read_source_day(settings, day)
+        try:
+            table = read_source_day(settings, day)
+        except storage.DataError as exc:
+            detail = str(exc).removeprefix(f"file {exc.url}: ")
+            raise DayRefused(day, [exc.url] if exc.url else files, "readable", detail) from exc
         if table.num_rows == 0:
-            raise ValueError(f"source {_source_label(settings)} has no rows for {day.isoformat()}")
+            raise DayRefused(day, files, "no rows", "0 rows")
         return table
 
     return _land(settings, settings.lake.raw, day, _source_label(settings), source_key, read)
@@ -257,7 +278,10 @@ def plan(settings: Settings, days: list[date], label_days: list[date]) -> Ingest
     files = settings.source.kind == "files"
     unchanged, to_pull = [], []
     for day in days:
-        key = storage.listing_key(_source_files(settings, day)) if files else None
+        try:
+            key = storage.listing_key(_source_files(settings, day)) if files else None
+        except storage.DataError:  # a file linked from outside: ingest_partition names it
+            key = None
         landed = _landed(*_in_zone(settings.lake.raw, day), day, key) if key else None
         if landed is None:
             to_pull.append(day)

@@ -4,22 +4,23 @@ realised performance once labels arrive."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from batchpred import db, schema
+from batchpred import db, evaluation, labels, schema, scoring, stats
 from batchpred.config import DatasetSpec, MonitoringConfig, Settings
+from batchpred.model import LoadedModel, predict_table
 
-if TYPE_CHECKING:
-    from batchpred.registry import LoadedModel
-
+log = logging.getLogger(__name__)
 PSI_FLOOR = 1e-4  # empty bins would make PSI infinite
 SCORE = "(score)"  # the drift row of the model's score distribution (drift_metrics.feature)
 
@@ -42,8 +43,6 @@ def measure_drift(
     """Per model feature: PSI of the partition against the model's training distribution
     (the reference_stats stored with the model), and null rates; values the model never saw
     count as missing. Streams the partition."""
-    from batchpred import scoring
-
     tally = _Tally(contract, reference)
     for _, batch in scoring.iter_input_batches(root, day, spec, batch_rows, contract.feature_names):
         tally.add(schema.feature_matrix(batch, contract)[0])
@@ -69,13 +68,11 @@ class _Tally:
         self.rows = 0
 
     def add(self, matrix: np.ndarray) -> None:
-        from batchpred import training
-
         self.rows += matrix.shape[0]
         for j, feature in enumerate(self.features):
             column = matrix[:, j]
             self.nulls[feature.name] += int(np.isnan(column).sum())
-            self.counts[feature.name] += training.bin_counts(column, self.reference[feature.name])
+            self.counts[feature.name] += stats.bin_counts(column, self.reference[feature.name])
 
     def metrics(self) -> list[dict[str, Any]]:
         return [
@@ -104,11 +101,9 @@ def _psi_row(
 
 def score_drift(scores: np.ndarray, reference: dict[str, Any]) -> dict[str, Any]:
     """The drift row (feature SCORE) of a set of scores against the model's score_reference."""
-    from batchpred import training
-
     values = np.asarray(scores, dtype=np.float64)
     nulls = int((~np.isfinite(values)).sum())
-    counts = training.bin_counts(values, reference)
+    counts = stats.bin_counts(values, reference)
     return _psi_row(SCORE, reference, counts, nulls / values.size if values.size else 0.0)
 
 
@@ -117,8 +112,6 @@ def measure_score_drift(
 ) -> dict[str, Any]:
     """The drift row (feature SCORE) of the scores the model wrote for a day, read back from
     the predictions table in chunks (on PostgreSQL one leaf)."""
-    from batchpred import training
-
     t = db.table(engine, "predictions")
     counts = np.zeros(len(reference["fractions"]))
     rows = nulls = 0
@@ -131,7 +124,7 @@ def measure_score_drift(
             values = np.array([r[0] for r in chunk], dtype=np.float64)
             rows += values.size
             nulls += int((~np.isfinite(values)).sum())
-            counts += training.bin_counts(values, reference)
+            counts += stats.bin_counts(values, reference)
     return _psi_row(SCORE, reference, counts, nulls / rows if rows else 0.0)
 
 
@@ -189,14 +182,11 @@ def holdout_drift_block(
     manifest holds a score reference), with monitoring.block_promotion_on_drift on."""
     if not cfg.block_promotion_on_drift:
         return None
-    import pyarrow.parquet as pq
-
     table = pq.read_table(holdout_path)
     manifest = champion.manifest
     metrics = measure_table_drift(table, champion.contract, manifest["reference_stats"])
     if manifest.get("score_reference"):
-        matrix, _ = schema.feature_matrix(table, champion.contract)
-        scores = champion.booster.inplace_predict(matrix, validate_features=False)
+        scores = predict_table(champion, table)
         metrics.append(score_drift(scores, manifest["score_reference"]))
     assessment = assess_drift(metrics, cfg)
     if not assessment.is_drifted:
@@ -266,10 +256,11 @@ def realised_performance(
 ) -> list[dict[str, Any]]:
     """For every (day, model version) in the ledger whose labels have arrived: the model's
     realised metrics on that day (AUC/log loss or RMSE/MAE over the rows that have a label),
-    stored in realised_metrics. A pair is computed again only when its labels changed.
+    stored in realised_metrics, with `unmatched_labels`: the day's late labels whose entity
+    id matches no row. A day whose late labels fail that check (labels.LateLabels) is not
+    measured: each pair gets a row of 0 rows whose metrics carry the failure's one line as
+    `error` (and a WARNING says it). A pair is computed again only when its labels changed.
     Returns the pairs computed by this call."""
-    from batchpred import training
-
     spec = settings.dataset
     ledger, realised = db.table(engine, "scoring_ledger"), db.table(engine, "realised_metrics")
     with engine.connect() as conn:
@@ -288,18 +279,28 @@ def realised_performance(
         }
     out = []
     for day in sorted({d for d, _ in done}):
-        labels_hash = training.labels_hash(settings, day)  # manifests only: cheap
+        labels_hash = labels.labels_hash(settings, day)  # manifests only: cheap
         versions = [
             v
             for d, v in sorted(done)
             if d == day and (recompute or known.get((day, v)) != labels_hash)
         ]
-        labels = training.day_labels(settings, day) if labels_hash and versions else None
-        if labels is None or labels_hash is None:
+        if labels_hash is None or not versions:
             continue
-        ids, y = labels
+        late = labels.check_late_labels(settings, day)
+        if late is not None and late.failed:
+            log.warning("%s: no realised metrics for the day", late.describe())
+            failed = {"error": late.describe(), "unmatched_labels": late.unmatched}
+            for version in versions:
+                out.append(_store_realised(engine, spec.name, day, version, 0, failed, labels_hash))
+            continue
+        known_labels = labels.day_labels(settings, day)
+        if known_labels is None:
+            continue
+        ids, y = known_labels
+        unmatched = None if late is None else late.unmatched
         for version in versions:
-            row = _realised_row(engine, settings, day, version, ids, y, labels_hash)
+            row = _realised_row(engine, settings, day, version, ids, y, labels_hash, unmatched)
             if row is not None:
                 out.append(row)
     return out
@@ -313,9 +314,8 @@ def _realised_row(
     ids: Any,
     y: np.ndarray,
     labels_hash: str,
+    unmatched: int | None = None,
 ) -> dict[str, Any] | None:
-    from batchpred import training
-
     preds = db.table(engine, "predictions")
     with engine.connect() as conn:
         scored = pd.DataFrame(
@@ -333,14 +333,29 @@ def _realised_row(
     spec = settings.dataset
     threshold = spec.target.threshold
     try:
-        metrics = training.metrics_for(spec, joined["y"].to_numpy(), joined["score"], threshold)
+        metrics = evaluation.metrics_for(spec, joined["y"].to_numpy(), joined["score"], threshold)
     except ValueError as exc:  # e.g. AUC on a day whose labels are all one class
         metrics = {"rows": len(joined), "error": str(exc)}
+    if unmatched is not None:
+        metrics["unmatched_labels"] = unmatched
+    return _store_realised(engine, spec.name, day, version, len(joined), metrics, labels_hash)
+
+
+def _store_realised(
+    engine: sa.Engine,
+    dataset: str,
+    day: date,
+    version: str,
+    rows: int,
+    metrics: dict[str, Any],
+    labels_hash: str,
+) -> dict[str, Any]:
+    """Replace the (day, version) row of realised_metrics."""
     row = {
-        "dataset": spec.name,
+        "dataset": dataset,
         "partition_date": day,
         "model_version": version,
-        "rows": len(joined),
+        "rows": rows,
         "metrics": metrics,
         "labels_hash": labels_hash,
         "computed_at": datetime.now(UTC),
@@ -349,7 +364,7 @@ def _realised_row(
     with engine.begin() as conn:
         conn.execute(
             t.delete().where(
-                t.c.dataset == spec.name, t.c.partition_date == day, t.c.model_version == version
+                t.c.dataset == dataset, t.c.partition_date == day, t.c.model_version == version
             )
         )
         conn.execute(t.insert().values(**row))

@@ -11,40 +11,53 @@ same thing:
     2     (argparse)                 bad command-line arguments
     3     Failed                     nothing to score: no partition for the day(s) asked
     4     Drifted (type COMPLETED)   nightly: scored, but drift above monitoring's thresholds
+    5     Blocked (type FAILED)      nightly: the gate was blocked by drift
+                                     monitoring.drift_block_nights nights running: the
+                                     champion is frozen (the day was scored)
 
 Every entry point (`batchpred`, `python -m flows.X`) runs inside `entry_point`: a known
 failure is one line on stderr, `prog: error: ...`, never a traceback (`--debug` or
-$BATCHPRED_DEBUG=1 shows it). Before a flow starts, `preflight` checks what an operator can
-get wrong without a flow run being needed to find out: the config files, the database URL and
-that the database answers, the model asked for, the source.
+$BATCHPRED_DEBUG=1 shows it). Before a flow starts, `preflight.check` checks what an operator
+can get wrong without a flow run being needed to find out: the config files, the database URL
+and that the database answers, the model asked for, the source.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
-import re
 import socket
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import sqlalchemy as sa
+import psutil
+import sqlalchemy as sa
 
-    from batchpred.config import Settings
+from batchpred import (
+    config,
+    preflight,
+    registry,
+    reports,
+    rules,
+    schema,
+    scoring,
+    storage,
+    training,
+    verdicts,
+)
+from batchpred.config import DEBUG_ENV, SetupError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NOTHING_TO_SCORE = 3
 EXIT_DRIFTED = 4
+EXIT_BLOCKED = 5
 DRIFTED = "Drifted"  # the name of the nightly's COMPLETED state when the day drifted
-DEBUG_ENV = "BATCHPRED_DEBUG"  # 1: tracebacks for known failures too (like --debug)
+BLOCKED = "Blocked"  # the name of the nightly's FAILED state when drift froze the champion
 
 
 class NothingToScore(LookupError):
@@ -60,9 +73,9 @@ class RunFailed(Exception):
     message, written for the operator, names what and why; a traceback adds nothing."""
 
 
-class SetupError(Exception):
-    """The run cannot start: a config file missing or invalid, the database unreachable or its
-    URL wrong, an unknown model, a missing source. The message is one line naming the fix."""
+class GateBlocked(RunFailed):
+    """The nightly gate was blocked by drift monitoring.drift_block_nights nights running:
+    the champion is frozen until a person acts (the day itself was scored)."""
 
 
 # Ends a run foresees: its flow ends Failed with the message, without a traceback.
@@ -149,267 +162,13 @@ def debug_wanted(flag: bool = False) -> bool:
     return flag or env not in ("", "0", "false", "no")
 
 
-def hide_password(url: str) -> str:
-    """A database URL fit for a log line: the password shown as ***."""
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not even a URL: hide whatever sits between : and @
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def _config_origin(files: Iterable[str | Path] | None) -> str:
-    from batchpred import config
-
-    if files:
-        return ""
-    if os.environ.get(config.CONFIG_ENV):
-        return f" (from ${config.CONFIG_ENV})"
-    return f" (the default; set --config or ${config.CONFIG_ENV})"
-
-
-def _yaml_of(path: Path) -> Any:
-    import yaml
-
-    with suppress(OSError, yaml.YAMLError), open(path) as fh:
-        return yaml.safe_load(fh)
-    return None
-
-
-def _has(data: Any, loc: tuple[Any, ...]) -> bool:
-    for part in loc:
-        in_dict = isinstance(data, dict) and part in data
-        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
-        if not (in_dict or in_list):
-            return False
-        data = data[part]
-    return True
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the settings model accepts at `loc` (a path of keys and list indices)."""
-    import typing
-
-    from pydantic import BaseModel
-
-    from batchpred import config
-
-    model: type[BaseModel] = config.Settings
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        candidates = [field.annotation, *typing.get_args(field.annotation)]
-        nested = [
-            c
-            for a in candidates
-            for c in [a, *typing.get_args(a)]
-            if isinstance(c, type) and issubclass(c, BaseModel)
-        ]
-        if not nested:
-            return []
-        model = nested[0]
-    return sorted(model.model_fields)
-
-
-def _config_error(err: Any, paths: list[Path], files: Iterable[str | Path] | None) -> str:
-    """One pydantic error of the merged config as a line naming the file and the key."""
-    loc = tuple(err.get("loc") or ())
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    # Which file: the last layer that sets the key (or, for a key missing everywhere, all).
-    owner = next((p for p in reversed(paths) if loc and _has(_yaml_of(p), loc)), None)
-    where = str(owner) if owner else ", ".join(map(str, paths)) + _config_origin(files)
-    kind, msg = err.get("type", ""), str(err.get("msg", "")).removeprefix("Value error, ")
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        under = ".".join(str(p) for p in loc[:-1]) or "the top level"
-        known = f" (known under {under}: {', '.join(allowed)})" if allowed else ""
-        return f"config {where}: unknown key {key!r}{hint}{known}"
-    if kind == "missing":
-        return f"config {where}: {key} is required and not set"
-    got = err.get("input")
-    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    return f"config {where}: {key}: {msg}{shown}"
-
-
-def load_config(files: Iterable[str | Path] | None = None) -> Settings:
-    """config.load_settings, its errors one line naming the file (and the key, line)."""
-    import pydantic
-    import yaml
-
-    from batchpred import config
-
-    files = list(files) if files else None
-    paths = config.config_files(files)
-    try:
-        return config.load_settings(files)
-    except FileNotFoundError as exc:
-        missing = exc.filename or exc
-        raise SetupError(
-            f"config file {missing} does not exist{_config_origin(files)} "
-            f"(working directory {Path.cwd()})"
-        ) from None
-    except IsADirectoryError as exc:
-        raise SetupError(f"config file {exc.filename} is a folder, not a YAML file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = (
-            f"{mark.name} line {mark.line + 1}" if mark is not None else ", ".join(map(str, paths))
-        )
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SetupError(f"config {where}: not valid YAML: {problem}") from None
-    except pydantic.ValidationError as exc:
-        errors = exc.errors()
-        line = _config_error(errors[0], paths, files)
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise SetupError(line + more) from None
-    except ValueError as exc:  # a file whose top level is not a mapping
-        raise SetupError(f"config {one_line(str(exc))}") from None
-
-
-def _database_line(url: str, exc: BaseException) -> str:
-    """Why the database at `url` did not answer, in one line, without its password."""
-    import sqlalchemy as sa
-
-    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(cause).__name__
-    with suppress(Exception):
-        password = sa.engine.make_url(url).password
-        if password:
-            reason = reason.replace(str(password), "***")
-    return f"cannot reach the database {hide_password(url)}: {reason}"
-
-
-def check_database_url(url: str) -> None:
-    """A URL SQLAlchemy and the installed drivers can use; else SetupError saying what to
-    write instead (the scheme `postgres://` of Heroku-style URLs is the usual one)."""
-    import sqlalchemy as sa
-
-    from batchpred import config
-
-    shown = hide_password(url)
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        raise SetupError(
-            f"${config.DATABASE_URL_ENV} is not a database URL: {shown!r} "
-            "(expected sqlite:///path.db or postgresql+psycopg://user:password@host:5432/db)"
-        ) from None
-    if parsed.drivername == "postgres" or parsed.drivername.startswith("postgres+"):
-        fixed = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
-        raise SetupError(
-            f"${config.DATABASE_URL_ENV} {shown} uses the scheme postgres://, which SQLAlchemy "
-            f"does not accept: use postgresql+psycopg:// ({fixed})"
-        )
-    try:
-        parsed.get_dialect()
-    except sa.exc.NoSuchModuleError:
-        raise SetupError(
-            f"${config.DATABASE_URL_ENV} {shown}: unknown database type {parsed.drivername!r} "
-            "(use sqlite:///... or postgresql+psycopg://...)"
-        ) from None
-
-
-def check_database(url: str) -> None:
-    """The database URL is usable and the database answers (10 s at most); else SetupError."""
-    import sqlalchemy as sa
-
-    from batchpred import db
-
-    check_database_url(url)
-    parsed = sa.engine.make_url(url)
-    try:
-        if parsed.get_backend_name() == "postgresql":
-            engine = sa.create_engine(url, connect_args={"connect_timeout": 10})
-        else:
-            engine = db.create_engine(url)
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("select 1")
-        finally:
-            engine.dispose()
-    except ImportError as exc:
-        raise SetupError(
-            f"{hide_password(url)}: its driver is not installed ({exc}); batchpred ships "
-            "psycopg 3: postgresql+psycopg://..."
-        ) from None
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
-        raise SetupError(_database_line(url, exc)) from None
-
-
-def check_source(settings: Settings) -> None:
-    """The dataset's source exists: its folder (files, partitioned) or its file (snapshot)."""
-    from batchpred import storage
-
-    source = settings.source
-    if source.kind != "files":
-        return
-    fs, path = storage.url_to_fs(source.url)
-    if not fs.exists(path):
-        what = "file" if source.layout == "snapshot" else "folder"
-        hint = " (make demo writes the demo's)" if settings.dataset.name == "churn" else ""
-        raise SetupError(
-            f"source {what} {source.url} of dataset {settings.dataset.name!r} does not "
-            f"exist{hint}; set source.url in the dataset's config"
-        )
-
-
-def check_model(settings: Settings, ref: str, engine: sa.Engine | None = None) -> str:
-    """The version `ref` names (id, unique prefix of 4+ digits, alias) in the dataset;
-    SetupError listing the dataset's known versions when there is none."""
-    from batchpred import config, db, registry
-
-    own = engine is None
-    if engine is None:
-        engine = db.create_engine(config.database_url())
-        db.migrate(engine)
-    try:
-        return registry.find_version(engine, settings.dataset.name, ref)
-    except registry.UnknownModelError as exc:
-        raise SetupError(str(exc)) from None
-    finally:
-        if own:
-            engine.dispose()
-
-
-def preflight(files: Iterable[str | Path] | None, *, source: bool = False) -> Settings:
-    """What must hold before a flow starts: the config loads, the database answers, and (for
-    ingest and the nightly) the source exists. SetupError otherwise. (An unknown model is
-    found by the score flow itself, after it found partitions to score.)"""
-    from batchpred import config
-
-    settings = load_config(files)
-    check_database(config.database_url())
-    if source:
-        check_source(settings)
-    return settings
-
-
 def explain(exc: BaseException) -> tuple[int, str] | None:
     """A known failure as (exit code, message for stderr); None for anything else (a bug:
     its traceback is shown)."""
-    import sqlalchemy as sa
-
-    from batchpred import (
-        config,
-        registry,
-        reports,
-        rules,
-        schema,
-        scoring,
-        storage,
-        training,
-        verdicts,
-    )
-
     if isinstance(exc, NothingToScore):
         return EXIT_NOTHING_TO_SCORE, str(exc)
+    if isinstance(exc, GateBlocked):
+        return EXIT_BLOCKED, str(exc)
     if isinstance(exc, TrainingFailed):
         return EXIT_FAILED, str(exc).splitlines()[0]
     said = (SetupError, RunFailed, verdicts.ValidationError, storage.DataError)
@@ -428,12 +187,12 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, sa.exc.NoSuchModuleError | sa.exc.ArgumentError):
         url = config.database_url()
         try:
-            check_database_url(url)
+            preflight.check_database_url(url)
         except SetupError as bad:
             return EXIT_FAILED, str(bad)
         return None
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return EXIT_FAILED, _database_line(config.database_url(), exc)
+        return EXIT_FAILED, preflight.database_line(config.database_url(), exc)
     if isinstance(exc, FileNotFoundError):
         return EXIT_FAILED, f"no such file or folder: {exc.filename or one_line(str(exc))}"
     return None
@@ -498,8 +257,6 @@ def entry_point(prog: str, debug: bool = False) -> Iterator[None]:
     """Run a command: a known failure exits with its code and `prog: error: <message>` on
     stderr, no traceback; anything else (and everything under --debug / $BATCHPRED_DEBUG)
     raises as usual. Turns on the terminal progress lines of the flows' partitions."""
-    from batchpred import reports
-
     debug = debug_wanted(debug)
     previous = reports.progress_stream(sys.stderr)
     try:
@@ -527,13 +284,13 @@ def flow_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
         description=description,
         epilog="Through `batchpred run FLOW`, --config, --dataset NAME and --debug may also "
         "come before FLOW. Exit codes: 0 done, 1 failed (or could not start), 2 bad arguments, "
-        "3 nothing to score, 4 drifted (nightly).",
+        "3 nothing to score, 4 drifted (nightly), 5 gate blocked by drift (nightly).",
     )
     parser.add_argument(
         "--config",
         action="append",
         metavar="FILE",
-        help=f"YAML file to layer, repeatable (default ${_config_env()}, else "
+        help=f"YAML file to layer, repeatable (default ${config.CONFIG_ENV}, else "
         "configs/base.yaml + configs/datasets/churn.yaml)",
     )
     parser.add_argument(
@@ -542,12 +299,6 @@ def flow_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
         help=f"show the traceback of a known error too (or ${DEBUG_ENV}=1)",
     )
     return parser
-
-
-def _config_env() -> str:
-    from batchpred import config
-
-    return config.CONFIG_ENV
 
 
 # --- processes that ran flows ------------------------------------------------------------------
@@ -571,13 +322,14 @@ def _pid_namespace() -> str:
 
 
 def _start_ticks(pid: int) -> str | None:
-    """When the process started (clock ticks since boot, Linux), None when unknown."""
+    """When the process started, in clock ticks since boot (as Linux counts them), None when
+    unknown (no such process, or not ours to look at)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        started = psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
         return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return str(round((started - psutil.boot_time()) * ticks_per_second))
 
 
 def host_tag() -> str:

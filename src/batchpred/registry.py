@@ -1,9 +1,12 @@
 """Model registry: content-addressed model files plus versions and aliases in the database.
 
-A version id is the first 16 hex digits of the model file's sha256. Files live under
-``{registry}/{version}/`` (any fsspec URL); the database row keeps the full sha256, which is
-checked against the bytes before xgboost ever parses them. The row's uri is a URL or an
-absolute path, never a relative one: whoever loads the model (a Dask worker started in
+A version id names a model file registered for one dataset: the first 16 hex digits of
+sha256("<dataset>:<sha256 of the file>") (version_of), so the same bytes trained for two
+datasets are two registrations, each with its own manifest, threshold and aliases. Versions
+registered before that are the file's sha256[:16] and keep their id. Files live under
+``{registry}/{version}/`` (any fsspec URL); the database row keeps the full sha256 of the
+bytes, which is checked against them before xgboost ever parses them. The row's uri is a URL
+or an absolute path, never a relative one: whoever loads the model (a Dask worker started in
 another directory, on another machine) fetches it from the same place.
 """
 
@@ -24,8 +27,9 @@ import fsspec
 import sqlalchemy as sa
 import xgboost as xgb
 
-from batchpred import db, schema, storage
-from batchpred.config import DatasetSpec, Settings
+from batchpred import db, predictions, schema, storage
+from batchpred.model import LoadedModel, ModelIntegrityError, sha256_bytes
+from batchpred.model import predict_table as predict_table  # re-exported for callers
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -33,12 +37,9 @@ PINNED = "pinned"  # points at the champion while it is frozen against the night
 ALIASES = (CHAMPION, CHALLENGER, PINNED)
 # How an alias came to point where it does (model_alias_history.action).
 GATE, PROMOTE, ROLLBACK, PIN, UNPIN, SET = "gate", "promote", "rollback", "pin", "unpin", "set"
+DRIFT_BLOCK = "drift-block"  # the gate set the challenger: it passed, but the holdout drifted
 USER_ENV = "BATCHPRED_USER"  # who acts, when not the OS user
 _ALIAS_LOCK = 0x6270616C  # PostgreSQL advisory lock namespace of alias changes ("bpal")
-
-
-class ModelIntegrityError(Exception):
-    """The model bytes do not match the registered sha256 (tampered or truncated)."""
 
 
 class UnknownModelError(LookupError):
@@ -49,20 +50,20 @@ class LifecycleError(Exception):
     """A lifecycle change that cannot be made as asked; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    version: str
-    booster: xgb.Booster
-    manifest: dict[str, Any]
-    contract: schema.Contract
+VERSION_DIGITS = 16  # part of table names (sinks: one leaf per day and version)
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def version_of(dataset: str, sha256: str) -> str:
+    """The version id of model bytes (their sha256) registered for `dataset`. Keyed by both,
+    so that no registration of one dataset ever lands on another's id, store folder, manifest
+    or version-keyed rows (ledger, predictions); hex of today's length, as table names need."""
+    return hashlib.sha256(f"{dataset}:{sha256}".encode()).hexdigest()[:VERSION_DIGITS]
 
 
-def version_of(sha256: str) -> str:
-    return sha256[:16]
+def is_version_of(version: str, dataset: str, sha256: str) -> bool:
+    """Whether `version` is the id of these bytes for this dataset: version_of, or the
+    sha256[:16] a version registered before ids carried the dataset has (never recomputed)."""
+    return version in (version_of(dataset, sha256), sha256[:VERSION_DIGITS])
 
 
 def dvc_md5(lock_file: str | Path, out_path: str) -> str | None:
@@ -102,11 +103,19 @@ def is_portable_uri(uri: str) -> bool:
 
 
 def register_model(
-    engine: sa.Engine, model_dir: str | Path, registry: str, *, dvc_hash: str | None = None
+    engine: sa.Engine,
+    model_dir: str | Path,
+    registry: str,
+    *,
+    dvc_hash: str | None = None,
+    dataset: str | None = None,
 ) -> str:
-    """Copy a trained model (model.ubj + manifest.json) into the store and record it.
-    Idempotent: registering the same bytes twice returns the same version, and records where
-    they were written now (a row from before uris were absolute is healed). A local
+    """Copy a trained model (model.ubj + manifest.json) into the store and record it for the
+    manifest's dataset (which must be `dataset`, when given). Idempotent per dataset:
+    registering the same bytes for the same dataset again returns the version they already
+    have (an id from before ids carried the dataset included), rewrites only that version's
+    files and records where they were written now (a row from before uris were absolute is
+    healed). The same bytes for another dataset are another version (version_of). A local
     `registry` is recorded as an absolute path (store_url)."""
     model_dir = Path(model_dir)
     registry = store_url(registry)
@@ -115,7 +124,20 @@ def register_model(
     digest = sha256_bytes(data)
     if manifest.get("sha256") != digest:
         raise ModelIntegrityError(f"{model_dir}/model.ubj does not match its manifest sha256")
-    version = version_of(digest)
+    owner = manifest.get("dataset")
+    if not owner:
+        raise ModelIntegrityError(f"{model_dir}/manifest.json names no dataset; not registering it")
+    if dataset is not None and owner != dataset:
+        raise ModelIntegrityError(
+            f"{model_dir}/manifest.json is for dataset {owner!r}, not {dataset!r}; "
+            f"not registering it"
+        )
+    t = db.table(engine, "model_versions")
+    with engine.connect() as conn:
+        known = conn.execute(
+            sa.select(t.c.version).where(t.c.dataset == owner, t.c.sha256 == digest)
+        ).scalar()
+    version = known or version_of(owner, digest)
     fs, root = storage.url_to_fs(registry)
     target = f"{root}/{version}"
     fs.makedirs(target, exist_ok=True)
@@ -127,10 +149,8 @@ def register_model(
     uri = f"{registry}/{version}/model.ubj"
     if not is_portable_uri(uri):  # store_url makes it absolute; never record a relative one
         raise ValueError(f"model uri {uri!r} is neither a URL nor an absolute path")
-    t = db.table(engine, "model_versions")
     with engine.begin() as conn:
-        exists = conn.execute(sa.select(t.c.version).where(t.c.version == version)).first()
-        if exists:  # the same bytes again: the files written now are the registered ones
+        if known:  # the same bytes for the same dataset: the files written now are its files
             conn.execute(
                 t.update()
                 .where(t.c.version == version)
@@ -140,7 +160,7 @@ def register_model(
             conn.execute(
                 t.insert().values(
                     version=version,
-                    dataset=manifest["dataset"],
+                    dataset=owner,
                     sha256=digest,
                     dvc_md5=dvc_hash,
                     uri=uri,
@@ -306,6 +326,8 @@ def _point(
             action=action,
         )
     )
+    if alias == CHAMPION and previous != version:  # the current prediction changes with it
+        predictions.refresh_dataset(conn, dataset)
     return previous
 
 
@@ -558,10 +580,10 @@ def load_model(engine: sa.Engine, version: str) -> LoadedModel:
     against their registered sha256, and only then let xgboost parse the model. Every
     process loading a model (a Dask worker too) does this itself."""
     row = get_version(engine, version)
-    if version_of(row["sha256"]) != version:
+    if not is_version_of(version, row["dataset"], row["sha256"]):
         raise ModelIntegrityError(
-            f"model {version}: its registered sha256 {row['sha256'][:16]}... does not start "
-            f"with the version id; refusing to load it"
+            f"model {version}: its registered sha256 {row['sha256'][:16]}... for dataset "
+            f"{row['dataset']!r} does not give the version id; refusing to load it"
         )
     data = _fetch(version, row["uri"])
     if sha256_bytes(data) != row["sha256"]:
@@ -590,71 +612,3 @@ def load_model(engine: sa.Engine, version: str) -> LoadedModel:
     if list(booster.feature_names or []) != contract.feature_names:
         raise ModelIntegrityError(f"model {version}: feature names differ from its contract")
     return LoadedModel(version=version, booster=booster, manifest=manifest, contract=contract)
-
-
-def predict_table(model: LoadedModel, table: Any) -> Any:
-    """Scores for every row of an Arrow table, matrix built from the model's own contract."""
-    matrix, _ = schema.feature_matrix(table, model.contract)
-    return model.booster.inplace_predict(matrix, validate_features=False)
-
-
-def evaluate_on(model: LoadedModel, spec: DatasetSpec, holdout_path: str | Path) -> dict[str, Any]:
-    """Metrics of a registered model on a holdout file (the challenger's holdout): each model
-    reads the holdout through its own contract."""
-    import pyarrow.parquet as pq
-
-    from batchpred import training
-
-    table = pq.read_table(holdout_path)
-    y = table.column(spec.target.name).to_numpy(zero_copy_only=False)
-    return training.metrics_for(spec, y, predict_table(model, table), model.contract.threshold)
-
-
-def promote_if_better(
-    engine: sa.Engine,
-    settings: Settings,
-    model_dir: str | Path,
-    holdout_path: str | Path,
-    *,
-    dvc_hash: str | None = None,
-) -> dict[str, Any]:
-    """Register the trained model, evaluate it and the champion on the same holdout, and
-    promote it to champion if it passes the gate (else it becomes the challenger). A pinned
-    champion stays (decision "pinned"), and so does a version rolled back from (gate_hold);
-    a holdout drifted against the champion's training data blocks promotion (monitoring)."""
-    from batchpred import monitoring, training
-
-    spec = settings.dataset
-    version = register_model(engine, model_dir, settings.training.registry, dvc_hash=dvc_hash)
-    challenger = evaluate_on(load_model(engine, version), spec, holdout_path)
-    update_metrics(engine, version, challenger)
-    champion_version = get_alias(engine, spec.name, CHAMPION)
-    champion = None
-    if champion_version and champion_version != version:
-        champion = evaluate_on(load_model(engine, champion_version), spec, holdout_path)
-    if champion_version == version:
-        decision, reason = "unchanged", "this model is already the champion"
-    else:
-        ok, reason = training.passes_gate(settings.training.gate, challenger, champion)
-        decision = "promoted" if ok else "rejected"
-        drifted = (
-            ok
-            and champion_version
-            and monitoring.holdout_drift_block(
-                settings.monitoring, load_model(engine, champion_version), holdout_path
-            )
-        )
-        if drifted:  # monitoring.block_promotion_on_drift: the holdout drifted
-            ok, decision, reason = False, "rejected", f"{drifted}; gate: {reason}"
-        hold = gate_hold(engine, spec.name, version, would_promote=ok)
-        if hold is not None:
-            ok, decision, reason = False, hold[0], f"{hold[1]}; gate: {reason}"
-        set_alias(engine, spec.name, CHAMPION if ok else CHALLENGER, version, reason, action=GATE)
-    return {
-        "version": version,
-        "champion_before": champion_version,
-        "decision": decision,
-        "reason": reason,
-        "challenger_metrics": challenger,
-        "champion_metrics": champion,
-    }

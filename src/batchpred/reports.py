@@ -14,13 +14,13 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from batchpred import db, registry
+from batchpred import db, evaluation, promotion, registry, storage, training
 
 METRIC_NAMES = {  # display order and names; anything else shows with spaces for underscores
     "auc": "AUC",
@@ -33,7 +33,7 @@ METRIC_NAMES = {  # display order and names; anything else shows with spaces for
     "predicted_positive_rate": "predicted positive rate",
     "rows": "rows",
 }
-HIDDEN_METRICS = {"primary", "primary_value", "error"}
+HIDDEN_METRICS = {"primary", "primary_value", "error", "unmatched_labels"}  # not metrics
 STATUS_DAYS = 7
 
 
@@ -120,10 +120,30 @@ def _rank(aliases: dict[str, registry.AliasState], version: str) -> int:
 
 
 def _window(manifest: dict[str, Any] | None) -> str:
-    days = ((manifest or {}).get("created_from") or {}).get("days") or []
-    if not days:
+    """The days a model trained on, of its window's span, naming the missing ones."""
+    created = (manifest or {}).get("created_from") or {}
+    if not created.get("days"):
         return "unknown (manifest not readable)" if manifest is None else "not recorded"
-    return f"{len(days)} day(s), {min(days)}..{max(days)}"
+    return training.describe_days(created["days"], created.get("missing_days"))
+
+
+def training_lines(data: Mapping[str, Any]) -> list[str]:
+    """What the nightly summary says a model was trained on (training.training_data): the
+    days of the window with the missing ones, rows, what was left out, late labels matching
+    no row, any sample."""
+    lines = [
+        f"  trained on {data['days']}",
+        f"    {sum(data['rows'].values()):,} rows in train/valid/holdout; left out: "
+        f"{data['unlabelled_rows_left_out']:,} without a label, "
+        f"{data['rejected_rows_left_out']:,} breaking a rule, "
+        f"{len(data['days_passed_over'])} day(s) passed over",
+    ]
+    unmatched = data.get("late_labels_matching_no_row", "none")
+    if unmatched != "none":
+        lines.append(f"    late labels matching no row: {unmatched}")
+    if "trained_on_a_sample" in data:
+        lines.append(f"    trained on a sample: {data['trained_on_a_sample']}")
+    return lines
 
 
 def _manifest(uri: str) -> dict[str, Any] | None:
@@ -227,7 +247,7 @@ def _history_table(history: list[dict[str, Any]]) -> str:
             h["version"] if h["action"] != registry.UNPIN else f"({h['version']})",
             h["previous_version"] or "-",
             h["set_by"] or "-",
-            gate_reason(h["reason"]),
+            h["reason"] or "",
         ]
         for h in history
     ]
@@ -322,30 +342,36 @@ def _realised(
 
 
 def lifecycle_change(
-    command: str, dataset: str, change: registry.Change, by: str, reason: str
+    command: str,
+    dataset: str,
+    change: registry.Change,
+    by: str,
+    reason: str,
+    outlook: promotion.Outlook,
 ) -> str:
-    """What `promote`, `rollback`, `pin` or `unpin` did, in words."""
+    """What `promote`, `rollback`, `pin` or `unpin` did, in words, and then what the next
+    nightly may do to the champion as the command leaves it (`outlook`, read after it)."""
     who = f"by {by}: {reason}"
-    frozen = (
-        f"{change.champion} is pinned: the nightly gate will not replace it (new models are "
-        f"still trained, registered, reported and set as challenger) until "
-        f"`batchpred models unpin --reason ...`"
-    )
+    then = next_nightly(outlook)
     if command == "promote":
         if not change.changed:
-            return f"{change.champion} is already the champion of {dataset}; nothing changed"
+            same = f"{change.champion} is already the champion of {dataset}; nothing changed"
+            return f"{same}\n{then}"
         before = change.champion_before or "none"
-        return f"champion of {dataset}: {before} -> {change.champion} ({who})"
+        return f"champion of {dataset}: {before} -> {change.champion} ({who})\n{then}"
     if command == "rollback":
         old = change.champion_before
         return (
-            f"champion of {dataset} rolled back: {old} -> {change.champion} ({who})\n{frozen}; "
+            f"champion of {dataset} rolled back: {old} -> {change.champion} ({who})\n{then}; "
             f"even unpinned, the gate never re-promotes {old} "
             f"(`batchpred models promote {old}` does)"
         )
     if command == "pin":
         if not change.changed:
-            return f"{change.champion} is already the pinned champion of {dataset}; nothing changed"
+            return (
+                f"{change.champion} is already the pinned champion of {dataset}; nothing "
+                f"changed\n{then}"
+            )
         lines = []
         if change.champion_before != change.champion:
             lines.append(
@@ -353,14 +379,11 @@ def lifecycle_change(
             )
         if change.pinned_before and change.pinned_before != change.champion:
             lines.append(f"the pin moves from {change.pinned_before}")
-        return "\n".join([*lines, f"champion of {dataset} pinned ({who})", frozen])
+        return "\n".join([*lines, f"champion of {dataset} pinned ({who})", then])
     if command == "unpin":
         if not change.changed:
-            return f"the champion of {dataset} is not pinned; nothing changed"
-        return (
-            f"champion {change.champion} of {dataset} unpinned ({who}): the nightly gate may "
-            f"replace it again"
-        )
+            return f"the champion of {dataset} is not pinned; nothing changed\n{then}"
+        return f"champion {change.champion} of {dataset} unpinned ({who})\n{then}"
     raise ValueError(f"unknown lifecycle command {command!r}")
 
 
@@ -434,6 +457,7 @@ def status(
             continue  # only a --day with nothing on it
         if checked is not None and not checked.success and checked.message:
             notes.append(f"{d} invalid: {_first_failure(checked.message)}")
+        notes += _labels_notes(d, [r for (dd, _), r in realised.items() if dd == d])
         for i, model in enumerate(models or ["-"]):
             led, w, real = scored.get((d, model)), worst.get((d, model)), realised.get((d, model))
             p = primary_metric(real["metrics"]) if real else None
@@ -450,10 +474,14 @@ def status(
                     f"{led['rows_scored']:,}" if led else "-",
                     f"{led['rows_rejected']:,}" if led else "-",
                     f"{w.psi:.3f} {w.feature}" if w else "-",
-                    f"{p[0]} {p[1]:.4f} ({real['rows']:,} labelled)" if p and real else "-",
+                    f"{p[0]} {p[1]:.4f} ({real['rows']:,} labelled)"
+                    if p and real
+                    else "labels failed"
+                    if real and _labels_failed(real)
+                    else "-",
                 ]
             )
-    head = _alias_line(dataset, aliases)
+    head = _alias_line(dataset, aliases) + _champion_window(engine, aliases)
     if not rows:
         on = f" on {day}" if day is not None else " yet"
         return f"{head}\nno activity recorded for {dataset}{on}"
@@ -461,6 +489,32 @@ def status(
     header += ["MAX PSI", "REALISED"]
     what = f"day {day}" if day is not None else f"newest {len(wanted)} day(s) with activity"
     return "\n".join([head, f"{what}:", align(header, rows, right=[4, 5, 6]), *notes])
+
+
+def _labels_failed(realised: Mapping[str, Any]) -> bool:
+    """A realised row recording that the day's late labels failed (monitoring)."""
+    return realised["rows"] == 0 and "unmatched_labels" in realised["metrics"]
+
+
+def _labels_notes(day: date, realised: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The day's late labels matching no row, from its realised rows (the count is the day's,
+    the same in each): the failure's line, or the count where the labels passed."""
+    for r in realised:
+        if _labels_failed(r):
+            return [r["metrics"].get("error") or f"late labels of {day} failed"]  # names the day
+    counts = {r["metrics"].get("unmatched_labels") or 0 for r in realised}
+    if max(counts, default=0):
+        return [f"{day} late labels: {max(counts):,} match no row of the day's partition"]
+    return []
+
+
+def _champion_window(engine: sa.Engine, aliases: dict[str, registry.AliasState]) -> str:
+    """`\nchampion trained on 27 of 28 days, ...; missing ...` (empty without a champion)."""
+    champion = aliases.get(registry.CHAMPION)
+    if champion is None:
+        return ""
+    uri = registry.get_version(engine, champion.version)["uri"]
+    return f"\nchampion trained on {_window(_manifest(uri))}"
 
 
 def _first_failure(message: str) -> str:
@@ -553,73 +607,49 @@ def predictions_lookup(
     return f"entity {entity_id} of {dataset}:\n{table}"
 
 
-# --- the gate's decision, in words -------------------------------------------------------------
-
-_NUM = r"(-?\d+(?:\.\d+)?)"
-_GATE = re.compile(
-    rf"(?P<name>[a-z_0-9]+) {_NUM} (?P<verdict>clears|misses) champion {_NUM} - "
-    rf"max_regression {_NUM} = {_NUM}"
-)
-_FLOOR = re.compile(rf"(?P<name>[a-z_0-9]+) {_NUM} is below the floor {_NUM}")
-_FIRST = re.compile(
-    rf"(?P<name>[a-z_0-9]+) {_NUM} clears (?:no floor|the floor {_NUM}); no champion"
-)
+# --- the gate's decision and what the next nightly may do, in words ----------------------------
 
 
-def _plain_metric(name: str, value: float) -> tuple[str, float, bool]:
-    """(readable name, value, higher is better): `neg_rmse` -58.2 is RMSE 58.2, lower better."""
-    if name.startswith("neg_"):
-        return metric_label(name[4:]), -value, False
-    return metric_label(name), value, True
+def gate_summary(decision: evaluation.GateDecision) -> str:
+    """One line for a log or an artifact: the version, the decision and its reasons."""
+    return f"model {decision.version} {decision.decision}: {decision.describe()}"
 
 
-def _gate_sentence(m: re.Match[str]) -> str:
-    name, value, champ, allowed = m["name"], float(m[2]), float(m[4]), float(m[5])
-    label, v, better_high = _plain_metric(name, value)
-    c = -champ if not better_high else champ
-    worse = (c - v) if better_high else (v - c)
-    if worse < 0:
-        compared = f"better by {-worse:.4f}"
-    elif worse == 0:
-        compared = "the same"
-    else:
-        compared = f"worse by {worse:.4f}"
-    verdict = "within" if m["verdict"] == "clears" else "more than"
-    if worse <= 0:
-        return f"{label} {v:.4f} against the champion's {c:.4f}: {compared}"
-    return (
-        f"{label} {v:.4f} against the champion's {c:.4f}: {compared}, {verdict} the "
-        f"{allowed:.4f} a new model may lose (training.gate.max_regression)"
+def next_nightly(outlook: promotion.Outlook) -> str:
+    """What the next nightly gate may do to the champion, as a lifecycle command leaves it:
+    nothing while pinned; against an operator's champion, replace it only with a model that
+    beats it by the margin; else with one within max_regression of it."""
+    champion = outlook.champion
+    if champion is None:
+        return "the nightly gate will promote the next model that clears training.gate.min_metric"
+    label = evaluation.metric_label(outlook.metric)
+    lower = outlook.metric.startswith("neg_")
+    drift = (
+        ", and not while the holdout has drifted against the champion's training data "
+        "(monitoring.block_promotion_on_drift)"
+        if outlook.drift_block
+        else ""
     )
-
-
-def _floor_sentence(m: re.Match[str]) -> str:
-    label, v, better_high = _plain_metric(m["name"], float(m[2]))
-    floor = float(m[3]) if better_high else -float(m[3])
-    side = "below the minimum" if better_high else "above the maximum"
-    return f"{label} {v:.4f} is {side} {floor:.4f} (training.gate.min_metric)"
-
-
-def _first_sentence(m: re.Match[str]) -> str:
-    label, v, better_high = _plain_metric(m["name"], float(m[2]))
-    if m[3] is None:
-        return f"{label} {v:.4f}, and no champion yet to compare with (no minimum set)"
-    floor = float(m[3]) if better_high else -float(m[3])
-    side = "minimum" if better_high else "maximum"
-    return f"{label} {v:.4f} meets the {side} {floor:.4f}, and no champion yet to compare with"
-
-
-def gate_reason(reason: str | None) -> str:
-    """The gate's reason as sentences with readable metric names and 4 decimals:
-    `auc 0.764433 misses champion 0.803201 - max_regression 0.005000 = 0.798201` reads
-    `AUC 0.7644 against the champion's 0.8032: worse by 0.0388, more than the 0.0050 a new
-    model may lose (training.gate.max_regression)`. Other text is kept as it is."""
-    if not reason:
-        return ""
-    text = _GATE.sub(_gate_sentence, reason)
-    text = _FLOOR.sub(_floor_sentence, text)
-    text = _FIRST.sub(_first_sentence, text)
-    return text.replace("; gate: ", "; the metrics: ")
+    if outlook.operator is not None:
+        rule = (
+            f"only with a model that beats its {label} by more than {outlook.margin:.4f} "
+            f"({'lower' if lower else 'higher'} is better; "
+            f"training.gate.min_improvement_over_operator){drift}"
+        )
+    else:
+        rule = (
+            f"with any model whose {label} is at most {outlook.max_regression:.4f} "
+            f"{'higher' if lower else 'lower'} (training.gate.max_regression){drift}"
+        )
+    if outlook.pinned is not None:
+        return (
+            f"pinned: the nightly will not change the champion {champion} until `batchpred "
+            f"models unpin --reason ...` (new models are still trained, registered, reported "
+            f"and set as challenger); once unpinned, the nightly gate will replace it {rule}"
+        )
+    if outlook.operator is not None:
+        return f"the nightly gate will replace {champion} {rule}"
+    return f"the nightly gate may replace {champion} {rule}"
 
 
 def round_metric(value: Any) -> Any:
@@ -650,8 +680,6 @@ def validation_page_url(json_url: str) -> str:
 def existing_page(json_url: str) -> str | None:
     """The page of a validation report if it was written (reports older than the pages have
     none); a remote one is assumed written (no request per partition to find out)."""
-    from batchpred import storage
-
     url = validation_page_url(json_url)
     if "://" in url and not url.startswith("file://"):
         return url
@@ -763,8 +791,6 @@ def validation_page(summary: dict[str, Any], *, dataset: str, json_name: str | N
 
 def write_validation_page(json_url: str, dataset: str) -> str:
     """Read a validation report (JSON, any fsspec URL), write its page beside it; the page's URL."""
-    from batchpred import storage
-
     fs, path = storage.url_to_fs(json_url)
     summary = json.loads(fs.cat_file(path))
     page = validation_page(summary, dataset=dataset, json_name=path.rsplit("/", 1)[-1])

@@ -9,7 +9,11 @@ Semantics every caller shares:
 - a rule's family (`not_null`, `type`, `range`, `category`, `unique`, `label`) picks its
   threshold in `validation.reject_up_to`: each rule (one check on one column) may be broken
   by up to that share of the rows it applies to, which are rejected; above it the partition
-  fails. This is GX's `mostly`, per expectation.
+  fails. This is GX's `mostly`, per expectation;
+- a partition's rules (compiled with its `day`) add `partition_day` on the event-date column:
+  a row dated another day breaks it. `validation.event_date_mismatch` is its policy: `fail`
+  (threshold 0: one such row fails the partition) or `reject` (threshold 1: those rows are
+  rejected, the others kept).
 
 Column-level problems (a missing column, text in a numeric column) are not row rules: they
 fail the partition at once (`check_columns`).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 import numpy as np
@@ -28,8 +33,19 @@ import pyarrow.compute as pc
 
 from batchpred.config import DatasetSpec, Feature, RejectPolicy, ValidationConfig
 
-Family = Literal["not_null", "type", "range", "category", "unique", "label"]
-Kind = Literal["not_null", "integer", "bool", "finite", "min", "max", "in_set", "unique", "label"]
+Family = Literal["not_null", "type", "range", "category", "unique", "label", "event_date"]
+Kind = Literal[
+    "not_null",
+    "integer",
+    "bool",
+    "finite",
+    "min",
+    "max",
+    "in_set",
+    "unique",
+    "label",
+    "partition_day",
+]
 FAMILY: dict[str, Family] = {
     "not_null": "not_null",
     "integer": "type",
@@ -40,17 +56,19 @@ FAMILY: dict[str, Family] = {
     "in_set": "category",
     "unique": "unique",
     "label": "label",
+    "partition_day": "event_date",
 }
 BOOL_TEXT = ("true", "false")
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One check on one column. `value`: the bound (min/max) or the allowed values."""
+    """One check on one column. `value`: the bound (min/max), the allowed values, or the
+    partition's day as YYYY-MM-DD (partition_day)."""
 
     column: str
     kind: Kind
-    value: float | tuple[str, ...] | None = None
+    value: float | tuple[str, ...] | str | None = None
     threshold: float = 0.0  # share of applicable rows that may break it (0: none)
 
     @property
@@ -104,14 +122,21 @@ def label_values(spec: DatasetSpec) -> tuple[str, ...]:
     return ("0", "1", *BOOL_TEXT)
 
 
-def compile_rules(spec: DatasetSpec, cfg: ValidationConfig, *, label: bool = True) -> list[Rule]:
+def compile_rules(
+    spec: DatasetSpec, cfg: ValidationConfig, *, label: bool = True, day: date | None = None
+) -> list[Rule]:
     """Every row rule of the spec, in column order. `label`: include the target's rule (the
-    label is optional in a partition; its rule applies only where the column is present)."""
+    label is optional in a partition; its rule applies only where the column is present).
+    `day`: the rules of that day's partition, whose event dates must be that day
+    (partition_day, under validation.event_date_mismatch)."""
     policy = cfg.reject_up_to
     rules = [Rule(spec.entity_id, "not_null", threshold=policy.not_null)]
     if spec.entity_id_dtype == "int":
         rules.append(Rule(spec.entity_id, "integer", threshold=policy.type))
     rules.append(Rule(spec.entity_id, "unique", threshold=policy.unique))
+    if day is not None:
+        share = 1.0 if cfg.event_date_mismatch == "reject" else 0.0
+        rules.append(Rule(spec.event_date, "partition_day", day.isoformat(), share))
     for feature in spec.features:
         rules += _feature_rules(feature, policy)
     if label:
@@ -162,6 +187,8 @@ def bad_rows(rule: Rule, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return present(column) & ~pc.fill_null(known, True).to_numpy(zero_copy_only=False)
     if rule.kind == "label":
         return _bad_labels(rule, column, dtype)
+    if rule.kind == "partition_day":
+        return _off_day(rule, column, dtype)
     if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
         return np.zeros(n, dtype=bool)  # bools and nulls: nothing numeric to break
     v = _floats(column)
@@ -174,6 +201,21 @@ def bad_rows(rule: Rule, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
             return np.isinf(v)
         assert isinstance(rule.value, float)
         return v < rule.value if rule.kind == "min" else v > rule.value
+
+
+def _off_day(rule: Rule, column: pa.Array | pa.ChunkedArray, dtype: pa.DataType) -> np.ndarray:
+    """Rows whose event date is not the partition's day: dates and timestamps by their date
+    (a zoned timestamp in its own zone), text by its first 10 characters (ISO). A column of
+    another type fails its type expectation instead."""
+    assert isinstance(rule.value, str)
+    if _is_text(dtype):
+        same = pc.equal(pc.utf8_slice_codeunits(column, 0, 10), rule.value)
+    elif pa.types.is_date(dtype) or pa.types.is_timestamp(dtype):
+        days = pc.cast(column, pa.date32(), safe=False)
+        same = pc.equal(days, pa.scalar(date.fromisoformat(rule.value), pa.date32()))
+    else:
+        return np.zeros(len(column), dtype=bool)
+    return present(column) & ~pc.fill_null(same, True).to_numpy(zero_copy_only=False)
 
 
 def _bad_labels(rule: Rule, column: pa.Array | pa.ChunkedArray, dtype: pa.DataType) -> np.ndarray:
@@ -306,10 +348,17 @@ def over_threshold(tallies: dict[Rule, Tally]) -> tuple[Rule, Tally] | None:
 
 def describe(rule: Rule, tally: Tally) -> str:
     """`column 'x' broke rule max=120 in 3 of 400 rows (above reject_up_to.range 0), e.g. 130`"""
+    if rule.kind == "partition_day":
+        policy = f"validation.event_date_mismatch = {'reject' if rule.threshold else 'fail'}"
+        found = f"{rule.name} (dt={rule.value})"
+    else:
+        policy = f"above validation.reject_up_to.{rule.family} = {rule.threshold:g}"
+        found = rule.name
+    example = tally.example
+    shown = str(example) if isinstance(example, date) else repr(example)
     return (
-        f"column {rule.column!r} broke rule {rule.name} in {tally.broken} of {tally.applied} "
-        f"rows (above validation.reject_up_to.{rule.family} = {rule.threshold:g}), "
-        f"e.g. {tally.example!r}"
+        f"column {rule.column!r} broke rule {found} in {tally.broken} of {tally.applied} "
+        f"rows ({policy}), e.g. {shown}"
     )
 
 

@@ -4,6 +4,7 @@ its matrix from the contract, never from today's YAML (which is checked against 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,8 +94,6 @@ class Contract:
 
 
 def spec_fingerprint(spec: DatasetSpec) -> str:
-    import hashlib
-
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 

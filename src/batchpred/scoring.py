@@ -4,7 +4,7 @@ the model's matrix from its contract, predict, and hand the rows to the sink."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Literal
@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from batchpred import rules, schema, sinks, storage, verdicts
+from batchpred import locks, rules, schema, sinks, storage, validation, verdicts
 from batchpred.config import DatasetSpec, ScoringConfig, ValidationConfig
-from batchpred.registry import LoadedModel
+from batchpred.model import LoadedModel
 
 
 class PartitionRejected(Exception):
@@ -32,6 +32,7 @@ class PartitionResult:
     rows_rejected: int = 0
     seconds: float = 0.0
     unknown_values: dict[str, int] = field(default_factory=dict)  # per category feature
+    scored_by: str | None = None  # skipped: the run whose ledger row says it is done
 
     @property
     def rows_per_second(self) -> float:
@@ -42,10 +43,11 @@ def iter_input_batches(
     root: str, day: date, spec: DatasetSpec, batch_rows: int, features: list[str] | None = None
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
     """(file, batch) over every Parquet file and row group of a partition, reading only the
-    entity id and `features` (default: the spec's). Raises PartitionRejected naming the file
-    and column when a file lacks a column or has a type the spec cannot accept."""
+    entity id, the event date (where a file has it: its rule is the partition's) and
+    `features` (default: the spec's). Raises PartitionRejected naming the file and column
+    when a file lacks a column or has a type the spec cannot accept."""
     features = spec.feature_names if features is None else features
-    columns = [spec.entity_id, *features]
+    columns = [spec.entity_id, spec.event_date, *features]
     files = storage.partition_files(root, day)
     if not files:
         raise PartitionRejected(f"partition dt={day} under {root}: no data files")
@@ -86,8 +88,6 @@ def check_verdict(
                 f"partition dt={day} under {root} was never validated under the current spec "
                 f"(scoring.unvalidated: refuse); run the ingest flow first"
             )
-        from batchpred import validation  # Great Expectations only when it is needed
-
         report = validation.validate_partition(
             engine, spec, rules_cfg, root, day, reports_url=reports_url, run_id=run_id
         )
@@ -186,6 +186,13 @@ def _rejects_table(ids: pa.Array, broken: list[tuple[np.ndarray, rules.Rule]]) -
     return pa.table({"entity_id": taken, "column_name": columns, "rule": names})
 
 
+def _scored_by(engine: sa.Engine, key: sinks.PartitionKey, fingerprint: str) -> str | None:
+    """The run the ledger says scored the partition from this input; None if not done."""
+    row = sinks.ledger_row(engine, key.partition_date, key.model_version)
+    done = row and row["status"] == "done" and row["input_fingerprint"] == fingerprint
+    return str(row["run_id"]) if row and done else None
+
+
 def score_partition(
     engine: sa.Engine,
     spec: DatasetSpec,
@@ -198,92 +205,118 @@ def score_partition(
     *,
     force: bool = False,
     reports_url: str | None = None,
+    run_name: str | None = None,
+    on_wait: Callable[[locks.LockWait], None] | None = None,
 ) -> PartitionResult:
     """Score one partition into the predictions table, exactly once per (partition, model).
 
-    Skips (status "skipped") when the ledger shows it done with the same input fingerprint,
-    unless `force`. The partition must be valid under the current spec (validated on the way
-    in if it never was). Rows breaking a rule are rejected with their reasons; above their
-    family's share in `rules_cfg.reject_up_to` the whole partition fails with
-    PartitionRejected and nothing is written. The matrix comes from the model's contract.
+    Skips (status "skipped", `scored_by` the run that did it) when the ledger shows it done
+    with the same input fingerprint, unless `force`. The partition's lock is taken before
+    anything of it is read (locks.partition_lock; `on_wait` hears whom it waits for, and
+    locks.PartitionLocked ends a wait longer than `cfg.lock_timeout_s`); the ledger is read
+    again once it is held, so a duplicate run that waited reads nothing. The partition must be
+    valid under the current spec (validated on the way in if it never was). Rows breaking a
+    rule are rejected with their reasons; above their family's share in
+    `rules_cfg.reject_up_to` the whole partition fails with PartitionRejected and nothing is
+    written. The matrix comes from the model's contract.
     """
     t0, started = time.perf_counter(), datetime.now(UTC)
     contract = model.contract
     schema.check_compatible(contract, spec, model.version)
     fingerprint = storage.fingerprint_partition(root, day)
     key = sinks.PartitionKey(spec.name, day, model.version)
-    if not force and sinks.is_done(engine, key, fingerprint):
-        return PartitionResult(day, model.version, "skipped", seconds=time.perf_counter() - t0)
-    check_verdict(
-        engine,
-        spec,
-        rules_cfg,
-        cfg,
-        root,
-        day,
-        reports_url=reports_url,
-        run_id=run_id,
-        fingerprint=fingerprint,
-    )
-    features = contract.feature_names
-    read = {spec.entity_id, *features}
-    row_rules = [r for r in rules.compile_rules(spec, rules_cfg, label=False) if r.column in read]
-    stream = _Stream(spec, row_rules)
-    binary = contract.task == "binary"
-    rows_in = rejected = 0
-    try:
-        with sinks.partition_writer(
-            engine, key, run_id, fingerprint=fingerprint, force=force
-        ) as out:
-            for url, batch in iter_input_batches(root, day, spec, cfg.batch_rows, features):
-                rows_in += batch.num_rows
-                ok, broken = stream.check(url, day, batch)
-                ids = batch.column(spec.entity_id)
-                matrix, unknown = schema.feature_matrix(batch, contract)
-                unknown = {name: mask & ok for name, mask in unknown.items()}
-                ok_known, more = stream.unknown_values(
-                    url,
-                    day,
-                    batch,
-                    unknown,
-                    contract,
-                    rules_cfg.reject_up_to.category,
-                    model.version,
-                )
-                ok &= ok_known
-                broken += more
-                rejects = None
-                if broken:
-                    rejected += int((~ok).sum())
-                    rejects = _rejects_table(ids, broken)
-                    matrix, ids = matrix[ok], ids.filter(pa.array(ok))
-                scores = model.booster.inplace_predict(matrix, validate_features=False)
-                labels = (scores >= contract.threshold).astype(np.int8) if binary else None
-                out.write(sinks.PredictionBatch(ids, scores, labels, rejects))
-            if rows_in == 0:
-                files = ", ".join(storage.partition_files(root, day))
-                raise PartitionRejected(
-                    f"partition dt={day} under {root}: 0 rows in {files}; nothing was written"
-                )
-            hit = rules.over_threshold(stream.tallies)
-            if hit:
-                raise PartitionRejected(
-                    f"partition dt={day} under {root}: {rules.describe(*hit)}; nothing was written"
-                )
-            out.finish(
-                sinks.LedgerEntry(
-                    fingerprint, rows_in, rejected, started, unknown_values=stream.unknown
-                )
+    if not force and (by := _scored_by(engine, key, fingerprint)):  # no lock for a no-op
+        return PartitionResult(
+            day, model.version, "skipped", seconds=time.perf_counter() - t0, scored_by=by
+        )
+    with locks.partition_lock(
+        engine, key, run_id, timeout_s=cfg.lock_timeout_s, run_name=run_name, on_wait=on_wait
+    ):
+        if not force and (by := _scored_by(engine, key, fingerprint)):  # by the run we waited for
+            return PartitionResult(
+                day, model.version, "skipped", seconds=time.perf_counter() - t0, scored_by=by
             )
-    except sinks.AlreadyScored:
-        return PartitionResult(day, model.version, "skipped", seconds=time.perf_counter() - t0)
-    return PartitionResult(
-        day,
-        model.version,
-        "scored",
-        rows_in,
-        rows_in - rejected,
-        rejected,
-        time.perf_counter() - t0,
-        dict(stream.unknown),
-    )
+        check_verdict(
+            engine,
+            spec,
+            rules_cfg,
+            cfg,
+            root,
+            day,
+            reports_url=reports_url,
+            run_id=run_id,
+            fingerprint=fingerprint,
+        )
+        features = contract.feature_names
+        read = {spec.entity_id, spec.event_date, *features}
+        row_rules = [
+            r
+            for r in rules.compile_rules(spec, rules_cfg, label=False, day=day)
+            if r.column in read
+        ]
+        stream = _Stream(spec, row_rules)
+        binary = contract.task == "binary"
+        rows_in = rejected = 0
+        try:
+            with sinks.partition_writer(
+                engine, key, run_id, fingerprint=fingerprint, force=force
+            ) as out:
+                for url, batch in iter_input_batches(root, day, spec, cfg.batch_rows, features):
+                    rows_in += batch.num_rows
+                    ok, broken = stream.check(url, day, batch)
+                    ids = batch.column(spec.entity_id)
+                    matrix, unknown = schema.feature_matrix(batch, contract)
+                    unknown = {name: mask & ok for name, mask in unknown.items()}
+                    ok_known, more = stream.unknown_values(
+                        url,
+                        day,
+                        batch,
+                        unknown,
+                        contract,
+                        rules_cfg.reject_up_to.category,
+                        model.version,
+                    )
+                    ok &= ok_known
+                    broken += more
+                    rejects = None
+                    if broken:
+                        rejected += int((~ok).sum())
+                        rejects = _rejects_table(ids, broken)
+                        matrix, ids = matrix[ok], ids.filter(pa.array(ok))
+                    scores = model.booster.inplace_predict(matrix, validate_features=False)
+                    labels = (scores >= contract.threshold).astype(np.int8) if binary else None
+                    out.write(sinks.PredictionBatch(ids, scores, labels, rejects))
+                if rows_in == 0:
+                    files = ", ".join(storage.partition_files(root, day))
+                    raise PartitionRejected(
+                        f"partition dt={day} under {root}: 0 rows in {files}; nothing was written"
+                    )
+                hit = rules.over_threshold(stream.tallies)
+                if hit:
+                    raise PartitionRejected(
+                        f"partition dt={day} under {root}: {rules.describe(*hit)}; "
+                        "nothing was written"
+                    )
+                out.finish(
+                    sinks.LedgerEntry(
+                        fingerprint, rows_in, rejected, started, unknown_values=stream.unknown
+                    )
+                )
+        except sinks.AlreadyScored:  # written by a writer that bypassed the partition lock
+            return PartitionResult(
+                day,
+                model.version,
+                "skipped",
+                seconds=time.perf_counter() - t0,
+                scored_by=_scored_by(engine, key, fingerprint),
+            )
+        return PartitionResult(
+            day,
+            model.version,
+            "scored",
+            rows_in,
+            rows_in - rejected,
+            rejected,
+            time.perf_counter() - t0,
+            dict(stream.unknown),
+        )

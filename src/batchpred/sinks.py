@@ -2,7 +2,11 @@
 
 Exactly-once comes from three things together: the partition's previous rows for the same
 model version are replaced (never appended to), the ledger row is written in the same
-transaction, and a per-partition lock serialises concurrent writers. The same transaction
+transaction, and a per-partition lock serialises concurrent writers: `locks.partition_lock`,
+taken by scoring before it reads the partition (a session advisory lock on PostgreSQL, a
+`flock` on a file beside the database on SQLite; see locks.py), so a duplicate run waits and
+then reads nothing; each commit also re-checks the ledger under a lock of its own (two-key
+advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite). The same transaction
 refreshes `predictions_latest` when the model is its dataset's champion. Bulk paths by
 dialect: PostgreSQL streams CSV made by Arrow into ``COPY`` of a new (day, model) leaf built
 aside while scoring, then swaps it in with a few milliseconds of DDL that never queues
@@ -13,13 +17,13 @@ parallel scoring threads never hold SQLite's single write lock while they predic
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import tempfile
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import sqlalchemy as sa
 
-from batchpred import db
+from batchpred import db, predictions
 
 PREDICTION_COLUMNS = (
     "partition_date",
@@ -62,7 +66,17 @@ class PartitionKey:
 
     @property
     def lock_id(self) -> int:
-        return zlib.crc32(f"{self.partition_date}|{self.model_version}".encode())
+        """The partition's 64-bit PostgreSQL advisory-lock key (locks.partition_lock)."""
+        text = f"{self.dataset}|{self.partition_date}|{self.model_version}"
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), signed=True)
+
+    @property
+    def commit_lock_ids(self) -> tuple[int, int]:
+        """The same 64 bits as two int4 keys: PostgreSQL keeps the two-key advisory locks
+        apart from the one-key ones, so the commit lock never waits for the run's own
+        partition lock."""
+        hi, lo = self.lock_id >> 32, self.lock_id & 0xFFFFFFFF
+        return hi, lo - (1 << 32) if lo >= 1 << 31 else lo
 
 
 @dataclass
@@ -183,37 +197,27 @@ class PartitionWriter:
         )
 
     def _refresh_latest(self, conn: sa.Connection, source: str = "predictions") -> None:
-        """If this partition's model is its dataset's champion now, its rows become the
-        entities' latest where they are at least as new as what is there. Shadow and pinned
-        non-champion writes leave `predictions_latest` alone."""
+        """Keep `predictions_latest` equal to its definition (predictions.py), before the
+        ledger row is replaced: an existing ledger row means the partition had rows."""
         k = self.key
-        aliases = db.table(self.engine, "model_aliases")
-        champion = conn.execute(
-            sa.select(aliases.c.version).where(
-                aliases.c.dataset == k.dataset, aliases.c.alias == "champion"
-            )
-        ).scalar()
-        if champion != k.model_version:
-            return
-        if conn.dialect.name == "postgresql":
-            # Partitions of one dataset written at once would update the same entities:
-            # one at a time, so they never deadlock on each other's row locks.
+        ledger = db.table(self.engine, "scoring_ledger")
+        replaced = (
             conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:k)"),
-                {"k": zlib.crc32(f"latest|{k.dataset}".encode())},
-            )
-        columns = (
-            "dataset, entity_id, partition_date, score, label, model_version, run_id, scored_at"
+                sa.select(ledger.c.run_id).where(
+                    ledger.c.partition_date == k.partition_date,
+                    ledger.c.model_version == k.model_version,
+                )
+            ).first()
+            is not None
         )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[2:])
-        conn.execute(
-            sa.text(
-                f"INSERT INTO predictions_latest ({columns}) SELECT {columns} FROM {source} "
-                "WHERE partition_date = :day AND model_version = :version AND dataset = :dataset "
-                f"ORDER BY entity_id ON CONFLICT (dataset, entity_id) DO UPDATE SET {updates} "
-                "WHERE predictions_latest.partition_date <= excluded.partition_date"
-            ),
-            self._constants(),
+        predictions.after_partition_write(
+            conn,
+            dataset=k.dataset,
+            day=k.partition_date,
+            version=k.model_version,
+            run_id=self.run_id,
+            source=source,
+            replaced=replaced,
         )
 
     def _replace_side_rows(self, conn: sa.Connection, ledger: LedgerEntry) -> None:
@@ -399,8 +403,10 @@ class PostgresWriter(PartitionWriter):
             f"(partition_date = {_literal(k.partition_date.isoformat())} "
             f"AND model_version = {_literal(k.model_version)})"
         )
-        # Waits for a concurrent writer of the same partition, then sees its ledger row.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": k.lock_id})
+        # Commits of one partition one at a time, then the ledger check sees the other's row
+        # (a writer opened without locks.partition_lock, or one whose lock session dropped).
+        hi, lo = k.commit_lock_ids
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:hi, :lo)"), {"hi": hi, "lo": lo})
         self._check_not_done(conn, ledger.input_fingerprint)
         self._refresh_latest(conn, source=staging)
         self._replace_side_rows(conn, ledger)

@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -47,35 +48,67 @@ def _fresh_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 _CANONICAL = re.compile(r"^dt=\d{4}-\d{2}-\d{2}$")
 
 
-def scan_partitions(root: str) -> tuple[list[date], list[str]]:
-    """The days with a dt=YYYY-MM-DD folder under `root` (sorted; none if `root` is
-    missing), and the folders refused, each with why: a name that is not canonical
-    (dt=20261105, dt=2026-1-5, 2026-11-05: never half-parsed into a day) or, on a local disk,
-    a symlink leading out of `root`. Folders starting with _ or . are ignored."""
+@dataclass(frozen=True)
+class Refused:
+    """An entry under a partitioned root that is not taken as a partition, and why."""
+
+    url: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a partitioned root holds: the days accepted, and every entry refused with why."""
+
+    days: list[date]
+    refused: list[Refused]
+
+    def between(self, start: date | None, end: date | None) -> Listing:
+        """The days within [start, end] (open ends: unbounded); the refused entries all stay,
+        since a refused name cannot be placed in a range."""
+        days = [d for d in self.days if (start is None or d >= start) and (end is None or d <= end)]
+        return Listing(days, self.refused)
+
+
+def scan_partitions(root: str) -> Listing:
+    """The one listing of a partitioned root: the days with a dt=YYYY-MM-DD folder (sorted;
+    none if `root` is missing), and every other entry refused, with why: a name that is not
+    canonical (dt=20261105, dt=2026-1-5, dt=2026-02-30, dt=..%2F..%2Fetc: never half-parsed
+    into a day), a .parquet/.csv file beside the partitions or, on a local disk, a symlink
+    leading out of `root`. Entries starting with _ or . are working files and other files
+    (a README) are not data: both are ignored."""
     fs, path = _fresh_fs(root)
     if not fs.exists(path):
-        return [], []
-    days, problems = set(), []
+        return Listing([], [])
+    days, refused = set(), []
     local = fsspec.utils.get_protocol(root) in ("file", "local")
     base = os.path.realpath(path) if local else ""
     for entry in fs.ls(path, detail=True):
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        url = f"{root.rstrip('/')}/{name}"
+        if name.startswith(("_", ".")):
+            continue
         folder = entry.get("type") == "directory" or entry.get("islink")  # links: checked below
-        if not folder or name.startswith(("_", ".")):
+        if not folder:  # data beside the partitions would never be read: say so
+            if _is_data_file(name):
+                refused.append(Refused(url, "a data file outside any dt=YYYY-MM-DD folder"))
             continue
         day = None
         if _CANONICAL.match(name):
             with suppress(ValueError):  # dt=2026-02-30
                 day = date.fromisoformat(name[len(PARTITION_PREFIX) :])
         if day is None:
-            problems.append(f"{root.rstrip('/')}/{name}: not a dt=YYYY-MM-DD partition folder")
+            refused.append(Refused(url, "not a dt=YYYY-MM-DD partition folder"))
             continue
         if local and not _inside(os.path.realpath(entry["name"]), base):
             target = os.path.realpath(entry["name"])
-            problems.append(f"{root.rstrip('/')}/{name}: a symlink out of the root (to {target})")
+            refused.append(Refused(url, f"a symlink out of the root (to {target})"))
             continue
         days.add(day)
-    return sorted(days), problems
+    return Listing(sorted(days), refused)
 
 
 def _inside(path: str, base: str) -> bool:
@@ -84,8 +117,8 @@ def _inside(path: str, base: str) -> bool:
 
 def list_partitions(root: str) -> list[date]:
     """The days with a canonical dt=YYYY-MM-DD folder under `root`, sorted (see
-    scan_partitions for the folders it refuses)."""
-    return scan_partitions(root)[0]
+    scan_partitions for the entries it refuses: callers that must report them use it)."""
+    return scan_partitions(root).days
 
 
 def _is_data_file(name: str) -> bool:
@@ -110,7 +143,7 @@ def partition_files(root: str, day: date) -> list[str]:
         for url in urls:
             target = os.path.realpath(url_to_fs(url)[1])
             if not _inside(target, base):
-                raise DataError(f"file {url}: a symlink out of the root {root} (to {target})")
+                raise DataError(f"file {url}: a symlink out of the root {root} (to {target})", url)
     return urls
 
 
@@ -242,7 +275,12 @@ def snapshot_files(url: str) -> list[str]:
 
 class DataError(ValueError):
     """A file that cannot be read as data (empty, truncated, corrupt, not Parquet/CSV, or
-    files whose schemas cannot be combined). Names the file; retrying will not heal it."""
+    files whose schemas cannot be combined). Names the file (`url`: the file, or the files
+    joined with ", " when they cannot be combined); retrying will not heal it."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 # Raised by pyarrow while decoding: data problems. Connection and timeout errors (also
@@ -260,7 +298,7 @@ def _decoding(url: str) -> Iterator[None]:
     except FileNotFoundError:
         raise
     except _DECODE_ERRORS as exc:
-        raise DataError(f"file {url}: cannot be read as data: {exc}") from exc
+        raise DataError(f"file {url}: cannot be read as data: {exc}", url) from exc
 
 
 def _read_csv(fh: Any, columns: list[str] | None, types: dict[str, pa.DataType]) -> pa.Table:

@@ -1,21 +1,20 @@
-"""DVC stages prepare/train/evaluate, drift reference statistics, metrics and the promotion gate.
+"""DVC stages prepare/train (drift reference bins: stats; metrics and the gate: evaluation).
 
 Memory is bounded by the partition and the batch, never the window: prepare streams each day
 in record batches and writes the splits as it goes (a day is sorted through spill files on
 disk, see _sorted_day); train feeds XGBoost a QuantileDMatrix from those batches (XGBoost
-keeps its own quantised copy, about one byte a value, which training.max_rows caps); evaluate
-predicts a batch at a time."""
+keeps its own quantised copy, about one byte a value, which training.max_rows caps); the
+stage evaluate (evaluation.evaluate_model) predicts a batch at a time."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,14 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 import xgboost as xgb
 
-from batchpred import config, db, rules, schema, storage, verdicts
-from batchpred.config import DatasetSpec, GateConfig, Settings
-from batchpred.schema import Contract, ContractFeature, encode_column, feature_matrix
+from batchpred import config, db, labels, rules, schema, stats, storage, verdicts
+from batchpred.config import DatasetSpec, Settings
+from batchpred.schema import Contract, encode_column, feature_matrix
 
 SPLITS = ("train", "valid", "holdout")
 MODEL_FILE = "model.ubj"
 MANIFEST_FILE = "manifest.json"
 PREPARE_FILE = "prepare.json"
-QUANTILES = np.linspace(0.1, 0.9, 9)  # decile cut points: up to 10 open-ended bins
 # rows per record batch read, per sorted chunk of a day and per row group of a prepared split
 BATCH_ROWS = storage.ROW_GROUP_ROWS
 _RANK = "__rank"  # a prepared row's place in its day's sorted order, in spill files only
@@ -65,10 +63,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _fin(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 def _target(table: pa.Table | pa.RecordBatch, spec: DatasetSpec) -> np.ndarray:
     return table.column(spec.target.name).to_numpy(zero_copy_only=False).astype(np.float32)
 
@@ -87,105 +81,157 @@ def _dmatrix(table: pa.Table, spec: DatasetSpec, contract: Contract) -> xgb.DMat
 # --- prepare ----------------------------------------------------------------------------------
 
 
-def _labelled(settings: Settings, day: date) -> bool:
-    """Whether the day has labels: in its own partition, or in the late-labels zone."""
-    manifest = storage.read_manifest(settings.lake.raw, day) or {}
-    if manifest.get("label_rows", 0) > 0:
-        return True
-    return bool(storage.partition_files(settings.lake.labels, day))
+@dataclass(frozen=True)
+class Window:
+    """What training reads: the `window_days` calendar days `first`..`last`, where `last` is
+    the newest partition that has labels (up to training.until). The window keeps its span:
+    `days` are its valid, labelled partitions (oldest first), `missing` every other day of the
+    span with the reason ("no partition" where the lake has none), trained without and never
+    replaced by an older day. `excluded`: the listed partitions passed over (in the span, or
+    after it while their labels have not arrived); `late_labels`: each day of the span whose
+    late labels were checked against its rows (labels.check_late_labels)."""
+
+    first: date
+    last: date
+    days: tuple[date, ...]
+    missing: tuple[dict[str, str], ...]
+    excluded: tuple[dict[str, str], ...]
+    late_labels: tuple[labels.LateLabels, ...]
+
+    @property
+    def span_days(self) -> int:
+        return (self.last - self.first).days + 1
 
 
-def select_days(
-    settings: Settings, engine: sa.Engine | None = None
-) -> tuple[list[date], list[dict[str, str]]]:
-    """The newest `window_days` valid raw partitions that have labels, up to training.until
-    (oldest first), and the partitions passed over on the way with the reason."""
-    cfg, root, spec = settings.training, settings.lake.raw, settings.dataset
+def _passed_over(settings: Settings, engine: sa.Engine, day: date) -> str | None:
+    """Why a listed partition is not trained on (None: it is valid and labelled)."""
+    spec, root = settings.dataset, settings.lake.raw
+    status = verdicts.partition_status(engine, spec, settings.validation, root, day).status
+    reason = {"invalid": "validation failed", "unvalidated": "not validated"}.get(status)
+    if reason is None and not labels.is_labelled(settings, day):
+        reason = "no labels yet"
+    return reason
+
+
+def select_window(settings: Settings, engine: sa.Engine | None = None) -> Window:
+    """The training window (see Window). Reads listings, manifests, validation verdicts and,
+    for days with late labels, the entity id column of the labels and of the day's partition:
+    a day whose late labels fail (labels.LateLabels) is missing, and logged in one line.
+    TrainingDataError when the span holds too few days to split."""
+    cfg, root = settings.training, settings.lake.raw
     engine = engine or db.create_engine(config.database_url())
-    days: list[date] = []
-    excluded: list[dict[str, str]] = []
-    for day in reversed(storage.list_partitions(root)):
-        if len(days) == cfg.window_days:
+    listed = [d for d in storage.list_partitions(root) if cfg.until is None or d <= cfg.until]
+    waiting: list[dict[str, str]] = []  # after the window: labels not arrived yet
+    last = None
+    for day in reversed(listed):
+        if labels.is_labelled(settings, day):
+            last = day
             break
-        if cfg.until is not None and day > cfg.until:
-            continue
-        status = verdicts.partition_status(engine, spec, settings.validation, root, day).status
-        reason = {"invalid": "validation failed", "unvalidated": "not validated"}.get(status)
-        if reason is None and not _labelled(settings, day):
-            reason = "no labels yet"
-        if reason:
-            excluded.append({"day": day.isoformat(), "reason": reason})
-        else:
+        waiting.insert(
+            0, {"day": day.isoformat(), "reason": _passed_over(settings, engine, day) or ""}
+        )
+    days: list[date] = []
+    missing: list[dict[str, str]] = []
+    excluded: list[dict[str, str]] = []
+    checked: list[labels.LateLabels] = []
+    first = last - timedelta(days=cfg.window_days - 1) if last else date.min
+    present = set(listed)
+    for day in (first + timedelta(days=i) for i in range(cfg.window_days)) if last else ():
+        reason = _passed_over(settings, engine, day) if day in present else "no partition"
+        late = labels.check_late_labels(settings, day) if reason is None else None
+        if late is not None:
+            checked.append(late)
+            if late.failed:
+                reason = late.describe()
+                log.warning("%s: the day is left out of training", reason)
+        if reason is None:
             days.append(day)
+            continue
+        missing.append({"day": day.isoformat(), "reason": reason})
+        if day in present:
+            excluded.append(missing[-1])
     needed = 1 if cfg.split == "rows" else cfg.valid_days + cfg.holdout_days + 1
-    if len(days) < needed:
+    if last is None or len(days) < needed:
         raise TrainingDataError(
             f"training needs at least {needed} valid, labelled partitions in {root}"
             + (f" up to {cfg.until}" if cfg.until else "")
-            + f", found {len(days)}; passed over: {excluded or 'none'}"
+            + f", found {len(days)}; passed over: {describe_missing([*missing, *waiting])}"
         )
-    return days[::-1], excluded[::-1]
+    return Window(
+        first, last, tuple(days), tuple(missing), tuple(excluded + waiting), tuple(checked)
+    )
 
 
-def _with_labels(settings: Settings, day: date, table: pa.Table) -> pa.Table:
-    """The day's rows with their label: from the late-labels zone where it has one for the
-    entity, else from the partition itself."""
-    spec, name = settings.dataset, settings.dataset.target.name
-    if not storage.partition_files(settings.lake.labels, day):
-        return table
-    late = storage.read_partition(settings.lake.labels, day, columns=[spec.entity_id, name])
-    late = late.rename_columns([spec.entity_id, "__late_label"])
-    joined = table.join(late, spec.entity_id, join_type="left outer", use_threads=False)
-    label = pc.cast(joined.column("__late_label"), pa.string())
-    if name in table.column_names:  # as text, so classes, numbers and bools coalesce alike
-        label = pc.coalesce(label, pc.cast(joined.column(name), pa.string()))
-        joined = joined.drop_columns([name])
-    return joined.drop_columns(["__late_label"]).append_column(name, label)
+def describe_missing(entries: Sequence[Mapping[str, str]]) -> str:
+    """`2026-11-03 (no partition), 2026-11-05..2026-11-07 (validation failed)`: days with their
+    reason, oldest first, consecutive days with the same reason as one range; `none`."""
+    runs: list[tuple[date, date, str]] = []
+    for entry in sorted(entries, key=lambda e: e["day"]):
+        day, reason = date.fromisoformat(entry["day"]), entry["reason"]
+        if runs and runs[-1][2] == reason and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day, reason)
+        else:
+            runs.append((day, day, reason))
+    return (
+        ", ".join(f"{a}{'' if a == b else f'..{b}'} ({reason})" for a, b, reason in runs) or "none"
+    )
 
 
-def labels_hash(settings: Settings, day: date) -> str | None:
-    """Identifies the labels known for a day, from manifests only (nothing is read): the raw
-    partition's and the late labels' content hashes. None while the day has no labels."""
-    if not _labelled(settings, day):
-        return None
-    hashes = [
-        (storage.read_manifest(root, day) or {}).get("content_hash") or ""
-        for root in (settings.lake.raw, settings.lake.labels)
-    ]
-    return ":".join(hashes)
+def training_data(prepared: Mapping[str, Any], manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What a model was trained on, for the nightly summary and the model report, from
+    prepare.json and the model's manifest: the days (of the window's span, with the missing
+    ones), rows, rows and days left out, late labels matching no row, and any sample."""
+    data: dict[str, Any] = {
+        "days": describe_days(prepared["days"], prepared.get("missing_days")),
+        "rows": prepared["rows"],
+        "unlabelled_rows_left_out": prepared.get("unlabelled_rows", 0),
+        "rejected_rows_left_out": prepared.get("rejected_rows", 0),
+        "days_passed_over": prepared["excluded"],
+        "late_labels_matching_no_row": describe_unmatched(prepared.get("late_labels", {})),
+    }
+    if sample := manifest.get("train_sample"):  # never a silent sample: say it with the rows
+        said = f"{sample.get('train_kept', sample['max_rows']):,} of {sample['split_rows']:,} "
+        said += "training rows"
+        if "valid_kept" in sample:  # older manifests sampled the training split alone
+            said += f" and {sample['valid_kept']:,} of {sample['valid_rows']:,} early-stopping rows"
+        said += f" (training.max_rows {sample['max_rows']:,})"
+        data["trained_on_a_sample"] = said
+    return data
 
 
-def day_labels(settings: Settings, day: date) -> tuple[pa.Array, np.ndarray] | None:
-    """The labels known for a day: entity ids as text and labels as float (binary classes as
-    0/1, NaN where missing). None while the day has no labels at all."""
-    if not _labelled(settings, day):
-        return None
-    spec = settings.dataset
-    raw = storage.read_partition(settings.lake.raw, day)
-    keep = [c for c in (spec.entity_id, spec.target.name) if c in raw.column_names]
-    table = _with_labels(settings, day, raw.select(keep))
-    if spec.target.name not in table.column_names:
-        return None
-    label = rules.label_codes(spec, table.column(spec.target.name))
-    return table.column(spec.entity_id).cast(pa.string()), label
+def describe_unmatched(late_labels: Mapping[str, Mapping[str, Any]]) -> str:
+    """`2026-11-05 9,800 of 10,000 (failed: left out), 2026-11-06 3 of 10,000`: the days of
+    prepare.json's `late_labels` with late labels whose entity id matches no row; `none`."""
+    return (
+        ", ".join(
+            f"{day} {c['unmatched']:,} of {c['rows']:,}"
+            + (" (failed: left out)" if c["failed"] else "")
+            for day, c in sorted(late_labels.items())
+            if c["unmatched"]
+        )
+        or "none"
+    )
 
 
-def _late_labels(settings: Settings, day: date) -> tuple[pa.Array, pa.Array] | None:
-    """The day's late labels (lake.labels): entity ids and labels as text; None if none."""
-    spec, name = settings.dataset, settings.dataset.target.name
-    if not storage.partition_files(settings.lake.labels, day):
-        return None
-    late = storage.read_partition(settings.lake.labels, day, columns=[spec.entity_id, name])
-    labels = pc.cast(late.column(name), pa.string())
-    return late.column(spec.entity_id).combine_chunks(), labels.combine_chunks()
+def describe_days(days: Sequence[str], missing: Sequence[Mapping[str, str]] | None) -> str:
+    """Which days a model trained on, from prepare.json or a manifest's `created_from`:
+    `27 of 28 days, 2026-10-07..2026-11-03; missing 2026-11-03 (no partition)`. `missing`
+    None (a manifest from before missing days were recorded): `28 day(s), first..last`."""
+    if not days:
+        return "no days"
+    if missing is None:
+        return f"{len(days)} day(s), {min(days)}..{max(days)}"
+    span = sorted([*days, *(m["day"] for m in missing)])
+    text = f"{len(days)} of {len(span)} days, {span[0]}..{span[-1]}"
+    return f"{text}; missing {describe_missing(missing)}" if missing else text
 
 
 def _day_batches(settings: Settings, day: date, batch_rows: int) -> Iterator[pa.Table]:
     """The day's raw rows in file order, a record batch at a time, with their label: the late
     label where lake.labels has one for the entity, else the partition's own (as
-    _with_labels, the first late label of an entity if it has several)."""
+    labels.with_labels, the first late label of an entity if it has several)."""
     spec, name = settings.dataset, settings.dataset.target.name
-    late = _late_labels(settings, day)
+    late = labels.late_labels(settings, day)
     urls = storage.partition_files(settings.lake.raw, day)
     if not urls:
         raise FileNotFoundError(
@@ -220,7 +266,7 @@ def _plan_day(settings: Settings, day: date, batch_rows: int) -> _DayPlan:
     """Rows breaking a rule (the few a reject share allows) and rows without a label are left
     out and counted. Holds a few bytes a row (ids, dates, masks), never the rows."""
     spec = settings.dataset
-    checks = rules.compile_rules(spec, settings.validation)
+    checks = rules.compile_rules(spec, settings.validation, day=day)
     unique = next(r for r in checks if r.kind == "unique")
     oks, labels, ids, dates = [], [], [], []
     for table in _day_batches(settings, day, batch_rows):
@@ -381,11 +427,22 @@ def prepare_training_set(
     batch_rows: int = BATCH_ROWS,
 ) -> dict[str, Any]:
     """DVC stage `prepare`: window of valid, labelled partitions -> train/valid/holdout
-    Parquet (split by day, or by entity for snapshots), with row counts per day. Streamed:
-    one day at a time, in batches of `batch_rows` rows (see _sorted_day); the files do not
-    depend on `batch_rows`."""
+    Parquet (split by day, or by entity for snapshots), with row counts per day, the window's
+    missing days and each day's late labels matching no row. Missing days are a WARNING
+    (training.missing_days warn) or refused in one line naming them (fail). Streamed: one day
+    at a time, in batches of `batch_rows` rows (see _sorted_day); the files do not depend on
+    `batch_rows`."""
     cfg, spec = settings.training, settings.dataset
-    days, excluded = select_days(settings, engine)
+    window = select_window(settings, engine)
+    days, excluded = list(window.days), list(window.excluded)
+    if window.missing:
+        gap = (
+            f"training window {window.first}..{window.last} of {spec.name} misses "
+            f"{len(window.missing)} of {window.span_days} days: {describe_missing(window.missing)}"
+        )
+        if cfg.missing_days == "fail":
+            raise TrainingDataError(f"{gap} (training.missing_days: fail)")
+        log.warning("%s; training on the other %d (training.missing_days: warn)", gap, len(days))
     if cfg.split == "rows":
         groups = {"train": days, "valid": days, "holdout": days}
     else:
@@ -429,6 +486,13 @@ def prepare_training_set(
         "days": [d.isoformat() for d in days],
         "splits": {k: [d.isoformat() for d in v] for k, v in groups.items()},
         "excluded": excluded,
+        "window": {
+            "first": window.first.isoformat(),
+            "last": window.last.isoformat(),
+            "days": window.span_days,
+        },
+        "missing_days": list(window.missing),
+        "late_labels": {late.day.isoformat(): late.to_dict() for late in window.late_labels},
         "rows": rows,
         "rows_by_day": counts,
         "unlabelled_rows": sum(c["unlabelled"] for c in counts.values()),
@@ -437,74 +501,6 @@ def prepare_training_set(
     }
     _write_json(out / PREPARE_FILE, summary)
     return summary
-
-
-# --- reference statistics for drift -----------------------------------------------------------
-
-
-def reference_statistics(table: pa.Table, contract: Contract) -> dict[str, dict[str, Any]]:
-    """Per feature, on its encoded (float) values: numeric -> decile cut points `edges`
-    (unique, finite; bins are open-ended) with the share of non-null rows per bin, mean, std;
-    category/bool -> the share of non-null rows per code in `values`. Both carry null_rate."""
-    return {
-        f.name: _feature_statistics(f, encode_column(f, table.column(f.name))[0])
-        for f in contract.features
-    }
-
-
-def _feature_statistics(feature: ContractFeature, encoded: np.ndarray) -> dict[str, Any]:
-    """One feature's entry of reference_statistics, from its encoded values."""
-    values = encoded.astype(np.float64)
-    present = values[np.isfinite(values)]
-    entry: dict[str, Any] = {"null_rate": 1 - present.size / max(values.size, 1)}
-    if feature.dtype in ("category", "bool"):
-        n_codes = len(feature.vocabulary or ()) if feature.dtype == "category" else 2
-        entry["kind"] = "categorical"
-        entry["values"] = list(range(n_codes))
-    else:
-        entry |= _deciles(present)
-    entry["fractions"] = bin_fractions(values, entry)
-    return entry
-
-
-def _deciles(present: np.ndarray) -> dict[str, Any]:
-    edges = np.unique(np.quantile(present, QUANTILES)) if present.size else np.empty(0)
-    return {
-        "kind": "numeric",
-        "edges": [float(e) for e in edges],
-        "mean": _fin(present.mean()) if present.size else None,
-        "std": _fin(present.std()) if present.size else None,
-    }
-
-
-def score_statistics(scores: np.ndarray) -> dict[str, Any]:
-    """The model's scores on its training split, binned like a numeric feature (deciles,
-    fractions, mean, std): the reference for drift of the score distribution."""
-    values = np.asarray(scores, dtype=np.float64)
-    present = values[np.isfinite(values)]
-    entry: dict[str, Any] = {"null_rate": 1 - present.size / max(values.size, 1)}
-    entry |= _deciles(present)
-    entry["fractions"] = bin_fractions(values, entry)
-    return entry
-
-
-def bin_counts(values: np.ndarray, feature_stats: dict[str, Any]) -> np.ndarray:
-    """How many non-null `values` (encoded as by schema.encode_column) fall in each bin of
-    `feature_stats` (one entry of reference_statistics), aligned with its `fractions`."""
-    values = np.asarray(values, dtype=np.float64)
-    present = values[np.isfinite(values)]
-    if feature_stats["kind"] == "numeric":
-        edges = np.asarray(feature_stats["edges"], dtype=np.float64)
-        return np.bincount(np.searchsorted(edges, present, side="right"), minlength=edges.size + 1)
-    codes = np.asarray(feature_stats["values"], dtype=np.float64)
-    return np.array([(present == c).sum() for c in codes])
-
-
-def bin_fractions(values: np.ndarray, feature_stats: dict[str, Any]) -> list[float]:
-    """The share of non-null `values` in each bin of `feature_stats` (see bin_counts)."""
-    counts = bin_counts(values, feature_stats)
-    total = counts.sum()
-    return [float(c / total) if total else 0.0 for c in counts]
 
 
 # --- train ------------------------------------------------------------------------------------
@@ -684,6 +680,7 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
         best_iteration=best,
         training_data_hash=prepared["data_hash"],
         days=prepared["days"],
+        missing_days=prepared.get("missing_days", []),
         sample=sample,
     )
 
@@ -691,12 +688,12 @@ def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path)
 def _reference_statistics(rows: _Rows, contract: Contract) -> dict[str, dict[str, Any]]:
     """reference_statistics over the rows, read one feature column at a time: the values of
     one feature in memory at once, never the table."""
-    stats = {}
+    reference = {}
     for f in contract.features:
         parts = [encode_column(f, b.column(f.name))[0] for b in rows.batches([f.name])]
         encoded = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        stats[f.name] = _feature_statistics(f, encoded)
-    return stats
+        reference[f.name] = stats.feature_statistics(f, encoded)
+    return reference
 
 
 def _predict(booster: xgb.Booster, rows: _Rows, contract: Contract) -> np.ndarray:
@@ -718,10 +715,12 @@ def save_model(
     training_data_hash: str,
     days: list[str],
     sample: dict[str, int] | None = None,
+    missing_days: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """Write model.ubj (UBJSON, never pickle) and the manifest the registry checks it by.
     `train`: the rows the model was trained on (a table, or a prepared split read in
-    batches); `sample`: how they were sampled from the split (training.max_rows), if so."""
+    batches); `sample`: how they were sampled from the split (training.max_rows), if so;
+    `days`, `missing_days`: the window's days trained on and those it went without."""
     spec = settings.dataset
     rows = train if isinstance(train, _Rows) else _Rows(train)
     out.mkdir(parents=True, exist_ok=True)
@@ -747,92 +746,10 @@ def save_model(
         "reference_stats": _reference_statistics(rows, contract),
         # the score distribution on the training split (manifests before it lack the key:
         # drift is then measured on the features only)
-        "score_reference": score_statistics(_predict(booster, rows, contract)),
-        "created_from": {"days": days},
+        "score_reference": stats.score_statistics(_predict(booster, rows, contract)),
+        # the days trained on, and the window's days without a valid, labelled partition
+        # (with the reason): the registry's manifest hash covers both
+        "created_from": {"days": days, "missing_days": [dict(m) for m in missing_days]},
     }
     _write_json(out / MANIFEST_FILE, manifest)
     return manifest
-
-
-# --- evaluate ---------------------------------------------------------------------------------
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mann-Whitney AUC with average ranks for ties."""
-    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts)
-    ranks = (upper - (counts - 1) / 2)[inverse]  # average 1-based rank per tie group
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if not n_pos or not n_neg:
-        raise ValueError("AUC is undefined: the holdout has only one class")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def metrics_for(
-    spec: DatasetSpec, y_true: np.ndarray, y_pred: np.ndarray, threshold: float = 0.5
-) -> dict[str, Any]:
-    """Metrics for the spec's task (labels as 0/1 or values; rows without one are ignored);
-    `primary_value` is always higher-is-better."""
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
-    labelled = ~np.isnan(y)
-    y, p = y[labelled], p[labelled]
-    if spec.target.task == "binary":
-        q = np.clip(p, 1e-15, 1 - 1e-15)
-        auc = _auc(y, p)
-        return {
-            "auc": auc,
-            "logloss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
-            "accuracy": float(np.mean((p >= threshold) == (y == 1))),
-            "positive_rate": float(y.mean()),
-            "predicted_positive_rate": float(np.mean(p >= threshold)),
-            "rows": int(y.size),
-            "primary": "auc",
-            "primary_value": auc,
-        }
-    err = p - y
-    rmse = float(np.sqrt(np.mean(err**2)))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return {
-        "rmse": rmse,
-        "mae": float(np.mean(np.abs(err))),
-        "r2": 1 - float(np.sum(err**2)) / ss_tot if ss_tot else 0.0,
-        "rows": int(y.size),
-        "primary": "neg_rmse",
-        "primary_value": -rmse,
-    }
-
-
-def evaluate_model(
-    settings: Settings, model_path: str | Path, holdout_path: str | Path
-) -> dict[str, Any]:
-    """DVC stage `evaluate`: the model's metrics on the holdout split."""
-    spec = settings.dataset
-    booster = xgb.Booster(model_file=str(model_path))
-    manifest = json.loads((Path(model_path).parent / MANIFEST_FILE).read_text())
-    contract = Contract.from_dict(manifest["contract"])
-    holdout = _Rows(Path(holdout_path))
-    labels = [_target(b, spec) for b in holdout.batches([spec.target.name])]
-    y = np.concatenate(labels) if labels else np.zeros(0, dtype=np.float32)
-    predictions = _predict(booster, holdout, contract)
-    return metrics_for(spec, y, predictions, contract.threshold)
-
-
-def passes_gate(
-    gate: GateConfig, challenger: dict[str, Any], champion: dict[str, Any] | None
-) -> tuple[bool, str]:
-    """Promote only above the absolute floor and not more than max_regression below the champion."""
-    name, value = challenger["primary"], challenger["primary_value"]
-    if gate.min_metric is not None and value < gate.min_metric:
-        return False, f"{name} {value:.6f} is below the floor {gate.min_metric:.6f}"
-    if champion is None:
-        floor = "no floor" if gate.min_metric is None else f"the floor {gate.min_metric:.6f}"
-        return True, f"{name} {value:.6f} clears {floor}; no champion"
-    bar = champion["primary_value"] - gate.max_regression
-    ok = value >= bar - 1e-12  # float slack: exactly max_regression worse still passes
-    champ, verdict = champion["primary_value"], "clears" if ok else "misses"
-    return ok, (
-        f"{name} {value:.6f} {verdict} champion {champ:.6f} "
-        f"- max_regression {gate.max_regression:.6f} = {bar:.6f}"
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -45,7 +46,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
 )
 from great_expectations.validator.validation_statistics import calc_validation_statistics
 
-from batchpred import rules, storage, verdicts
+from batchpred import ingestion, rules, storage, verdicts
 from batchpred.config import DatasetSpec, ScoringConfig, ValidationConfig
 from batchpred.verdicts import Failure, ValidationError, ValidationReport
 
@@ -79,7 +80,7 @@ _NOT_ARGS = {
 }
 _LOCK = threading.RLock()  # GX contexts and stores are not thread safe
 _STATE: dict[str, Any] = {}
-_SUITES: dict[tuple[str, str, bool, frozenset[str]], gx.ExpectationSuite] = {}
+_SUITES: dict[tuple[str, str, bool, frozenset[str], date | None], gx.ExpectationSuite] = {}
 _DOCS: dict[str, Any] = {}
 
 
@@ -100,8 +101,8 @@ def expectation_class(type_: str) -> type[gxe.Expectation]:
 
 class ColumnValuesFollowRule(ColumnMapMetricProvider):
     """GX metric evaluating a batchpred row rule with rules.bad_rows itself: the value-level
-    rules that GX has no built-in for (integer, bool, finite, unique, label) are computed by the
-    very function the scoring stream uses."""
+    rules that GX has no built-in for (integer, bool, finite, unique, label, partition_day)
+    are computed by the very function the scoring stream uses."""
 
     condition_metric_name = "column_values.batchpred_rule"
     condition_value_keys = ("rule_kind", "rule_value")
@@ -115,11 +116,11 @@ class ColumnValuesFollowRule(ColumnMapMetricProvider):
 
 
 class ExpectColumnValuesToFollowBatchpredRule(ColumnMapExpectation):
-    """Expect column values to follow a batchpred row rule (integer, bool, finite, unique or
-    label), as the scoring stream evaluates it."""
+    """Expect column values to follow a batchpred row rule (integer, bool, finite, unique,
+    label or partition_day), as the scoring stream evaluates it."""
 
     rule_kind: str
-    rule_value: list[Any] | float | None = None
+    rule_value: list[Any] | float | str | None = None
 
     map_metric = "column_values.batchpred_rule"
     args_keys = ("column", "rule_kind", "rule_value")
@@ -153,10 +154,15 @@ def _expectation(rule: rules.Rule) -> gxe.Expectation:
 
 
 def _build(
-    spec: DatasetSpec, cfg: ValidationConfig, with_target: bool, present: frozenset[str]
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    with_target: bool,
+    present: frozenset[str],
+    day: date | None = None,
 ) -> gx.ExpectationSuite:
     """The suite compiled from rules.compile_rules. `present`: the frame's columns; the label
-    is optional (checked only where present), every other column must exist."""
+    is optional (checked only where present), every other column must exist. `day`: the
+    suite of that day's partition (its event dates must be the day)."""
     expectations: list[gxe.Expectation] = []
     add = expectations.append
     columns = [(spec.entity_id, spec.entity_id_dtype), (spec.event_date, "date")]
@@ -177,7 +183,7 @@ def _build(
                 column=spec.target.name, type_list=_TYPES[label_kind], meta={"expected": label_kind}
             )
         )
-    for rule in rules.compile_rules(spec, cfg, label=with_target):
+    for rule in rules.compile_rules(spec, cfg, label=with_target, day=day):
         if rule.column in present:
             add(_expectation(rule))
     add(gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows))
@@ -193,21 +199,29 @@ def _build(
 
 
 def build_suite(
-    spec: DatasetSpec, cfg: ValidationConfig, *, columns: list[str] | None = None
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    *,
+    columns: list[str] | None = None,
+    day: date | None = None,
 ) -> gx.ExpectationSuite:
     """The expectation suite a frame with `columns` (default: all of the spec's, label
-    included) must satisfy."""
+    included) must satisfy; with `day`, as the partition of that day."""
     if columns is None:
         columns = [spec.entity_id, spec.event_date, *spec.feature_names, spec.target.name]
-    return _build(spec, cfg, True, frozenset(columns))
+    return _build(spec, cfg, True, frozenset(columns), day)
 
 
 def _suite(
-    spec: DatasetSpec, cfg: ValidationConfig, with_target: bool, present: frozenset[str]
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    with_target: bool,
+    present: frozenset[str],
+    day: date | None,
 ) -> gx.ExpectationSuite:
-    key = (spec.model_dump_json(), cfg.model_dump_json(), with_target, present)
+    key = (spec.model_dump_json(), cfg.model_dump_json(), with_target, present, day)
     if key not in _SUITES:
-        _SUITES[key] = _build(spec, cfg, with_target, present)
+        _SUITES[key] = _build(spec, cfg, with_target, present, day)
     return _SUITES[key]
 
 
@@ -317,13 +331,15 @@ def validate_frame(
     reports_url: str | None,
     with_target: bool = True,
     stream: _RowStream | None = None,
+    day: date | None = None,
 ) -> ValidationReport:
     """Validate `df` against the spec's suite; write JSON (and Data Docs) under reports_url.
     With `stream`, `df` is a sample of the rows `stream` saw, and the expectations of the
-    row rules and min_rows are judged on all of them (_judge_all_rows)."""
+    row rules and min_rows are judged on all of them (_judge_all_rows). With `day`, `df`
+    is that day's partition: its event dates must be the day (rules.compile_rules)."""
     frame = _for_gx(df)
     with _LOCK:
-        suite = _suite(spec, cfg, with_target, frozenset(df.columns))
+        suite = _suite(spec, cfg, with_target, frozenset(df.columns), day)
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
         result = batch.validate(suite, result_format="SUMMARY")
         if stream is not None:
@@ -422,12 +438,17 @@ class _RowStream:
     has at most `sample_rows` rows. Memory: a batch, the sample, 8 bytes a row of id hashes."""
 
     def __init__(
-        self, spec: DatasetSpec, cfg: ValidationConfig, schema: pa.Schema, sample_rows: int
+        self,
+        spec: DatasetSpec,
+        cfg: ValidationConfig,
+        schema: pa.Schema,
+        sample_rows: int,
+        day: date | None = None,
     ) -> None:
         self.schema = schema
         self.rules = [
             rule
-            for rule in rules.compile_rules(spec, cfg)
+            for rule in rules.compile_rules(spec, cfg, day=day)
             if rule.column in schema.names and _streamed(rule, schema.field(rule.column).type)
         ]
         self.seen = {rule: _Seen() for rule in self.rules}
@@ -582,18 +603,44 @@ def validate_partition(
     over the partition (see _RowStream), which judges the columns (existence, types) and
     extra_expectations and is what Data Docs show, with the row rules' results replaced by
     those on every row. A partition of at most sample_rows rows is all sample: the verdict
-    is validate_frame's on the whole partition."""
+    is validate_frame's on the whole partition. Rows dated another day than `day` break
+    the partition_day rule (validation.event_date_mismatch: fail, or reject those rows)."""
     files = storage.partition_files(root, day)
     subject = f"partition dt={day} ({', '.join(files)})"
     key = storage.fingerprint_partition(root, day)
     if not files:
         raise FileNotFoundError(f"no data files in partition {storage.partition_path(root, day)}")
     schema = storage.files_schema(files)
-    stream = _RowStream(spec, cfg, schema, cfg.sample_rows)
+    stream = _RowStream(spec, cfg, schema, cfg.sample_rows, day)
     for batch in storage.iter_files(files, batch_rows, schema):
         stream.add(batch)
     report = validate_frame(
-        stream.frame(), spec, cfg, subject=subject, reports_url=reports_url, stream=stream
+        stream.frame(), spec, cfg, subject=subject, reports_url=reports_url, stream=stream, day=day
     )
+    verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
+    return report
+
+
+def record_refused(
+    engine: sa.Engine,
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    root: str,
+    day: date,
+    problem: ingestion.DayRefused,
+    run_id: str,
+) -> ValidationReport:
+    """Record the invalid verdict of a source day that ingest could not land (`problem`: a
+    file that cannot be read, no rows): its failure names file and rule. While `root` holds
+    nothing for the day, the verdict is keyed by that empty partition's fingerprint, so
+    partition_status says "invalid" with the reason; a copy landed earlier keeps its own
+    verdict (the source's breakage is recorded beside it, under a key of its own)."""
+    where = ", ".join(problem.files) or "source sql"
+    failure = Failure(None, problem.rule, problem.detail)
+    report = ValidationReport(f"partition dt={day} ({where})", False, (failure,), 1, 0, None, None)
+    if storage.partition_files(root, day):
+        key = "refused:" + hashlib.sha256(str(problem).encode()).hexdigest()[:16]
+    else:
+        key = storage.fingerprint_partition(root, day)
     verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
     return report

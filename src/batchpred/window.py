@@ -2,12 +2,13 @@
 
 DVC hashes local paths, not an `s3://` lake, and cannot see `$BATCHPRED_CONFIG`. So the
 pipeline's first stage (always run) writes this manifest: the dataset, the days
-`training.select_days` picks with each partition's content hash (raw and, when present, late
-labels), the excluded days, and a hash of every setting that shapes training. Beyond what
-`select_days` consults (listings and validation verdicts) it reads only `_manifest.json`
-files, never Parquet, so it is cheap on a local or `s3://` lake. The file is byte-identical
-while lake and config are unchanged, and every later stage depends on it: DVC retrains
-exactly when it changes.
+`training.select_window` picks with each partition's content hash (raw and, when present, late
+labels), the window's missing days and the excluded partitions (each with its reason), and a
+hash of every setting that shapes training. Beyond what `select_window` consults (listings,
+validation verdicts, and the entity id column of days with late labels, to check them against
+the day's rows) it reads only `_manifest.json` files, so it stays cheap on a local or `s3://`
+lake. The file is byte-identical while lake and config are unchanged, and every later stage
+depends on it: DVC retrains exactly when it changes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _content_hash(root: str, day: Any) -> str | None:
 
 def describe_window(settings: Settings) -> dict[str, Any]:
     """The window manifest: what the next `prepare` will train on, by content hash."""
-    days, excluded = training.select_days(settings)
+    window = training.select_window(settings)
     return {
         "dataset": settings.dataset.name,
         "days": [
@@ -49,9 +50,10 @@ def describe_window(settings: Settings) -> dict[str, Any]:
                 "raw": _content_hash(settings.lake.raw, day),
                 "labels": _content_hash(settings.lake.labels, day),
             }
-            for day in days
+            for day in window.days
         ],
-        "excluded": excluded,
+        "missing": list(window.missing),
+        "excluded": list(window.excluded),
         "settings_sha256": settings_hash(settings),
     }
 

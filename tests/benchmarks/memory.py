@@ -12,7 +12,7 @@ each stage runs in its own process, as `dvc repro` and the ingest flow run them:
     validate  validation.validate_partition for every partition, one after the other
     prepare   training.prepare_training_set (the DVC stage `prepare`)
     train     training.train_model (the DVC stage `train`)
-    evaluate  training.evaluate_model (the DVC stage `evaluate`)
+    evaluate  evaluation.evaluate_model (the DVC stage `evaluate`)
 
 and its peak resident set size is read from the kernel's accounting of that one child
 (os.wait4's ru_maxrss), next to the child's own peak right after its imports (the part no
@@ -111,7 +111,7 @@ def child(stage: str, work: Path, config_files: list[str]) -> dict[str, Any]:
 
         validation._batch_definition()  # GX's context, built on first use
     elif stage != "generate":
-        from batchpred import training
+        from batchpred import evaluation, training
     base = vm_hwm_mb()
     out: dict[str, Any] = {}
     t = time.perf_counter()
@@ -140,7 +140,7 @@ def child(stage: str, work: Path, config_files: list[str]) -> dict[str, Any]:
         out["sha256"] = manifest["sha256"][:16]
         out["train_rows"] = manifest["train_rows"]
     elif stage == "evaluate":
-        metrics = training.evaluate_model(
+        metrics = evaluation.evaluate_model(
             settings, work / "model/model.ubj", work / "data/holdout.parquet"
         )
         out["auc"] = round(metrics["auc"], 4)

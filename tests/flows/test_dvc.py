@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from batchpred import config, demo
+from batchpred import config, demo, registry
 from flows.ingest import ingest
 from flows.train import train
 
@@ -96,7 +96,7 @@ def test_s3_lake_retrains_when_a_day_arrives_and_only_then(workspace, s3_bucket)
 
 def test_nothing_on_local_disk_dvc_remote_and_registry_on_s3(workspace, s3_bucket):
     """Lake, model registry and DVC remote all on S3: training pushes the model to the remote
-    (content-addressed by DVC's md5), registers it under its sha256 in the S3 registry, and a
+    (content-addressed by DVC's md5), registers it by its sha256 in the S3 registry, and a
     workspace that lost its model and DVC cache gets the same bytes back with `dvc pull`."""
     import boto3
 
@@ -122,7 +122,8 @@ def test_nothing_on_local_disk_dvc_remote_and_registry_on_s3(workspace, s3_bucke
     sha = hashlib.sha256(local_bytes).hexdigest()
     md5 = hashlib.md5(local_bytes).hexdigest()
     assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in keys  # pushed by the train flow
-    assert f"models/{sha[:16]}/model.ubj" in keys and result["version"] == sha[:16]
+    version = registry.version_of("churn", sha)  # the bytes' sha256, scoped to the dataset
+    assert f"models/{version}/model.ubj" in keys and result["version"] == version
 
     model.unlink()
     shutil.rmtree(".dvc/cache")

@@ -120,6 +120,12 @@ def test_bad_partitions_are_rejected_with_reasons_and_never_scored(workspace):
     assert _count("select count(*) from predictions") == 0
     prepared = json.loads(Path("data/train/churn/data/prepare.json").read_text())
     assert {str(missing_day), str(range_day)} <= {e["day"] for e in prepared["excluded"]}
+    # the window keeps its span: the two bad days are named missing, not replaced
+    assert prepared["missing_days"] == [
+        {"day": str(range_day), "reason": "validation failed"},
+        {"day": str(missing_day), "reason": "validation failed"},
+    ]
+    assert len(prepared["days"]) == prepared["window"]["days"] - 2
 
     # Scoring a bad partition directly is refused too, naming partition, column and rule.
     for day, column, rule in (

@@ -205,6 +205,48 @@ def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
     assert again.result()["model"]["decision"] == "rejected"
 
 
+def test_a_gate_blocked_by_drift_night_after_night_ends_blocked_and_says_so(
+    workspace, capsys, monkeypatch
+):
+    """monitoring.drift_block_nights 1: the first night the drift block holds the gate, the
+    nightly still scores the day with the champion, then ends Blocked (exit 5) and notifies."""
+    files = workspace("churn")
+    settings = _source(files)
+    champion = nightly(config_files=files)["model"]["version"]
+    drift_start = settings.demo.start_date + timedelta(days=settings.demo.days)
+    files = workspace(
+        "churn",
+        demo={"days": 10, "drift_start": drift_start.isoformat(), "drift_strength": 2.0},
+        training={"gate": {"max_regression": 1.0}},
+        monitoring={"drift_block_nights": 1},
+    )
+    _source(files)
+    with webhook_receiver() as hook:
+        monkeypatch.setenv(ENV, hook.url)
+        with pytest.raises(SystemExit) as ended:
+            nightly_flow.main(_args(files))
+    assert ended.value.code == outcomes.EXIT_BLOCKED == 5
+    err = capsys.readouterr().err
+    line = f"nightly: error: gate blocked by drift 1 night running; the champion {champion} is"
+    assert line in err and "frozen" in err
+    day = drift_start + timedelta(days=1)
+    (body,) = hook.bodies
+    assert body["state"] == "Blocked" and body["day"] == str(day)
+    assert body["reason"].startswith("gate blocked by drift 1 night running")
+    assert _one("select version from model_aliases where alias = 'champion'") == champion
+    assert _one("select action from model_alias_history order by id desc") == "drift-block"
+    # the day was scored all the same, by the champion
+    assert _one(
+        "select count(*) from predictions where partition_date = :d and model_version = :v",
+        d=day,
+        v=champion,
+    )
+    # called directly, the flow raises the known error; its state is named Blocked
+    state = nightly(config_files=files, return_state=True)
+    assert state.name == outcomes.BLOCKED and state.is_failed()
+    assert isinstance(state.result(raise_on_failure=False), outcomes.GateBlocked)
+
+
 def test_missing_day_and_empty_range_fail_with_one_line(workspace, capsys, caplog):
     files = workspace("churn")
     settings = config.load_settings(files)

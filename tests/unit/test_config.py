@@ -5,7 +5,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from batchpred.config import load_settings
+from batchpred.config import SetupError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def test_layers_apply_in_order_and_dataset_params_override_base():
 def test_unknown_key_is_an_error(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text("scoring:\n  batch_row: 10\n")
-    with pytest.raises(pydantic.ValidationError, match="batch_row"):
+    with pytest.raises(SetupError, match="batch_row"):
         load_settings([ROOT / "configs/base.yaml", ROOT / "configs/datasets/churn.yaml", bad])
 
 
@@ -57,7 +57,7 @@ def test_feature_rules_are_checked(tmp_path):
         "    - {name: c, dtype: category, on_unknown: ignore}\n": "on_unknown",
     }
     for features, words in cases.items():
-        with pytest.raises(pydantic.ValidationError, match=words):
+        with pytest.raises(SetupError, match=words):
             load_settings(_dataset_file(tmp_path, features))
 
 
@@ -67,9 +67,9 @@ def test_target_classes_map_text_labels_to_both_classes(tmp_path):
     ok = "{name: y, task: binary, classes: {'yes': 1, 'no': 0}, threshold: 0.3}"
     target = load_settings(_dataset_file(tmp_path, feature, ok)).dataset.target
     assert target.classes == {"yes": 1, "no": 0} and target.threshold == 0.3
-    with pytest.raises(pydantic.ValidationError, match="both 0 and 1"):
+    with pytest.raises(SetupError, match="both 0 and 1"):
         load_settings(_dataset_file(tmp_path, feature, "{name: y, task: binary, classes: {a: 1}}"))
-    with pytest.raises(pydantic.ValidationError, match="only applies to task binary"):
+    with pytest.raises(SetupError, match="only applies to task binary"):
         load_settings(
             _dataset_file(tmp_path, feature, "{name: y, task: regression, classes: {a: 1, b: 0}}")
         )
@@ -80,9 +80,9 @@ def test_reject_up_to_replaces_max_reject_fraction(tmp_path):
     s = load_settings(base, overrides={"validation": {"reject_up_to": {"range": 0.1}}})
     policy = s.validation.reject_up_to
     assert (policy.range, policy.not_null, policy.category, policy.label) == (0.1, 0, 0, 0)
-    with pytest.raises(pydantic.ValidationError, match="max_reject_fraction"):
+    with pytest.raises(SetupError, match="max_reject_fraction"):
         load_settings(base, overrides={"scoring": {"max_reject_fraction": 0.1}})
-    with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
+    with pytest.raises(SetupError, match="less than or equal to 1"):
         load_settings(base, overrides={"validation": {"reject_up_to": {"type": 1.5}}})
 
 
@@ -101,10 +101,26 @@ def test_dataset_placeholder_separates_the_lake_zones_of_each_dataset(tmp_path):
 def test_split_days_needs_room_for_training_days():
     base = [ROOT / "configs/base.yaml", ROOT / "configs/datasets/churn.yaml"]
     days = {"window_days": 4, "valid_days": 2, "holdout_days": 2}
-    with pytest.raises(pydantic.ValidationError, match="valid_days \\+ holdout_days"):
+    with pytest.raises(SetupError, match="valid_days \\+ holdout_days"):
         load_settings(base, overrides={"training": days})
     rows = load_settings(base, overrides={"training": {**days, "window_days": 1, "split": "rows"}})
     assert rows.training.split == "rows" and rows.training.window_days == 1
+
+
+def test_missing_days_and_unmatched_labels_policies():
+    """training.missing_days and labels.max_unmatched_fraction: documented in base.yaml with
+    their defaults, and only meaningful values load."""
+    base = [ROOT / "configs/base.yaml", ROOT / "configs/datasets/churn.yaml"]
+    s = load_settings(base)
+    assert s.training.missing_days == "warn" and s.labels.max_unmatched_fraction == 0.01
+    text = (ROOT / "configs/base.yaml").read_text()
+    assert "  missing_days: warn " in text and "  max_unmatched_fraction: 0.01 " in text
+    strict = load_settings(base, overrides={"training": {"missing_days": "fail"}})
+    assert strict.training.missing_days == "fail"
+    with pytest.raises(SetupError, match="missing_days"):
+        load_settings(base, overrides={"training": {"missing_days": "ignore"}})
+    with pytest.raises(SetupError, match="max_unmatched_fraction"):
+        load_settings(base, overrides={"labels": {"max_unmatched_fraction": 1.5}})
 
 
 def test_config_files_from_environment(monkeypatch):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from batchpred import db, demo, monitoring, registry, training
+from batchpred import db, demo, monitoring, registry, stats, training
 from batchpred.config import MonitoringConfig, Settings
 from tests.unit.test_scoring import settings_for, train_small
 
@@ -98,7 +98,7 @@ def test_overrides_must_name_features_of_the_dataset(tmp_path: Path) -> None:
 
 def test_score_statistics_and_score_drift() -> None:
     rng = np.random.default_rng(3)
-    reference = training.score_statistics(rng.beta(2, 5, 20_000))
+    reference = stats.score_statistics(rng.beta(2, 5, 20_000))
     assert reference["kind"] == "numeric" and len(reference["edges"]) == 9
     assert sum(reference["fractions"]) == pytest.approx(1.0)
     same = monitoring.score_drift(rng.beta(2, 5, 5_000), reference)

@@ -113,10 +113,34 @@ def test_empty_or_missing_day_errors_clearly(churn: Settings) -> None:
         ingest_partition(churn, DAY)
     assert churn.source.url in str(err.value)
     empty = generate_day(churn.dataset, churn.demo, DAY).slice(0, 0)
-    storage.write_partition(churn.source.url, DAY, empty)
-    with pytest.raises(ValueError, match="no rows for 2026-10-01"):
+    file = storage.write_partition(churn.source.url, DAY, empty)
+    with pytest.raises(ingestion.DayRefused) as refused:
         ingest_partition(churn, DAY)
+    # that day's validation failure, in one line: partition, file and rule
+    assert str(refused.value) == f"partition dt={DAY} file {file}: 0 rows [rule: no rows]"
+    assert (refused.value.day, refused.value.rule) == (DAY, "no rows")
     assert storage.partition_files(churn.lake.raw, DAY) == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-parquet"])
+def test_an_unreadable_file_refuses_its_day_naming_file_and_rule(
+    churn: Settings, damage: str
+) -> None:
+    churn = small(churn)
+    days = write_demo_source(churn.dataset, churn.demo, churn.source.url)
+    ingest_partition(churn, days[0])
+    landed = storage.fingerprint_partition(churn.lake.raw, days[0])
+    bad = Path(storage.partition_files(churn.source.url, days[0])[0])
+    bad.write_bytes(bad.read_bytes()[:300] if damage == "truncated" else b"id,x\n1,2\n")
+    with pytest.raises(ingestion.DayRefused) as refused:
+        ingest_partition(churn, days[0])
+    message = str(refused.value)
+    assert message.startswith(f"partition dt={days[0]} file {bad}: cannot be read as data")
+    assert message.endswith("[rule: readable]") and "\n" not in message
+    assert refused.value.files == [str(bad)]
+    # what the lake held is kept; the other day is not affected
+    assert storage.fingerprint_partition(churn.lake.raw, days[0]) == landed
+    assert ingest_partition(churn, days[1]).status == "new"
 
 
 def sql_settings(churn: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -176,8 +200,9 @@ def test_sql_source_binds_the_day(
     assert manifest is not None and manifest["source"] == "sql"
     assert str(tmp_path / "source.db") not in str(manifest)
     assert ingest_partition(settings, day).status == "unchanged"
-    with pytest.raises(ValueError, match="no rows for 2026-12-25"):
+    with pytest.raises(ingestion.DayRefused) as refused:
         ingest_partition(settings, date(2026, 12, 25))
+    assert str(refused.value) == "partition dt=2026-12-25 source sql: 0 rows [rule: no rows]"
     with pytest.raises(ValueError, match="explicitly"):
         source_days(settings)
 
@@ -363,4 +388,4 @@ def test_refused_source_folders_are_named(churn: Settings) -> None:
     write_demo_source(churn.dataset, churn.demo, churn.source.url)
     Path(churn.source.url, "dt=20261005").mkdir()
     (problem,) = ingestion.refused_folders(churn)
-    assert problem.endswith("dt=20261005: not a dt=YYYY-MM-DD partition folder")
+    assert str(problem).endswith("dt=20261005: not a dt=YYYY-MM-DD partition folder")

@@ -8,14 +8,15 @@ The gate tests run on SQLite and, marked `postgres`, on a fresh PostgreSQL datab
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from batchpred import cli, config, db, monitoring, registry, reports, sinks, verdicts
+from batchpred import cli, config, db, monitoring, promotion, registry, reports, sinks, verdicts
 from batchpred.config import Settings
+from batchpred.evaluation import GateDecision
 from tests.unit.test_scoring import settings_for, train_small
 from tests.unit.test_sinks import batch, write
 
@@ -56,9 +57,9 @@ def gate_settings(models: dict, tmp_path: Path) -> Settings:
     )
 
 
-def gate(engine: sa.Engine, models: dict, settings: Settings, name: str) -> dict:
+def gate(engine: sa.Engine, models: dict, settings: Settings, name: str) -> GateDecision:
     """One nightly gate run with the model `name` as the newly trained one."""
-    return registry.promote_if_better(engine, settings, models[name], models["holdout"])
+    return promotion.promote_if_better(engine, settings, models[name], models["holdout"])
 
 
 def history(engine: sa.Engine, alias: str | None = None) -> list[tuple]:
@@ -84,28 +85,26 @@ def test_pinned_champion_survives_a_better_challenger(
     any_engine: sa.Engine, models: dict, tmp_path: Path
 ) -> None:
     engine, settings = any_engine, gate_settings(models, tmp_path)
-    weak = gate(engine, models, settings, "bad")["version"]
+    weak = gate(engine, models, settings, "bad").version
     assert champion(engine) == weak
     change = registry.pin(engine, "churn", weak, "holiday freeze", by="alice")
     assert change == registry.Change(weak, weak, None, weak)
 
     night = gate(engine, models, settings, "good")
-    strong = night["version"]
-    assert night["decision"] == "pinned" and night["champion_before"] == weak
-    assert (
-        f"pinned ({weak}, by alice on " in night["reason"] and "holiday freeze" in night["reason"]
-    )
-    assert "gate: auc" in night["reason"] and "clears champion" in night["reason"]
-    assert night["challenger_metrics"]["auc"] > night["champion_metrics"]["auc"] + 0.1
+    strong, reason = night.version, night.describe()
+    assert night.decision == "pinned" and night.champion_before == weak
+    assert f"pinned ({weak}, by alice on " in reason and "holiday freeze" in reason
+    assert "; the metrics: AUC " in reason and night.passed
+    assert night.challenger_metrics["auc"] > night.champion_metrics["auc"] + 0.1
     assert champion(engine) == weak
     assert registry.get_alias(engine, "churn", registry.CHALLENGER) == strong
-    assert registry.get_version(engine, strong)["metrics"] == night["challenger_metrics"]
+    assert registry.get_version(engine, strong)["metrics"] == night.challenger_metrics
 
     # A manual promotion is refused while pinned; unpinning lets the next gate promote.
     with pytest.raises(registry.LifecycleError, match="is pinned .*alice.*unpin it first"):
         registry.promote(engine, "churn", strong, "try", by="bob")
     registry.unpin(engine, "churn", "freeze over", by="alice")
-    assert gate(engine, models, settings, "good")["decision"] == "promoted"
+    assert gate(engine, models, settings, "good").decision == "promoted"
     assert champion(engine) == strong
 
 
@@ -113,8 +112,8 @@ def test_rollback_restores_the_previous_champion_and_sticks(
     any_engine: sa.Engine, models: dict, tmp_path: Path
 ) -> None:
     engine, settings = any_engine, gate_settings(models, tmp_path)
-    weak = gate(engine, models, settings, "bad")["version"]
-    strong = gate(engine, models, settings, "good")["version"]
+    weak = gate(engine, models, settings, "bad").version
+    strong = gate(engine, models, settings, "good").version
     assert champion(engine) == strong
 
     change = registry.rollback(engine, "churn", "realised AUC fell", by="carol")
@@ -122,20 +121,20 @@ def test_rollback_restores_the_previous_champion_and_sticks(
     assert champion(engine) == weak
 
     night = gate(engine, models, settings, "good")  # same data, same bytes, still "better"
-    assert night["decision"] == "pinned" and champion(engine) == weak
-    assert "carol" in night["reason"] and "realised AUC fell" in night["reason"]
+    assert night.decision == "pinned" and champion(engine) == weak
+    assert "carol" in night.describe() and "realised AUC fell" in night.describe()
 
     # Unpinned, the gate still never brings back the model that was rolled back from ...
     registry.unpin(engine, "churn", "investigated", by="carol")
     night = gate(engine, models, settings, "good")
-    assert night["decision"] == "rejected" and champion(engine) == weak
-    assert f"{strong} was rolled back from by carol" in night["reason"]
+    assert night.decision == "rejected" and champion(engine) == weak
+    assert f"{strong} was rolled back from by carol" in night.describe()
     # ... but promotes any other better model, and a person may bring it back by hand.
-    assert gate(engine, models, settings, "other")["decision"] == "promoted"
+    assert gate(engine, models, settings, "other").decision == "promoted"
     registry.promote(engine, "churn", strong, "fixed upstream", by="dave")
     assert champion(engine) == strong
     registry.promote(engine, "churn", weak, "test", by="dave")
-    assert gate(engine, models, settings, "good")["decision"] == "promoted"
+    assert gate(engine, models, settings, "good").decision == "promoted"
 
 
 def test_history_says_who_how_and_why(
@@ -143,8 +142,8 @@ def test_history_says_who_how_and_why(
 ) -> None:
     engine, settings = any_engine, gate_settings(models, tmp_path)
     monkeypatch.setenv(registry.USER_ENV, "nightly-bot")
-    weak = gate(engine, models, settings, "bad")["version"]
-    strong = gate(engine, models, settings, "good")["version"]
+    weak = gate(engine, models, settings, "bad").version
+    strong = gate(engine, models, settings, "good").version
     registry.rollback(engine, "churn", "bad realised AUC", by="carol")
     registry.unpin(engine, "churn", "done", by="carol")
     registry.pin(engine, "churn", strong, "known good", by="erin")
@@ -158,7 +157,7 @@ def test_history_says_who_how_and_why(
         ("champion", "pin", strong, weak, "erin"),
         ("pinned", "pin", strong, None, "erin"),
     ]
-    assert "no champion" in rows[0][5] and "clears champion" in rows[1][5]
+    assert "no champion" in rows[0][5] and "against the champion's" in rows[1][5]
     assert [r[5] for r in rows[2:]] == ["bad realised AUC"] * 2 + ["done"] + ["known good"] * 2
     state = registry.get_aliases(engine, "churn")
     assert (state["pinned"].version, state["pinned"].set_by) == (strong, "erin")
@@ -178,6 +177,82 @@ def test_repeated_rollbacks_step_back_one_champion_at_a_time(
     with pytest.raises(registry.LifecycleError, match="no earlier champion .* to roll back to"):
         registry.rollback(engine, "churn", "3", by="x")
     assert champion(engine) == v["bad"]
+
+
+def lenient(settings: Settings) -> Settings:
+    """max_regression 1.0: any model passes against a champion the gate chose."""
+    gate = settings.training.gate.model_copy(update={"max_regression": 1.0})
+    training = settings.training.model_copy(update={"gate": gate})
+    return settings.model_copy(update={"training": training})
+
+
+def test_a_tie_does_not_replace_an_operators_champion(
+    any_engine: sa.Engine, models: dict, tmp_path: Path
+) -> None:
+    """After `models promote`, a challenger within max_regression of the champion (the old
+    gate promoted it) stays challenger; one that beats it is promoted."""
+    engine, settings = any_engine, lenient(gate_settings(models, tmp_path))
+    monitoring_cfg = settings.monitoring.model_copy(update={"block_promotion_on_drift": False})
+    settings = settings.model_copy(update={"monitoring": monitoring_cfg})
+    gate(engine, models, settings, "bad")
+    good = registry.register_model(engine, models["good"], settings.training.registry)
+    registry.promote(engine, "churn", good, "back", by="dave")
+
+    night = gate(engine, models, settings, "bad")  # within max_regression 1.0 of `good`
+    assert night.decision == "held-by-operator" and champion(engine) == good
+    assert night.operator is not None and night.operator.by == "dave"
+    assert night.challenger_value < night.champion_value
+    reason = night.describe()
+    assert "chosen by an operator (promote by dave on " in reason and ": back)" in reason
+    assert "must beat it by more than 0.0000" in reason and reason.endswith("it does not")
+    assert registry.get_alias(engine, "churn", registry.CHALLENGER) == night.version
+    assert history(engine, "challenger")[-1][1:3] == ("gate", night.version)
+
+    beats = gate(engine, models, settings, "other")
+    assert beats.challenger_value > beats.champion_value
+    assert beats.decision == "promoted" and champion(engine) == beats.version
+    # The gate's champion again: max_regression applies, the lenient gate lets `bad` through.
+    assert gate(engine, models, settings, "bad").decision == "promoted"
+
+
+def test_the_gate_blocked_by_drift_counts_the_nights_running(
+    engine: sa.Engine, models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = lenient(gate_settings(models, tmp_path))
+    good = gate(engine, models, settings, "good").version
+    drift = f"not promoted: the holdout drifted against champion {good}'s training data"
+    drifted: list[str | None] = [drift]
+    monkeypatch.setattr(monitoring, "holdout_drift_block", lambda *_: drifted[0])
+    t = db.table(engine, "model_alias_history")
+
+    def next_night() -> None:  # the history so far happened a day earlier
+        with engine.begin() as conn:
+            for row_id, at in conn.execute(sa.select(t.c.id, t.c.set_at)).all():
+                day_before = at - timedelta(days=1)
+                conn.execute(t.update().where(t.c.id == row_id).values(set_at=day_before))
+
+    nights = []
+    for _ in range(3):
+        next_night()
+        night = gate(engine, models, settings, "other")
+        assert night.decision == "rejected" and night.drift == drift and champion(engine) == good
+        nights.append((night.drift_nights, night.frozen_by_drift(3)))
+    assert [n for n, _ in nights] == [1, 2, 3]
+    assert nights[0][1] is None and nights[1][1] is None
+    frozen = nights[2][1]
+    assert frozen is not None
+    assert frozen.startswith(f"gate blocked by drift 3 nights running; the champion {good} is ")
+    assert history(engine, "challenger")[-1][1] == registry.DRIFT_BLOCK
+    assert "(3 nights running)" in history(engine, "challenger")[-1][5]
+    # A second run the same night is the same night.
+    assert gate(engine, models, settings, "other").drift_nights == 3
+    # A night the gate is not blocked ends the run of nights.
+    next_night()
+    drifted[0] = None
+    assert gate(engine, models, settings, "other").decision == "promoted"
+    drifted[0] = drift
+    next_night()
+    assert gate(engine, models, settings, "good").drift_nights == 1
 
 
 def test_gate_write_rechecks_the_pin(engine: sa.Engine, models: dict, tmp_path: Path) -> None:
@@ -248,7 +323,7 @@ def error_of(bp, *args: str) -> str:
 def three(engine: sa.Engine, models: dict, tmp_path: Path) -> dict[str, str]:
     """bad then good through the gate (good is champion), other registered only."""
     settings = gate_settings(models, tmp_path)
-    out = {n: gate(engine, models, settings, n)["version"] for n in ("bad", "good")}
+    out = {n: gate(engine, models, settings, n).version for n in ("bad", "good")}
     out["other"] = registry.register_model(engine, models["other"], str(tmp_path / "models"))
     return out
 
@@ -270,7 +345,7 @@ def test_models_list_and_show(bp, three: dict[str, str]) -> None:
 
     shown = bp("models", "show", three["good"][:6])
     assert shown.splitlines()[0] == f"model {three['good']} of churn (champion, pinned)"
-    assert "training window  5 day(s), 2026-10-01..2026-10-05" in shown
+    assert "training window  5 of 5 days, 2026-10-01..2026-10-05" in shown
     assert "holdout metrics  AUC 0." in shown and "log loss" in shown and "primary" not in shown
     assert "FEATURE" in shown and "category" in shown and " values" in shown
     pin_row = next(line for line in shown.splitlines() if " pinned " in line)
@@ -321,7 +396,8 @@ def test_lifecycle_commands(bp, engine: sa.Engine, three: dict[str, str]) -> Non
     bad, good = three["bad"], three["good"]
     out = bp("models", "rollback", "--reason", "realised AUC fell", "--by", "carol")
     assert f"rolled back: {good} -> {bad} (by carol: realised AUC fell)" in out
-    assert f"\n{bad} is pinned: the nightly gate will not replace it" in out
+    assert f"\npinned: the nightly will not change the champion {bad} until `batchpred" in out
+    assert "once unpinned, the nightly gate will replace it only with a model that beats" in out
     assert f"the gate never re-promotes {good}" in out
 
     message = error_of(bp, "models", "promote", good, "--reason", "x")
@@ -330,15 +406,29 @@ def test_lifecycle_commands(bp, engine: sa.Engine, three: dict[str, str]) -> Non
         bp("models", "promote", good)
 
     out = bp("models", "unpin")
-    assert f"champion {bad} of churn unpinned (by tester: no reason given)" in out
+    assert out.splitlines() == [
+        f"champion {bad} of churn unpinned (by tester: no reason given)",
+        f"the nightly gate will replace {bad} only with a model that beats its AUC by more than "
+        "0.0000 (higher is better; training.gate.min_improvement_over_operator), and not while "
+        "the holdout has drifted against the champion's training data "
+        "(monitoring.block_promotion_on_drift)",
+    ]
     out = bp("models", "promote", good[:8], "--reason", "fixed")
-    assert out.strip() == f"champion of churn: {bad} -> {good} (by tester: fixed)"
+    assert out.splitlines()[0] == f"champion of churn: {bad} -> {good} (by tester: fixed)"
+    assert out.splitlines()[1].startswith(
+        f"the nightly gate will replace {good} only with a model that beats its AUC by more "
+        "than 0.0000"
+    )
     assert "nothing changed" in bp("models", "promote", good, "--reason", "again")
     out = bp("models", "pin", three["other"], "--reason", "known good")
     assert out.splitlines()[:2] == [
         f"champion of churn: {good} -> {three['other']}",
         "champion of churn pinned (by tester: known good)",
     ]
+    assert out.splitlines()[2].startswith(
+        f"pinned: the nightly will not change the champion {three['other']} until `batchpred "
+        "models unpin --reason ...`"
+    )
 
     changes = bp("models", "history").splitlines()
     assert changes[0] == "alias changes of churn (newest first)"
@@ -400,8 +490,9 @@ def test_status(bp, engine: sa.Engine, three: dict[str, str]) -> None:
     seed_day(engine, good, bad)
     lines = bp("status").splitlines()
     assert lines[0] == f"churn: champion {good}"
-    assert lines[1] == "newest 2 day(s) with activity:"
-    header, *rows = lines[2:6]
+    assert lines[1].startswith("champion trained on ")  # the window, with any missing days
+    assert lines[2] == "newest 2 day(s) with activity:"
+    header, *rows = lines[3:7]
     assert header.split()[:4] == ["DAY", "VALIDATION", "MODEL", "ALIASES"]
     assert rows[0].split() == [
         "2026-10-02",
@@ -423,9 +514,9 @@ def test_status(bp, engine: sa.Engine, three: dict[str, str]) -> None:
     assert lines[-1] == (
         "2026-10-01 invalid: column 'tenure_months' failed expect_between: 3 of 400 rows"
     )
-    assert bp("status", "--day", "2026-10-01").splitlines()[1] == "day 2026-10-01:"
+    assert bp("status", "--day", "2026-10-01").splitlines()[2] == "day 2026-10-01:"
     assert "no activity recorded for churn on 2026-09-01" in bp("status", "--day", "2026-09-01")
-    assert len(bp("status", "--days", "1").splitlines()) == 5  # head, title, header, 2 models
+    assert len(bp("status", "--days", "1").splitlines()) == 6  # head (2), title, header, 2 models
 
 
 def test_predictions_lookup(bp, engine: sa.Engine, three: dict[str, str]) -> None:
@@ -440,8 +531,7 @@ def test_predictions_lookup(bp, engine: sa.Engine, three: dict[str, str]) -> Non
     assert bp("predictions", "lookup", "b").splitlines()[2].split()[0] == "2026-10-01"
     every = bp("predictions", "lookup", "a", "--all").splitlines()[2:]
     assert [r.split()[:2] for r in every] == [
-        ["2026-10-02", bad],
-        ["2026-10-02", good],
+        *(["2026-10-02", v] for v in sorted([bad, good])),  # within a day, by version id
         ["2026-10-01", good],
     ]
     on_day = bp("predictions", "lookup", "a", "--day", "2026-10-01").splitlines()[2:]

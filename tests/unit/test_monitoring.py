@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import sqlalchemy as sa
 
-from batchpred import demo, monitoring, schema, storage, training
+from batchpred import demo, monitoring, schema, stats, storage
 
 
 def _lake(settings, root, *, drift: bool):
@@ -31,7 +31,7 @@ def _reference(settings):
         for i in range(3)
     )
     contract = schema.build_contract(settings.dataset, table)
-    return contract, training.reference_statistics(table, contract)
+    return contract, stats.reference_statistics(table, contract)
 
 
 def test_same_distribution_is_stable_and_shifted_features_drift(churn, tmp_path):

@@ -143,66 +143,6 @@ def test_a_process_tag_tells_a_gone_process_from_a_live_one() -> None:
 # --- what operators read -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("reason", "reads"),
-    [
-        (
-            "auc 0.764433 misses champion 0.803201 - max_regression 0.005000 = 0.798201",
-            "AUC 0.7644 against the champion's 0.8032: worse by 0.0388, more than the 0.0050 "
-            "a new model may lose (training.gate.max_regression)",
-        ),
-        (
-            "auc 0.801000 clears champion 0.803201 - max_regression 0.005000 = 0.798201",
-            "AUC 0.8010 against the champion's 0.8032: worse by 0.0022, within the 0.0050 a "
-            "new model may lose (training.gate.max_regression)",
-        ),
-        (
-            "auc 0.814412 clears champion 0.803201 - max_regression 0.005000 = 0.798201",
-            "AUC 0.8144 against the champion's 0.8032: better by 0.0112",
-        ),
-        (
-            "neg_rmse -58.234100 misses champion -57.100000 - max_regression 0.500000 = -57.600000",
-            "RMSE 58.2341 against the champion's 57.1000: worse by 1.1341, more than the 0.5000 "
-            "a new model may lose (training.gate.max_regression)",
-        ),
-        (
-            "auc 0.612000 is below the floor 0.700000",
-            "AUC 0.6120 is below the minimum 0.7000 (training.gate.min_metric)",
-        ),
-        (
-            "auc 0.814412 clears no floor; no champion",
-            "AUC 0.8144, and no champion yet to compare with (no minimum set)",
-        ),
-        (
-            "champion pinned (by carol: realised AUC fell); gate: auc 0.814412 clears champion "
-            "0.803201 - max_regression 0.005000 = 0.798201",
-            "champion pinned (by carol: realised AUC fell); the metrics: AUC 0.8144 against the "
-            "champion's 0.8032: better by 0.0112",
-        ),
-        ("this model is already the champion", "this model is already the champion"),
-    ],
-)
-def test_the_gates_reason_reads_as_a_sentence(reason: str, reads: str) -> None:
-    assert reports.gate_reason(reason) == reads
-
-
-def test_the_gate_reason_matches_what_the_gate_writes() -> None:
-    """The rewriting follows training.passes_gate's wording: if that changes, this fails."""
-    from batchpred.config import GateConfig
-    from batchpred.training import passes_gate
-
-    challenger = {"primary": "auc", "primary_value": 0.7644333333333333}
-    champion = {"primary": "auc", "primary_value": 0.8032}
-    for gate, champ in (
-        (GateConfig(max_regression=0.005), champion),
-        (GateConfig(min_metric=0.9), champion),
-        (GateConfig(), None),
-    ):
-        _, reason = passes_gate(gate, challenger, champ)
-        text = reports.gate_reason(reason)
-        assert "AUC 0.7644" in text and "0.764433" not in text and "auc " not in text, text
-
-
 def test_a_validation_page_lists_every_rule_and_reads_offline(tmp_path: Path) -> None:
     summary = {
         "subject": "partition dt=2026-10-03 (data/raw/churn/dt=2026-10-03/part-0.parquet)",

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 import xgboost as xgb
 
-from batchpred import db, registry, schema, sinks
+from batchpred import db, promotion, registry, schema, sinks
 from batchpred.config import Settings
 from tests.unit.test_scoring import settings_for, train_small
 from tests.unit.test_sinks import batch, write
@@ -57,7 +57,7 @@ def test_register_and_load_roundtrip(engine: sa.Engine, models: dict, store: str
     good: Path = models["good"]
     manifest = manifest_of(good)
     version = registry.register_model(engine, good, store, dvc_hash="d41d8cd9")
-    assert version == manifest["sha256"][:16]
+    assert version == registry.version_of("churn", manifest["sha256"])
     assert (Path(store) / version / "model.ubj").read_bytes() == (good / "model.ubj").read_bytes()
     row = registry.get_version(engine, version)
     assert row["sha256"] == manifest["sha256"] and row["dataset"] == "churn"
@@ -131,7 +131,8 @@ def test_tampered_manifest_is_refused(engine: sa.Engine, models: dict, store: st
     """The manifest holds the drift references and the contract: editing it (here, the
     reference statistics a drift check compares against) is caught like a tampered model."""
     version = registry.register_model(engine, models["good"], store)
-    assert registry.load_model(engine, version).manifest["sha256"].startswith(version)
+    sha = registry.load_model(engine, version).manifest["sha256"]
+    assert version == registry.version_of("churn", sha)
     path = Path(store) / version / "manifest.json"
     manifest = json.loads(path.read_text())
     first = next(iter(manifest["reference_stats"]))
@@ -141,13 +142,132 @@ def test_tampered_manifest_is_refused(engine: sa.Engine, models: dict, store: st
         registry.load_model(engine, version)
 
 
-def test_a_version_id_must_be_its_sha256_prefix(engine: sa.Engine, models: dict, store: str):
+@pytest.mark.parametrize("column, value", [("sha256", "0" * 64), ("dataset", "deliveries")])
+def test_a_version_id_must_be_that_of_its_sha256_and_dataset(
+    engine: sa.Engine, models: dict, store: str, column: str, value: str
+) -> None:
+    """A row edited to name other bytes, or to hand the model to another dataset, no longer
+    gives its version id: loading it is refused."""
     version = registry.register_model(engine, models["good"], store)
     t = db.table(engine, "model_versions")
     with engine.begin() as conn:
-        conn.execute(t.update().where(t.c.version == version).values(sha256="0" * 64))
-    with pytest.raises(registry.ModelIntegrityError, match="does not start with the version"):
+        conn.execute(t.update().where(t.c.version == version).values({column: value}))
+    with pytest.raises(registry.ModelIntegrityError, match="does not give the version id"):
         registry.load_model(engine, version)
+
+
+def twin_for(model_dir: Path, dataset: str, threshold: float, out: Path) -> Path:
+    """The same model bytes, with a manifest (and contract) of another dataset."""
+    shutil.copytree(model_dir, out)
+    manifest = manifest_of(out)
+    manifest["dataset"] = manifest["contract"]["dataset"] = dataset
+    manifest["contract"]["threshold"] = threshold
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return out
+
+
+def test_identical_bytes_for_two_datasets_are_two_registrations(
+    engine: sa.Engine, models: dict, store: str, tmp_path: Path
+) -> None:
+    """Issue 13: one model file trained for churn and for deliveries used to get one version,
+    and the second registration rewrote the first's manifest (dataset, threshold) while the
+    row kept the first dataset. Now each dataset has its own version, stored manifest, row,
+    listing and aliases, and registering one never touches the other."""
+    churn_dir = models["good"]
+    twin = twin_for(churn_dir, "deliveries", 0.3, tmp_path / "twin")
+    assert (twin / "model.ubj").read_bytes() == (churn_dir / "model.ubj").read_bytes()
+
+    churn = registry.register_model(engine, churn_dir, store, dataset="churn")
+    stored_churn = (Path(store) / churn / "manifest.json").read_bytes()
+    row_churn = registry.get_version(engine, churn)
+    deliveries = registry.register_model(engine, twin, store, dataset="deliveries")
+
+    assert deliveries != churn
+    assert deliveries == registry.version_of("deliveries", manifest_of(twin)["sha256"])
+    assert (Path(store) / churn / "manifest.json").read_bytes() == stored_churn
+    assert registry.get_version(engine, churn) == row_churn
+    assert registry.read_manifest(row_churn["uri"]) == manifest_of(churn_dir)
+    row_deliveries = registry.get_version(engine, deliveries)
+    assert registry.read_manifest(row_deliveries["uri"]) == manifest_of(twin)
+    assert (row_churn["dataset"], row_deliveries["dataset"]) == ("churn", "deliveries")
+    assert row_churn["sha256"] == row_deliveries["sha256"]  # the bytes' digest, both
+
+    loaded_churn, loaded_deliveries = (
+        registry.load_model(engine, churn),
+        registry.load_model(engine, deliveries),
+    )
+    assert loaded_churn.manifest["dataset"] == "churn"
+    assert loaded_churn.contract.threshold == manifest_of(churn_dir)["contract"]["threshold"]
+    assert loaded_deliveries.manifest["dataset"] == "deliveries"
+    assert loaded_deliveries.contract.threshold == 0.3
+
+    assert [v["version"] for v in registry.list_versions(engine, "churn")] == [churn]
+    assert [v["version"] for v in registry.list_versions(engine, "deliveries")] == [deliveries]
+    registry.set_alias(engine, "churn", "champion", churn, "churn's own")
+    registry.set_alias(engine, "deliveries", "challenger", deliveries, "deliveries' own")
+    assert registry.get_aliases(engine, "churn").keys() == {"champion"}
+    assert registry.get_aliases(engine, "deliveries").keys() == {"challenger"}
+    assert registry.get_alias(engine, "churn", "champion") == churn
+    assert registry.get_alias(engine, "deliveries", "challenger") == deliveries
+    with pytest.raises(registry.LifecycleError, match="belongs to dataset 'churn'"):
+        registry.promote(engine, "deliveries", churn, "wrong dataset")
+
+    # Registering each again is idempotent and still leaves the other alone.
+    assert registry.register_model(engine, churn_dir, store) == churn
+    assert registry.register_model(engine, twin, store) == deliveries
+    assert registry.read_manifest(row_churn["uri"]) == manifest_of(churn_dir)
+    assert registry.read_manifest(row_deliveries["uri"]) == manifest_of(twin)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from model_versions")).scalar() == 2
+
+
+def test_a_version_registered_before_ids_carried_the_dataset_keeps_its_id(
+    engine: sa.Engine, models: dict, store: str, tmp_path: Path
+) -> None:
+    """A row from before (version = sha256[:16], files under that folder) still loads, is what
+    registering the same bytes for its dataset returns, and another dataset's registration of
+    those bytes gets its own version instead of rewriting it."""
+    good: Path = models["good"]
+    sha = manifest_of(good)["sha256"]
+    new = registry.register_model(engine, good, store)
+    old = sha[:16]
+    shutil.copytree(Path(store) / new, Path(store) / old)
+    shutil.rmtree(Path(store) / new)
+    t = db.table(engine, "model_versions")
+    with engine.begin() as conn:
+        conn.execute(
+            t.update().where(t.c.version == new).values(version=old, uri=f"{store}/{old}/model.ubj")
+        )
+    stored = (Path(store) / old / "manifest.json").read_bytes()
+
+    assert registry.load_model(engine, old).manifest == manifest_of(good)
+    assert registry.register_model(engine, good, store) == old
+    twin = twin_for(good, "deliveries", 0.3, tmp_path / "twin")
+    other = registry.register_model(engine, twin, store)
+    assert other not in (old, new)
+    assert (Path(store) / old / "manifest.json").read_bytes() == stored
+    assert registry.get_version(engine, old)["dataset"] == "churn"
+    assert [v["version"] for v in registry.list_versions(engine, "churn")] == [old]
+    assert registry.load_model(engine, other).contract.threshold == 0.3
+
+
+def test_a_manifest_of_another_dataset_is_not_registered(
+    engine: sa.Engine, models: dict, store: str, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        registry.ModelIntegrityError, match="is for dataset 'churn', not 'deliveries'"
+    ):
+        registry.register_model(engine, models["good"], store, dataset="deliveries")
+    nameless = tmp_path / "nameless"
+    shutil.copytree(models["good"], nameless)
+    manifest = manifest_of(nameless)
+    del manifest["dataset"]
+    (nameless / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(registry.ModelIntegrityError, match="names no dataset"):
+        registry.register_model(engine, nameless, store)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from model_versions")).scalar() == 0
+    assert not Path(store).exists() or not any(Path(store).iterdir())
 
 
 def test_model_not_matching_its_manifest_is_not_registered(
@@ -197,28 +317,30 @@ def test_promote_if_better(engine: sa.Engine, models: dict, store: str) -> None:
         update={"training": base.training.model_copy(update={"registry": store})}
     )
     holdout = models["holdout"]
-    first = registry.promote_if_better(engine, settings, models["good"], holdout)
-    good = first["version"]
-    assert first["decision"] == "promoted" and first["champion_before"] is None
-    assert "no champion" in first["reason"] and first["champion_metrics"] is None
-    assert first["challenger_metrics"]["auc"] > 0.65
+    first = promotion.promote_if_better(engine, settings, models["good"], holdout)
+    good = first.version
+    assert first.decision == "promoted" and first.champion_before is None
+    assert "no champion" in first.describe() and first.champion_metrics is None
+    assert first.challenger_metrics["auc"] > 0.65
     assert registry.get_alias(engine, "churn", "champion") == good
-    assert registry.get_version(engine, good)["metrics"] == first["challenger_metrics"]
+    assert registry.get_version(engine, good)["metrics"] == first.challenger_metrics
 
-    worse = registry.promote_if_better(engine, settings, models["bad"], holdout)
-    assert worse["decision"] == "rejected" and worse["champion_before"] == good
-    assert "misses champion" in worse["reason"]
-    assert worse["challenger_metrics"]["auc"] < first["challenger_metrics"]["auc"] - 0.1
-    assert worse["champion_metrics"] == first["challenger_metrics"]
+    worse = promotion.promote_if_better(engine, settings, models["bad"], holdout)
+    assert worse.decision == "rejected" and worse.champion_before == good
+    assert "more than the 0.0050 a new model may lose" in worse.describe()
+    assert worse.challenger_metrics["auc"] < first.challenger_metrics["auc"] - 0.1
+    assert worse.champion_metrics == first.challenger_metrics
     assert registry.get_alias(engine, "churn", "champion") == good
-    assert registry.get_alias(engine, "churn", "challenger") == worse["version"]
+    assert registry.get_alias(engine, "churn", "challenger") == worse.version
 
-    again = registry.promote_if_better(engine, settings, models["good"], holdout)
-    assert again["decision"] == "unchanged" and again["version"] == good
+    again = promotion.promote_if_better(engine, settings, models["good"], holdout)
+    assert again.decision == "unchanged" and again.version == good
     assert [(a, v) for a, v, _, _ in history(engine)] == [
         ("champion", good),
-        ("challenger", worse["version"]),
+        ("challenger", worse.version),
     ]
+    # the history keeps the decision's reasons in words, as the gate made them
+    assert [r for _, _, _, r in history(engine)] == [first.describe(), worse.describe()]
 
 
 def test_predictions_latest_keeps_each_entitys_newest_champion_prediction(

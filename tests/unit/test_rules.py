@@ -5,11 +5,12 @@ and in the scoring stream."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
@@ -27,7 +28,10 @@ NAN, INF = float("nan"), float("inf")
 
 
 def policy(settings: Settings, share: float = 0.0, **families: float) -> ValidationConfig:
-    return lenient(settings, share, **families)
+    """reject_up_to at `share` (or as given); rows dated another day than their partition
+    are rejected when some share is tolerated, else they fail it."""
+    mismatch = "reject" if share else "fail"
+    return lenient(settings, share, **families).model_copy(update={"event_date_mismatch": mismatch})
 
 
 # --- compiling the spec -----------------------------------------------------------------------
@@ -57,6 +61,43 @@ def test_compile_rules_for_the_churn_spec(churn: Settings) -> None:
         "label": 0.5,
     }
     assert all(r.column != "churned" for r in rules.compile_rules(spec, cfg, label=False))
+
+
+def test_a_partitions_rules_check_its_event_dates_under_the_configured_policy(
+    churn: Settings,
+) -> None:
+    spec, day = churn.dataset, date(2026, 11, 8)
+    assert churn.validation.event_date_mismatch == "fail"  # the default: the partition fails
+    assert not [r for r in rules.compile_rules(spec, churn.validation) if r.column == "event_date"]
+    for mismatch, threshold in (("fail", 0.0), ("reject", 1.0)):
+        cfg = churn.validation.model_copy(update={"event_date_mismatch": mismatch})
+        (rule,) = [r for r in rules.compile_rules(spec, cfg, day=day) if r.column == "event_date"]
+        assert (rule.kind, rule.family, rule.name) == (
+            "partition_day",
+            "event_date",
+            "partition_day",
+        )
+        assert (rule.value, rule.threshold) == ("2026-11-08", threshold)
+    rule = rules.Rule("event_date", "partition_day", "2026-11-08")
+    on_the_day, before = date(2026, 11, 8), date(2026, 11, 6)
+    columns = [
+        pa.array([on_the_day, before, None], pa.date32()),
+        pa.array([on_the_day, before, None], pa.date64()),
+        pa.array(["2026-11-08", "2026-11-06", None]),
+        pa.array(["2026-11-08T23:59:00", "2026-11-06T00:00:00", None]),
+        pc.cast(
+            pa.array([datetime(2026, 11, 8, 23, 30), datetime(2026, 11, 7, 1, 0), None]),
+            pa.timestamp("us", tz="America/New_York"),
+        ),  # its own zone's date: 11-08 18:30 and 11-06 20:00 in New York
+    ]
+    for column in columns:
+        assert rules.bad_rows(rule, column).tolist() == [False, True, False], column.type
+    assert not rules.bad_rows(rule, pa.array([20261106, None], pa.int64())).any()  # a type issue
+    tally = rules.Tally(applied=3, broken=1, example=before)
+    assert rules.describe(rule, tally) == (
+        "column 'event_date' broke rule partition_day (dt=2026-11-08) in 1 of 3 rows "
+        "(validation.event_date_mismatch = fail), e.g. 2026-11-06"
+    )
 
 
 def test_set_rules_follow_on_unknown_and_their_names_stay_short(churn: Settings) -> None:
@@ -291,6 +332,9 @@ CASES = [
     case("text-in-numeric-column", "monthly_charges", "lots", "partition", type_=pa.string()),
     case("label-not-a-class", "churned", 2, "label", "label"),
     case("label-missing", "churned", None, None),
+    # a row dated another day than its dt= folder: rejected, or the partition fails (policy)
+    case("event-date-another-day", "event_date", date(2026, 9, 1), "event_date", "partition_day"),
+    case("event-date-missing", "event_date", None, None),
 ]
 
 
@@ -385,4 +429,5 @@ def test_the_matrix_covers_every_rule_family() -> None:
         "category",
         "unique",
         "label",
+        "event_date",
     }

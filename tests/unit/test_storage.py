@@ -127,19 +127,28 @@ def test_table_hash(tmp_path: Path) -> None:
 
 def test_folders_that_are_not_canonical_partitions_are_reported_never_half_parsed(tmp_path):
     root = tmp_path / "root"
-    for name in ("dt=2026-01-01", "dt=20260102", "dt=2026-1-3", "dt=2026-02-30", "2026-01-04"):
+    names = ("dt=2026-01-01", "dt=20260102", "dt=2026-1-3", "dt=2026-02-30", "2026-01-04")
+    for name in (*names, "dt=2026-11-6", "dt=..%2F..%2Fetc"):
         (root / name).mkdir(parents=True)
     (root / "_tmp").mkdir()  # working folders are ignored
-    days, refused = storage.scan_partitions(str(root))
-    assert days == [date(2026, 1, 1)]
-    assert sorted(p.split("/")[-1].split(":")[0] for p in refused) == [
-        "2026-01-04",
-        "dt=2026-02-30",
-        "dt=2026-1-3",
-        "dt=20260102",
-    ]
-    assert all("not a dt=YYYY-MM-DD partition folder" in p for p in refused)
+    (root / "README.md").write_text("not data")  # nor is a file that is not data
+    pq.write_table(pa.table({"k": [1]}), root / "stray.parquet")  # data no one would read
+    listing = storage.scan_partitions(str(root))
+    assert listing.days == [date(2026, 1, 1)]
+    refused = {entry.url.rsplit("/", 1)[-1]: entry.reason for entry in listing.refused}
+    folders = ["2026-01-04", "dt=..%2F..%2Fetc", "dt=2026-02-30", "dt=2026-1-3", "dt=2026-11-6"]
+    assert sorted(refused) == sorted([*folders, "dt=20260102", "stray.parquet"])
+    assert all(refused[f] == "not a dt=YYYY-MM-DD partition folder" for f in folders)
+    assert refused["stray.parquet"] == "a data file outside any dt=YYYY-MM-DD folder"
+    assert all(
+        str(e) == f"{e.url}: {e.reason}" and e.url.startswith(str(root)) for e in listing.refused
+    )
     assert storage.list_partitions(str(root)) == [date(2026, 1, 1)]
+    # a range keeps every refused entry: a name that is not a day cannot be placed in it
+    assert (
+        storage.scan_partitions(str(root)).between(date(2027, 1, 1), None).refused
+        == listing.refused
+    )
 
 
 def test_symlinks_out_of_the_root_are_refused(tmp_path):
@@ -149,9 +158,12 @@ def test_symlinks_out_of_the_root_are_refused(tmp_path):
     storage.write_partition(str(root), date(2026, 1, 1), table)
     (root / "dt=2026-01-05").symlink_to(outside / "dt=2026-01-05")
     (root / "dt=2026-01-02").symlink_to(root / "dt=2026-01-01")  # inside the root: fine
-    days, refused = storage.scan_partitions(str(root))
-    assert days == [date(2026, 1, 1), date(2026, 1, 2)]
-    assert len(refused) == 1 and "dt=2026-01-05: a symlink out of the root" in refused[0]
+    listing = storage.scan_partitions(str(root))
+    assert listing.days == [date(2026, 1, 1), date(2026, 1, 2)]
+    (entry,) = listing.refused
+    assert entry.url.endswith("dt=2026-01-05") and entry.reason.startswith(
+        "a symlink out of the root"
+    )
     # a data file linked from elsewhere is refused too
     (root / "dt=2026-01-01" / "extra.parquet").symlink_to(
         outside / "dt=2026-01-05" / "part-0.parquet"

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pyarrow as pa
@@ -15,8 +18,21 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from batchpred import db, ingestion, schema, storage, training, validation
-from batchpred.config import DatasetSpec, GateConfig, Settings
+from batchpred import (
+    db,
+    evaluation,
+    ingestion,
+    monitoring,
+    registry,
+    reports,
+    schema,
+    sinks,
+    stats,
+    storage,
+    training,
+    validation,
+)
+from batchpred.config import DatasetSpec, Settings
 from batchpred.schema import arrow_schema, encode_column
 from tests.conftest import record_verdict, settings_for
 
@@ -146,25 +162,34 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_prepare_picks_newest_validated_labelled_window(
     churn: Settings, engine: sa.Engine, tmp_path: Path
 ) -> None:
-    settings = fast(churn, window_days=4)
+    """The window is the window_days calendar days ending at the newest labelled day: days in
+    it that cannot be trained on are missing (named with their reason), never replaced by
+    older days."""
+    settings = fast(churn, window_days=6)
     days = build_lake(
         settings, engine, days=8, rows=50, unvalidated=(3,), failed=(5,), unlabelled=(6,)
     )
     summary = training.prepare_training_set(settings, tmp_path / "out", engine)
-    assert summary["days"] == [d.isoformat() for d in (days[1], days[2], days[4], days[7])]
+    assert summary["days"] == [d.isoformat() for d in (days[2], days[4], days[7])]
     assert summary["excluded"] == [
         {"day": days[3].isoformat(), "reason": "not validated"},
         {"day": days[5].isoformat(), "reason": "validation failed"},
         {"day": days[6].isoformat(), "reason": "no labels yet"},
     ]
+    assert summary["missing_days"] == summary["excluded"]  # every gap here is a partition
+    assert summary["window"] == {
+        "first": days[2].isoformat(),
+        "last": days[7].isoformat(),
+        "days": 6,
+    }
     assert summary["splits"] == {
-        "train": [days[1].isoformat(), days[2].isoformat()],
+        "train": [days[2].isoformat()],
         "valid": [days[4].isoformat()],
         "holdout": [days[7].isoformat()],
     }
-    assert summary["rows"] == {"train": 100, "valid": 50, "holdout": 50}
+    assert summary["rows"] == {"train": 50, "valid": 50, "holdout": 50}
     assert summary["unlabelled_rows"] == summary["rejected_rows"] == 0
-    assert summary["rows_by_day"][days[1].isoformat()] == {
+    assert summary["rows_by_day"][days[2].isoformat()] == {
         "rows": 50,
         "rejected": 0,
         "unlabelled": 0,
@@ -196,12 +221,13 @@ def test_too_few_validated_days_is_a_clear_error(
 def test_until_limits_the_window(churn: Settings, engine: sa.Engine, tmp_path: Path) -> None:
     settings = fast(churn, window_days=3, until=START + timedelta(days=4))
     days = build_lake(settings, engine, days=8, rows=20, unlabelled=(4,))
-    selected, excluded = training.select_days(settings, engine)
-    assert selected == days[1:4]  # the newest labelled days up to `until`
-    assert excluded == [{"day": days[4].isoformat(), "reason": "no labels yet"}]
+    window = training.select_window(settings, engine)
+    assert window.days == tuple(days[1:4])  # the newest labelled days up to `until`
+    assert window.excluded == ({"day": days[4].isoformat(), "reason": "no labels yet"},)
+    assert window.missing == ()  # after the window: waiting for labels, not missing
     early = fast(churn, window_days=3, until=START + timedelta(days=1))
     with pytest.raises(training.TrainingDataError, match=r"up to 2026-10-02, found 2"):
-        training.select_days(early, engine)
+        training.select_window(early, engine)
 
 
 def test_prepared_files_are_byte_identical_across_runs(trained: dict, tmp_path: Path) -> None:
@@ -299,7 +325,7 @@ def test_text_classes_train(churn: Settings, engine: sa.Engine, tmp_path: Path) 
     holdout = pq.read_table(tmp_path / "data/holdout.parquet")
     assert set(holdout.column("churned").to_pylist()) == {0.0, 1.0}
     training.train_model(settings, tmp_path / "data", tmp_path / "model")
-    metrics = training.evaluate_model(
+    metrics = evaluation.evaluate_model(
         settings, tmp_path / "model/model.ubj", tmp_path / "data/holdout.parquet"
     )
     assert metrics["auc"] > 0.7 and metrics["rows"] == 200
@@ -318,7 +344,7 @@ def test_late_labels_are_joined_for_training(
     spec = settings.dataset
     days = build_lake(settings, engine, rows=40, unlabelled=tuple(range(8)))
     with pytest.raises(training.TrainingDataError, match="no labels yet"):
-        training.select_days(settings, engine)
+        training.select_window(settings, engine)
     truth: dict[int, int] = {}
     for i, day in enumerate(days[:7]):  # the newest day's labels have not arrived yet
         full = synthetic_day(spec, day, 40, i)
@@ -377,10 +403,164 @@ def test_snapshot_trains_on_one_day_split_by_rows(churn: Settings, engine: sa.En
     again = training.prepare_training_set(settings, out / "again", engine, batch_rows=64)
     assert again["data_hash"] == summary["data_hash"]  # the same rows land in the same split
     training.train_model(settings, out / "data", out / "model")
-    metrics = training.evaluate_model(
+    metrics = evaluation.evaluate_model(
         settings, out / "model/model.ubj", out / "data/holdout.parquet"
     )
     assert metrics["auc"] > 0.7
+
+
+# --- missing days and late labels matching no row ----------------------------------------------
+
+
+def test_a_missing_day_is_named_never_replaced_by_an_older_one(
+    churn: Settings, engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A day absent from the lake inside the window: the window keeps its span (6 calendar
+    days), trains on the 5 present and names the gap in prepare.json, the log, the model
+    manifest (covered by the registered manifest hash), the nightly summary and `status`;
+    with training.missing_days fail, prepare refuses in one line naming the day."""
+    settings = fast(churn)
+    days = build_lake(settings, engine, rows=40)
+    shutil.rmtree(storage.partition_path(settings.lake.raw, days[5]))
+    gap = [{"day": "2026-10-06", "reason": "no partition"}]
+    with caplog.at_level(logging.WARNING, logger="batchpred.training"):
+        summary = training.prepare_training_set(settings, tmp_path / "data", engine)
+    assert summary["days"] == [d.isoformat() for d in (*days[2:5], *days[6:])]  # not days[1]
+    assert summary["missing_days"] == gap and summary["excluded"] == []
+    assert summary["window"] == {"first": "2026-10-03", "last": "2026-10-08", "days": 6}
+    assert "misses 1 of 6 days: 2026-10-06 (no partition)" in caplog.text
+    manifest = training.train_model(settings, tmp_path / "data", tmp_path / "model")
+    assert manifest["created_from"] == {"days": summary["days"], "missing_days": gap}
+
+    said = "5 of 6 days, 2026-10-03..2026-10-08; missing 2026-10-06 (no partition)"
+    data = training.training_data(summary, manifest)
+    assert data["days"] == said  # the model report artifact's row and the nightly summary's
+    assert reports.training_lines(data)[0] == f"  trained on {said}"
+    version = registry.register_model(
+        engine, tmp_path / "model", settings.training.registry, dataset="churn"
+    )
+    registry.set_alias(engine, "churn", registry.CHAMPION, version, "test")
+    assert reports.status(engine, "churn").splitlines()[1] == f"champion trained on {said}"
+    stored = Path(registry.get_version(engine, version)["uri"]).parent / "manifest.json"
+    edited = json.loads(stored.read_text())
+    edited["created_from"]["missing_days"] = []  # hiding the gap breaks the registered hash
+    stored.write_text(json.dumps(edited))
+    with pytest.raises(registry.ModelIntegrityError):
+        registry.load_model(engine, version)
+
+    strict = fast(churn, missing_days="fail")
+    with pytest.raises(training.TrainingDataError) as err:
+        training.prepare_training_set(strict, tmp_path / "strict", engine)
+    assert str(err.value) == (
+        "training window 2026-10-03..2026-10-08 of churn misses 1 of 6 days: 2026-10-06 "
+        "(no partition) (training.missing_days: fail)"
+    )
+
+
+def test_every_gap_in_the_window_is_named_with_its_reason() -> None:
+    """Consecutive days with one reason read as a range; a manifest from before missing days
+    were recorded says only what it knows."""
+    missing = [
+        {"day": "2026-10-05", "reason": "validation failed"},
+        {"day": "2026-10-02", "reason": "no partition"},
+        {"day": "2026-10-03", "reason": "no partition"},
+    ]
+    days = ["2026-10-01", "2026-10-04", "2026-10-06"]
+    assert training.describe_days(days, missing) == (
+        "3 of 6 days, 2026-10-01..2026-10-06; missing 2026-10-02..2026-10-03 (no partition), "
+        "2026-10-05 (validation failed)"
+    )
+    assert training.describe_days(days, []) == "3 of 3 days, 2026-10-01..2026-10-06"
+    assert training.describe_days(days, None) == "3 day(s), 2026-10-01..2026-10-06"
+
+
+def _late_labels(settings: Settings, day: date, i: int, rows: int, unmatched: int) -> pa.Table:
+    """The day's true labels from labels.url, ingested into lake.labels; the first
+    `unmatched` ids in another format (an upstream change), so they match no row."""
+    spec = settings.dataset
+    labels = synthetic_day(spec, day, rows, i).select([spec.entity_id, spec.target.name])
+    ids = labels.column(spec.entity_id).to_numpy().copy()
+    ids[:unmatched] += 10_000_000
+    labels = labels.set_column(0, spec.entity_id, pa.array(ids))
+    assert settings.labels.url is not None
+    storage.write_partition(settings.labels.url, day, labels)
+    assert ingestion.ingest_labels(settings, day).status == "new"
+    return labels
+
+
+def test_late_labels_matching_no_row_are_counted_and_fail_their_day_above_the_share(
+    churn: Settings, engine: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Late labels whose ids match no row of their day: counted per day (prepare.json and the
+    nightly summary); above labels.max_unmatched_fraction (1%) the labels day fails in one line
+    naming the day, the labels file and the count, and is not trained on (a missing day)."""
+    settings = fast(churn)
+    settings = settings.model_copy(
+        update={"labels": settings.labels.model_copy(update={"url": str(tmp_path / "late")})}
+    )
+    days = build_lake(settings, engine, rows=200, unlabelled=tuple(range(8)))
+    for i, day in enumerate(days):
+        _late_labels(settings, day, i, 200, {4: 2, 5: 200}.get(i, 0))  # 1%: passes; all: fails
+    files = storage.partition_files(settings.lake.labels, days[5])
+    line = (
+        f"late labels of 2026-10-06 failed: 200 of 200 match no row of the day's partition "
+        f"({files[0]}; labels.max_unmatched_fraction 0.01)"
+    )
+    with caplog.at_level(logging.WARNING, logger="batchpred.training"):
+        summary = training.prepare_training_set(settings, tmp_path / "data", engine)
+    assert line in caplog.text
+    assert days[5].isoformat() not in summary["days"] and days[4].isoformat() in summary["days"]
+    assert summary["missing_days"] == [{"day": "2026-10-06", "reason": line}]
+    late = summary["late_labels"]
+    assert set(late) == {d.isoformat() for d in days[2:]}
+    assert late["2026-10-05"] == {"rows": 200, "unmatched": 2, "failed": False, "files": ANY}
+    assert late["2026-10-06"] == {"rows": 200, "unmatched": 200, "failed": True, "files": files}
+    assert late["2026-10-07"]["unmatched"] == 0
+    assert summary["unlabelled_rows"] == 2  # the rows whose label went to another id
+    data = training.training_data(summary, {})
+    assert data["late_labels_matching_no_row"] == (
+        "2026-10-05 2 of 200, 2026-10-06 200 of 200 (failed: left out)"
+    )
+    assert "    late labels matching no row: 2026-10-05 2 of 200" in "\n".join(
+        reports.training_lines(data)
+    )
+    assert data["days"].endswith(f"missing 2026-10-06 ({line})")
+
+
+def test_realised_metrics_apply_the_same_rule_to_late_labels(
+    churn: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Realised performance joins the same late labels to the predictions: a failed labels
+    day gets no metrics but a row saying why (0 rows, the same one line), which `status`
+    shows; a passing day's metrics carry its count of unmatched labels."""
+    settings = churn.model_copy(
+        update={"labels": churn.labels.model_copy(update={"url": str(tmp_path / "late")})}
+    )
+    days = build_lake(settings, engine, days=2, rows=200, unlabelled=(0, 1))
+    for i, day in enumerate(days):
+        truth = _late_labels(settings, day, i, 200, (3, 2)[i])
+        ids = [str(x) for x in synthetic_day(settings.dataset, day, 200, i)[0].to_pylist()]
+        scores = np.clip(np.nan_to_num(truth.column(1).to_numpy(zero_copy_only=False)), 0.1, 0.9)
+        prediction = sinks.PredictionBatch(
+            pa.array(ids, pa.string()), scores.astype(float), (scores >= 0.5).astype(np.int8), None
+        )
+        key = sinks.PartitionKey("churn", day, "ab12cd34ef567890")
+        with sinks.partition_writer(engine, key, "run", fingerprint="fp") as out:
+            out.write(prediction)
+            out.finish(sinks.LedgerEntry("fp", 200, 0, datetime.now(UTC)))
+    rows = {r["partition_date"]: r for r in monitoring.realised_performance(engine, settings)}
+    failed, passed = rows[days[0]], rows[days[1]]
+    files = storage.partition_files(settings.lake.labels, days[0])
+    line = (
+        f"late labels of 2026-10-01 failed: 3 of 200 match no row of the day's partition "
+        f"({files[0]}; labels.max_unmatched_fraction 0.01)"
+    )
+    assert failed["rows"] == 0 and failed["metrics"] == {"error": line, "unmatched_labels": 3}
+    assert passed["rows"] == 198 and passed["metrics"]["unmatched_labels"] == 2
+    assert "auc" in passed["metrics"]
+    status = reports.status(engine, "churn")
+    assert line in status.splitlines() and status.count("labels failed") == 1  # its cell
+    assert "2026-10-02 late labels: 2 match no row of the day's partition" in status
 
 
 # --- train / evaluate -------------------------------------------------------------------------
@@ -388,7 +568,7 @@ def test_snapshot_trains_on_one_day_split_by_rows(churn: Settings, engine: sa.En
 
 def test_train_and_evaluate_binary(trained: dict) -> None:
     settings, manifest = trained["settings"], trained["manifest"]
-    metrics = training.evaluate_model(
+    metrics = evaluation.evaluate_model(
         settings, trained["model"] / "model.ubj", trained["data"] / "holdout.parquet"
     )
     assert metrics["auc"] > 0.7 and metrics["primary"] == "auc"
@@ -467,7 +647,7 @@ def test_the_window_is_never_read_whole(
     settings, engine = trained["settings"], trained["engine"]
     summary = training.prepare_training_set(settings, tmp_path / "data", engine)
     manifest = training.train_model(settings, tmp_path / "data", tmp_path / "model")
-    metrics = training.evaluate_model(
+    metrics = evaluation.evaluate_model(
         settings, tmp_path / "model/model.ubj", tmp_path / "data/holdout.parquet"
     )
     assert summary == trained["summary"] and manifest == trained["manifest"]
@@ -481,7 +661,7 @@ def test_streamed_statistics_and_metrics_equal_the_whole_table_ones(trained: dic
     spec = settings.dataset
     contract = schema.Contract.from_dict(manifest["contract"])
     train = pq.read_table(data / "train.parquet")
-    expected = training.reference_statistics(train, contract)
+    expected = stats.reference_statistics(train, contract)
     assert manifest["reference_stats"] == json.loads(json.dumps(expected))
     import xgboost as xgb
 
@@ -489,15 +669,15 @@ def test_streamed_statistics_and_metrics_equal_the_whole_table_ones(trained: dic
     scores = booster.inplace_predict(
         schema.feature_matrix(train, contract)[0], validate_features=False
     )
-    assert manifest["score_reference"] == training.score_statistics(scores)
+    assert manifest["score_reference"] == stats.score_statistics(scores)
     holdout = pq.read_table(data / "holdout.parquet")
     predictions = booster.inplace_predict(
         schema.feature_matrix(holdout, contract)[0], validate_features=False
     )
     y = holdout.column(spec.target.name).to_numpy()
-    assert training.evaluate_model(
+    assert evaluation.evaluate_model(
         settings, trained["model"] / "model.ubj", data / "holdout.parquet"
-    ) == training.metrics_for(spec, y, predictions, contract.threshold)
+    ) == evaluation.metrics_for(spec, y, predictions, contract.threshold)
 
 
 def test_max_rows_trains_on_a_deterministic_sample_of_the_split(
@@ -534,8 +714,8 @@ def test_max_rows_trains_on_a_deterministic_sample_of_the_split(
         date.fromisoformat(d) for d in trained["summary"]["splits"]["train"]
     }
     contract = schema.Contract.from_dict(first["contract"])
-    stats = json.loads(json.dumps(training.reference_statistics(train, contract)))
-    assert first["reference_stats"] == stats  # the rows trained on
+    reference = json.loads(json.dumps(stats.reference_statistics(train, contract)))
+    assert first["reference_stats"] == reference  # the rows trained on
 
 
 def test_regression_trains_and_evaluates(
@@ -547,62 +727,34 @@ def test_regression_trains_and_evaluates(
     manifest = training.train_model(settings, tmp_path / "data", tmp_path / "model")
     assert manifest["task"] == "regression" and manifest["params"]["eval_metric"] == ["rmse"]
     assert manifest["params"]["max_depth"] == 5  # dataset params win over defaults
-    metrics = training.evaluate_model(
+    metrics = evaluation.evaluate_model(
         settings, tmp_path / "model/model.ubj", tmp_path / "data/holdout.parquet"
     )
     assert metrics["primary"] == "neg_rmse" and metrics["primary_value"] == -metrics["rmse"]
     assert metrics["rmse"] < 8 and metrics["r2"] > 0.5 and metrics["mae"] > 0
 
 
-# --- metrics and gate -------------------------------------------------------------------------
+# --- metrics (evaluation) ---------------------------------------------------------------------
 
 
 def test_auc_handles_ties(churn: Settings) -> None:
     spec = churn.dataset
     y = np.array([0, 0, 1, 1])
-    assert training.metrics_for(spec, y, np.array([0.1, 0.4, 0.35, 0.8]))["auc"] == 0.75
-    assert training.metrics_for(spec, y, np.full(4, 0.5))["auc"] == 0.5
-    assert training.metrics_for(spec, y, np.array([0.2, 0.5, 0.5, 0.9]))["auc"] == 0.875
+    assert evaluation.metrics_for(spec, y, np.array([0.1, 0.4, 0.35, 0.8]))["auc"] == 0.75
+    assert evaluation.metrics_for(spec, y, np.full(4, 0.5))["auc"] == 0.5
+    assert evaluation.metrics_for(spec, y, np.array([0.2, 0.5, 0.5, 0.9]))["auc"] == 0.875
     with pytest.raises(ValueError, match="one class"):
-        training.metrics_for(spec, np.ones(3), np.full(3, 0.5))
+        evaluation.metrics_for(spec, np.ones(3), np.full(3, 0.5))
 
 
 def test_metrics_ignore_rows_without_a_label_and_use_the_threshold(churn: Settings) -> None:
     spec = churn.dataset
     y = np.array([0, np.nan, 1, 1, np.nan])
     p = np.array([0.1, 0.9, 0.35, 0.8, 0.0])
-    metrics = training.metrics_for(spec, y, p)
+    metrics = evaluation.metrics_for(spec, y, p)
     assert metrics["rows"] == 3 and metrics["auc"] == 1.0
     assert metrics["accuracy"] == pytest.approx(2 / 3)
-    assert training.metrics_for(spec, y, p, threshold=0.3)["accuracy"] == 1.0
-
-
-@pytest.mark.parametrize(
-    ("challenger", "champion", "ok", "words"),
-    [
-        (0.80, None, True, "no champion"),
-        (0.82, 0.80, True, "clears champion"),
-        (0.797, 0.80, True, "clears champion"),
-        (0.795, 0.80, True, "clears champion"),  # exactly max_regression worse
-        (0.75, 0.80, False, "misses champion"),
-        (0.55, None, False, "below the floor"),
-        (0.55, 0.50, False, "below the floor"),
-    ],
-)
-def test_passes_gate(challenger: float, champion: float | None, ok: bool, words: str) -> None:
-    gate = GateConfig(min_metric=0.6, max_regression=0.005)
-    champ = None if champion is None else {"primary": "auc", "primary_value": champion}
-    passed, reason = training.passes_gate(
-        gate, {"primary": "auc", "primary_value": challenger}, champ
-    )
-    assert passed is ok and words in reason and f"{challenger:.6f}" in reason
-
-
-def test_gate_on_negative_rmse() -> None:
-    gate = GateConfig(min_metric=-10.0, max_regression=0.1)
-    champ = {"primary": "neg_rmse", "primary_value": -5.0}
-    assert training.passes_gate(gate, {"primary": "neg_rmse", "primary_value": -5.05}, champ)[0]
-    assert not training.passes_gate(gate, {"primary": "neg_rmse", "primary_value": -6.0}, champ)[0]
+    assert evaluation.metrics_for(spec, y, p, threshold=0.3)["accuracy"] == 1.0
 
 
 # --- drift reference --------------------------------------------------------------------------
@@ -617,23 +769,23 @@ def test_reference_statistics_and_bin_fractions(churn: Settings) -> None:
     spec = churn.dataset
     base = synthetic_day(spec, START, 3000, seed=1)
     contract = schema.build_contract(spec, base)
-    stats = training.reference_statistics(base, contract)
-    json.dumps(stats, allow_nan=False)  # JSON-safe
+    reference = stats.reference_statistics(base, contract)
+    json.dumps(reference, allow_nan=False)  # JSON-safe
     same = synthetic_day(spec, START, 3000, seed=2)
     shifted = synthetic_day(spec, START, 3000, seed=3, shift=0.3)
     for f in contract.features:
-        s = stats[f.name]
+        s = reference[f.name]
         nullable = spec.feature(f.name).nullable
         assert sum(s["fractions"]) == pytest.approx(1.0)
         assert 0 <= s["null_rate"] <= 1 and (s["null_rate"] > 0) == nullable
-        own = training.bin_fractions(encode_column(f, base.column(f.name))[0], s)
+        own = stats.bin_fractions(encode_column(f, base.column(f.name))[0], s)
         assert own == s["fractions"]
-        again = training.bin_fractions(encode_column(f, same.column(f.name))[0], s)
+        again = stats.bin_fractions(encode_column(f, same.column(f.name))[0], s)
         assert psi(s["fractions"], again) < 0.02
         if s["kind"] == "numeric":
             assert len(s["edges"]) <= 9 and s["edges"] == sorted(set(s["edges"]))
             assert s["mean"] is not None and s["std"] > 0
-            moved = training.bin_fractions(encode_column(f, shifted.column(f.name))[0], s)
+            moved = stats.bin_fractions(encode_column(f, shifted.column(f.name))[0], s)
             assert psi(s["fractions"], moved) > 0.2
         else:
             assert len(s["fractions"]) == (len(f.vocabulary or ()) if f.dtype == "category" else 2)

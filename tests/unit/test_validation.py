@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from batchpred import demo, rules, storage, verdicts
+from batchpred import demo, ingestion, rules, storage, validation, verdicts
 from batchpred.config import DatasetSpec, ExtraExpectation, Settings, ValidationConfig
 from batchpred.validation import (
     ValidationError,
@@ -463,7 +463,7 @@ def _whole_and_streamed(settings: Settings, spec: DatasetSpec, cfg: ValidationCo
     subject = f"partition dt={day} ({', '.join(files)})"
     whole = validate_frame(
         storage.read_partition(root, day).to_pandas(), spec, cfg,
-        subject=subject, reports_url=str(Path(settings.lake.reports) / "whole"),
+        subject=subject, reports_url=str(Path(settings.lake.reports) / "whole"), day=day,
     )  # fmt: skip
     streamed = validate_partition(
         engine, spec, cfg, root, day,
@@ -648,3 +648,55 @@ def test_a_file_that_cannot_be_read_fails_naming_it(churn, engine):
             engine, churn.dataset, churn.validation, churn.lake.raw, day,
             reports_url=None, run_id="r",
         )  # fmt: skip
+
+
+def test_rows_dated_another_day_than_their_partition_fail_it_or_are_rejected(churn, engine):
+    """A file under dt=2026-10-05 whose rows are dated 2026-10-03 is not that day's data:
+    by default (event_date_mismatch: fail) the partition fails naming the column and rule;
+    with reject, the partition is valid and its rows are rejected where they are used."""
+    spec, root = churn.dataset, churn.lake.raw
+    table = pa.Table.from_pandas(valid_frame(spec), preserve_index=False)  # dated 2026-10-03
+    assert _write_day(churn, table) == date(2026, 10, 3)
+    on_its_day = validate_partition(
+        engine, spec, churn.validation, root, date(2026, 10, 3), reports_url=None, run_id="r"
+    )
+    assert on_its_day.success, on_its_day.message()
+    wrong = _write_day(churn, table, date(2026, 10, 5))
+    report = validate_partition(
+        engine, spec, churn.validation, root, wrong, reports_url=None, run_id="r"
+    )
+    assert not report.success
+    (failure,) = report.failures
+    assert failure.column == spec.event_date and "partition_day" in failure.args
+    assert failure.detail.startswith("400 of 400 rows")
+    verdict = _status(engine, spec, churn.validation, root, wrong)
+    assert verdict.status == "invalid" and "'event_date'" in verdict.message
+    reject = churn.validation.model_copy(update={"event_date_mismatch": "reject"})
+    assert validate_partition(
+        engine, spec, reject, root, wrong, reports_url=None, run_id="r"
+    ).success
+
+
+def test_a_day_ingest_could_not_land_is_that_days_validation_failure(churn, engine):
+    spec, cfg, root = churn.dataset, churn.validation, churn.lake.raw
+    day, landed = date(2026, 10, 3), date(2026, 10, 4)
+    problem = ingestion.DayRefused(day, ["src/dt=2026-10-03/part-0.parquet"], "no rows", "0 rows")
+    report = validation.record_refused(engine, spec, cfg, root, day, problem, "r")
+    assert not report.success and report.rows == 0
+    verdict = _status(engine, spec, cfg, root, day)
+    assert verdict.status == "invalid"
+    assert "dt=2026-10-03 (src/dt=2026-10-03/part-0.parquet)" in verdict.message
+    assert "table failed no rows: 0 rows" in verdict.message
+    # a copy landed earlier keeps its own verdict: the source's breakage is recorded beside it
+    _write_day(churn, pa.Table.from_pandas(valid_frame(spec), preserve_index=False), landed)
+    record_verdict(engine, spec, cfg, root, landed)
+    broken = ingestion.DayRefused(landed, ["src/x.parquet"], "readable", "cannot be read")
+    validation.record_refused(engine, spec, cfg, root, landed, broken, "r")
+    assert _status(engine, spec, cfg, root, landed).status == "valid"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("select success, message from validation_results where partition_date = :d"),
+            {"d": landed},
+        ).all()
+    assert [r.success for r in rows].count(False) == 1
+    assert any(not r.success and "table failed readable: cannot be read" in r.message for r in rows)

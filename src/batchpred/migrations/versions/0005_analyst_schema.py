@@ -78,10 +78,11 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
         },
     ),
     "model_versions": (
-        "Registered models, content-addressed: version is the first 16 hex digits of the "
-        "sha256 of the model file.",
+        "Registered models, content-addressed per dataset: version is the first 16 hex digits "
+        "of the sha256 of the dataset name, a colon and the model file's sha256 (of the file's "
+        "own sha256 for versions registered before ids carried the dataset).",
         {
-            "version": "first 16 hex digits of the sha256 of the model file",
+            "version": "the model's id for its dataset (see the table comment)",
             "dataset": "dataset name",
             "sha256": "sha256 of the model file, checked before loading",
             "dvc_md5": "md5 DVC records for the model file",
@@ -119,7 +120,7 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "reason": "why (gate decision, rollback note, ...)",
             "set_at": "when",
             "set_by": "who",
-            "action": "gate | promote | rollback | pin | unpin | set",
+            "action": "gate | drift-block | promote | rollback | pin | unpin | set",
         },
     ),
     "validation_results": (

@@ -1,0 +1,274 @@
+"""Partition locks: a run takes a (dataset, day, model version) lock before it reads or
+predicts, so a duplicate concurrent run waits, then finds the partition done and reads nothing.
+
+Exclusion by dialect. PostgreSQL: a session advisory lock (a 64-bit key over dataset, day and
+version, `sinks.PartitionKey.lock_id`) held on a connection of its own while the partition is
+scored; the server releases it when that connection ends, so a killed holder never blocks
+anyone. SQLite: an exclusive `flock` on a file per partition in `<database>-locks/` beside the
+database file; the kernel releases it when the holding process dies, however it dies, with no
+stale-holder guess (a PID check cannot judge a PID of another container sharing the file), and
+threads of one process exclude each other too (each lock opens its own file description). An
+in-memory database, or another dialect, gets a lock per key within the process only.
+
+The table `partition_locks` records who holds each lock and since when, so a waiting run can
+name it: information, not the exclusion (a row left by a killed holder is replaced by the next
+holder). Every wait has a timeout (`scoring.lock_timeout_s`) and tells `on_wait` who it waits for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from batchpred import db
+from batchpred.sinks import PartitionKey
+
+POLL_S = 0.25  # how often a waiting run tries the lock again
+_UNNAMED_AFTER_S = 1.0  # a holder not recorded by then is reported as unnamed
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The run holding a partition's lock, as `partition_locks` records it."""
+
+    run_id: str
+    run_name: str | None
+    since: datetime
+
+    def name(self) -> str:
+        return f"{self.run_name} ({self.run_id})" if self.run_name else self.run_id
+
+    def since_text(self) -> str:
+        """HH:MM, local time (SQLite hands back naive UTC)."""
+        since = self.since if self.since.tzinfo else self.since.replace(tzinfo=UTC)
+        return f"{since.astimezone():%H:%M}"
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A run waiting for a partition's lock: which partition, held by whom (None: a holder
+    that has not recorded itself yet), and how long the run will wait."""
+
+    key: PartitionKey
+    holder: Holder | None
+    timeout_s: float
+
+    def partition(self) -> str:
+        k = self.key
+        return f"{k.partition_date} / {k.model_version} of {k.dataset}"
+
+    def message(self) -> str:
+        """Logged once per holder while waiting."""
+        h, what = self.holder, self.partition()
+        who = (
+            f"run {h.name()} which is scoring {what} since {h.since_text()}"
+            if h
+            else f"another run (not yet named) which is scoring {what}"
+        )
+        return f"waiting for {who}; giving up after {self.timeout_s:g} s"
+
+    def timeout_message(self) -> str:
+        h = self.holder
+        who = f"run {h.name()} (since {h.since_text()})" if h else "another run"
+        return (
+            f"partition {self.partition()}: still locked by {who} after {self.timeout_s:g} s; "
+            "not scored (scoring.lock_timeout_s sets the wait)"
+        )
+
+
+class PartitionLocked(Exception):
+    """Another run held the partition's lock past the timeout; nothing of it was read."""
+
+
+class _Exclusion(Protocol):
+    def try_acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class _AdvisoryLock:
+    """PostgreSQL: a session advisory lock on a connection kept for it alone."""
+
+    def __init__(self, engine: sa.Engine, key: PartitionKey) -> None:
+        self._id = key.lock_id
+        self._conn = engine.connect()
+        self._held = False
+
+    def try_acquire(self) -> bool:
+        got = self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self._id})
+        self._held = bool(got.scalar())
+        self._conn.commit()  # the lock is the session's: no transaction is left open
+        return self._held
+
+    def release(self) -> None:
+        try:
+            if self._held:
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._id})
+                self._conn.commit()
+        except sa.exc.DBAPIError:
+            self._conn.invalidate()  # a closed session holds nothing
+        finally:
+            self._conn.close()
+
+
+class _FileLock:
+    """SQLite: `flock` on a file per partition, removed by its holder on release."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            # The holder before us removes the file on release: a lock on the file it removed
+            # excludes nobody, so take the one now at the path.
+            try:
+                current = os.stat(self._path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                self._fd = fd
+                return True
+            os.close(fd)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with suppress(FileNotFoundError):
+            self._path.unlink()
+        os.close(self._fd)  # releases the flock
+        self._fd = None
+
+
+_process_locks: dict[tuple[str, PartitionKey], threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+class _ProcessLock:
+    """An in-memory database or another dialect: a lock per key within this process."""
+
+    def __init__(self, engine: sa.Engine, key: PartitionKey) -> None:
+        with _process_locks_guard:
+            self._lock = _process_locks.setdefault((str(engine.url), key), threading.Lock())
+        self._held = False
+
+    def try_acquire(self) -> bool:
+        self._held = self._lock.acquire(blocking=False)
+        return self._held
+
+    def release(self) -> None:
+        if self._held:
+            self._lock.release()
+
+
+def lock_file(database: str, key: PartitionKey) -> Path:
+    """The SQLite lock file of a partition, in `<database>-locks/` beside the database."""
+    dataset = re.sub(r"[^A-Za-z0-9_.-]", "_", key.dataset)
+    name = f"{dataset}_{key.partition_date}_{key.model_version}.lock"
+    return Path(f"{database}-locks") / name
+
+
+def _exclusion(engine: sa.Engine, key: PartitionKey) -> _Exclusion:
+    if engine.dialect.name == "postgresql":
+        return _AdvisoryLock(engine, key)
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return _FileLock(lock_file(database, key))
+    return _ProcessLock(engine, key)
+
+
+def _where(t: sa.Table, key: PartitionKey) -> list[sa.ColumnElement[bool]]:
+    return [
+        t.c.dataset == key.dataset,
+        t.c.partition_date == key.partition_date,
+        t.c.model_version == key.model_version,
+    ]
+
+
+def holder(engine: sa.Engine, key: PartitionKey) -> Holder | None:
+    """The run recorded as holding the partition's lock, if any."""
+    t = db.table(engine, "partition_locks")
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(t.c.run_id, t.c.run_name, t.c.acquired_at).where(*_where(t, key))
+        ).first()
+    return Holder(row.run_id, row.run_name, row.acquired_at) if row else None
+
+
+def _record(engine: sa.Engine, key: PartitionKey, run_id: str, run_name: str | None) -> None:
+    t = db.table(engine, "partition_locks")
+    with engine.begin() as conn:
+        conn.execute(t.delete().where(*_where(t, key)))  # a killed holder's row, if any
+        conn.execute(
+            t.insert().values(
+                dataset=key.dataset,
+                partition_date=key.partition_date,
+                model_version=key.model_version,
+                run_id=run_id,
+                run_name=run_name,
+                acquired_at=datetime.now(UTC),
+            )
+        )
+
+
+def _clear(engine: sa.Engine, key: PartitionKey, run_id: str) -> None:
+    t = db.table(engine, "partition_locks")
+    with engine.begin() as conn:
+        conn.execute(t.delete().where(*_where(t, key), t.c.run_id == run_id))
+
+
+@contextmanager
+def partition_lock(
+    engine: sa.Engine,
+    key: PartitionKey,
+    run_id: str,
+    *,
+    timeout_s: float,
+    run_name: str | None = None,
+    on_wait: Callable[[LockWait], None] | None = None,
+) -> Iterator[None]:
+    """Hold the partition's lock for the block. While another run holds it, wait: `on_wait`
+    hears who holds it (once per holder), and after `timeout_s` PartitionLocked is raised
+    with one line naming the holder. Released on exit, whatever happens in the block."""
+    exclusion = _exclusion(engine, key)
+    db.tables(engine)  # reflect before any lock is held
+    acquired = False
+    try:
+        first_try, told = time.monotonic(), set[Holder | None]()
+        while not exclusion.try_acquire():
+            now, seen = time.monotonic(), holder(engine, key)
+            wait = LockWait(key, seen, timeout_s)
+            if now - first_try >= timeout_s:
+                raise PartitionLocked(wait.timeout_message())
+            if seen not in told and (seen is not None or now - first_try >= _UNNAMED_AFTER_S):
+                told.add(seen)
+                if on_wait is not None:
+                    on_wait(wait)
+            time.sleep(min(POLL_S, max(0.0, first_try + timeout_s - now)))
+        acquired = True
+        _record(engine, key, run_id, run_name)
+        yield
+    finally:
+        if acquired:
+            with suppress(sa.exc.SQLAlchemyError):  # a stale row is replaced by the next holder
+                _clear(engine, key, run_id)
+        exclusion.release()

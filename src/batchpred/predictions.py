@@ -1,0 +1,373 @@
+"""An entity's current prediction: its one definition, the lookups, and `predictions_latest`.
+
+The definition (what the CLI, the API and the analysts' table all answer): among the
+predictions of an entity made by a version that is or was its dataset's champion, the one
+ranked first by
+
+    1. made by the current champion (`by_champion`),
+    2. the newest partition day,
+    3. the newest `scored_at` (a re-score wins over what it replaced),
+    4. the greater version id (only to make the order total).
+
+So an entity the current champion scored shows the champion's newest prediction; one that only
+earlier champions ever scored shows the newest of theirs, with `by_champion` false. Predictions
+of versions that were never champion (shadow scoring, a backfill pinned to a challenger) are
+not current: ask for them by model. "On day D" is the same ranking among the entity's
+predictions for D; "by model M" is M's newest (or M's on D).
+
+`predictions_latest` is a cache of this definition, one row per (dataset, entity), and every
+write that can change the answer keeps it equal to the definition in the same transaction:
+a partition written by a champion past or present upserts its rows where they rank first and
+recomputes the entities a re-score dropped (`after_partition_write`); a change of champion
+(promote, rollback, pin, the nightly gate) recomputes the dataset (`refresh_dataset`).
+`latest_mismatches` recomputes the definition and compares it with the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+CHAMPION = "champion"  # the alias (registry.CHAMPION is the same name)
+
+COLUMNS = (
+    "dataset",
+    "entity_id",
+    "partition_date",
+    "score",
+    "label",
+    "model_version",
+    "run_id",
+    "scored_at",
+)
+_TYPES = (sa.Text, sa.Text, sa.Date, sa.Float, sa.SmallInteger, sa.Text, sa.Text)
+_COLUMN_TYPES: list[tuple[str, Any]] = [
+    *zip(COLUMNS[:-1], _TYPES, strict=True),
+    ("scored_at", sa.DateTime(timezone=True)),
+]
+# Lightweight table clauses: statements build without reflection (the read-only API too).
+PREDICTIONS = sa.table("predictions", *(sa.column(n, t) for n, t in _COLUMN_TYPES))
+LATEST = sa.table("predictions_latest", *(sa.column(n, t) for n, t in _COLUMN_TYPES))
+ALIASES = sa.table(
+    "model_aliases", sa.column("dataset", sa.Text), sa.column("alias", sa.Text),
+    sa.column("version", sa.Text),
+)  # fmt: skip
+HISTORY = sa.table(
+    "model_alias_history", sa.column("dataset", sa.Text), sa.column("alias", sa.Text),
+    sa.column("version", sa.Text),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One stored prediction, as every surface reports it."""
+
+    dataset: str
+    entity_id: str
+    partition_date: date
+    score: float
+    label: int | None  # binary: the predicted class at the model's threshold; else None
+    model_version: str
+    run_id: str
+    scored_at: datetime  # UTC
+    by_champion: bool  # made by the dataset's current champion
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Prediction:
+        day, ts = row["partition_date"], row["scored_at"]
+        if isinstance(day, str):  # SQLite through a raw DBAPI cursor
+            day = date.fromisoformat(day)
+        if isinstance(ts, str):
+            ts = datetime.fromisoformat(ts)
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        label = row["label"]
+        return cls(
+            dataset=row["dataset"],
+            entity_id=str(row["entity_id"]),
+            partition_date=day,
+            score=float(row["score"]),
+            label=None if label is None else int(label),
+            model_version=row["model_version"],
+            run_id=row["run_id"],
+            scored_at=ts,
+            by_champion=bool(row["by_champion"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "entity_id": self.entity_id,
+            "partition_date": self.partition_date.isoformat(),
+            "score": self.score,
+            "label": self.label,
+            "model_version": self.model_version,
+            "run_id": self.run_id,
+            "scored_at": self.scored_at.isoformat(),
+            "by_champion": self.by_champion,
+        }
+
+
+# --- the definition ---------------------------------------------------------------------------
+
+
+def _champion_of(dataset: Any) -> Any:
+    return (
+        sa.select(ALIASES.c.version)
+        .where(ALIASES.c.dataset == dataset, ALIASES.c.alias == CHAMPION)
+        .scalar_subquery()
+    )
+
+
+def _ranking(dataset: Any) -> tuple[list[Any], list[Any], Any]:
+    """(where, order by, by_champion) of the definition over PREDICTIONS for `dataset`."""
+    P = PREDICTIONS.c
+    champion = _champion_of(dataset)
+    ever = sa.select(HISTORY.c.version).where(
+        HISTORY.c.dataset == dataset, HISTORY.c.alias == CHAMPION
+    )
+    current = sa.case((P.model_version == champion, 1), else_=0)
+    where = [P.dataset == dataset, sa.or_(P.model_version == champion, P.model_version.in_(ever))]
+    order = [current.desc(), P.partition_date.desc(), P.scored_at.desc(), P.model_version.desc()]
+    return where, order, current
+
+
+def _by_champion(table: Any, dataset: Any) -> Any:
+    return sa.case((table.c.model_version == _champion_of(dataset), True), else_=False).label(
+        "by_champion"
+    )
+
+
+def statements() -> dict[str, sa.Select[Any]]:
+    """The lookups, with bind parameters `dataset`, `entity_id`, `day`, `model`, `ids`
+    (`ids`: PostgreSQL an array, SQLite a JSON array; see `ids_param`). Each returns COLUMNS
+    and `by_champion`. "current" and "current_many" read the cache, the others the definition."""
+    ds = sa.bindparam("dataset", type_=sa.Text)
+    eid = sa.bindparam("entity_id", type_=sa.Text)
+    day = sa.bindparam("day", type_=sa.Date)
+    model = sa.bindparam("model", type_=sa.Text)
+    P, L = PREDICTIONS.c, LATEST.c
+    where, order, _ = _ranking(ds)
+    of_entity = sa.select(*PREDICTIONS.c, _by_champion(PREDICTIONS, ds)).where(
+        P.dataset == ds, P.entity_id == eid
+    )
+    return {
+        "current": sa.select(*LATEST.c, _by_champion(LATEST, ds)).where(
+            L.dataset == ds, L.entity_id == eid
+        ),
+        "on_day": of_entity.where(*where, P.partition_date == day).order_by(*order).limit(1),
+        "of_model": of_entity.where(P.model_version == model)
+        .order_by(P.partition_date.desc())
+        .limit(1),
+        "of_model_on_day": of_entity.where(P.model_version == model, P.partition_date == day),
+    }
+
+
+def current_many_statement(dialect: str) -> sa.Select[Any]:
+    """The cache's rows of many entities in one statement text whatever their number."""
+    ds, L = sa.bindparam("dataset", type_=sa.Text), LATEST.c
+    if dialect == "sqlite":
+        each = sa.func.json_each(sa.bindparam("ids", type_=sa.Text)).table_valued("value")
+        ids: Any = L.entity_id.in_(sa.select(each.c.value))
+    else:
+        ids = L.entity_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
+    return sa.select(*LATEST.c, _by_champion(LATEST, ds)).where(L.dataset == ds, ids)
+
+
+def statement_for(day: date | None, model: str | None) -> str:
+    """Which of `statements()` answers a lookup."""
+    if model is not None:
+        return "of_model" if day is None else "of_model_on_day"
+    return "current" if day is None else "on_day"
+
+
+def lookup(
+    conn: sa.Connection,
+    dataset: str,
+    entity_id: str,
+    *,
+    day: date | None = None,
+    model: str | None = None,
+) -> Prediction | None:
+    """Entity `entity_id`'s current prediction (see the module docstring); with `day` its
+    prediction for that day; with `model` (a full version id) that version's newest, or its
+    prediction for `day`. None when there is none."""
+    params: dict[str, Any] = {"dataset": dataset, "entity_id": str(entity_id)}
+    if day is not None:
+        params["day"] = day
+    if model is not None:
+        params["model"] = model
+    row = conn.execute(statements()[statement_for(day, model)], params).mappings().first()
+    return Prediction.from_row(dict(row)) if row else None
+
+
+def ids_param(dialect: str, entity_ids: list[str]) -> Any:
+    return json.dumps(entity_ids) if dialect == "sqlite" else entity_ids
+
+
+# --- the cache --------------------------------------------------------------------------------
+
+
+def _definition(dataset: str, extra: list[Any] | None = None) -> sa.Select[Any]:
+    """The definition's first-ranked row of every entity of `dataset` (with `extra`
+    conditions on PREDICTIONS), as COLUMNS."""
+    where, order, _ = _ranking(sa.literal(dataset, sa.Text))
+    rank = sa.func.row_number().over(partition_by=PREDICTIONS.c.entity_id, order_by=order)
+    ranked = sa.select(*PREDICTIONS.c, rank.label("rank")).where(*where, *(extra or [])).subquery()
+    return sa.select(*(ranked.c[c] for c in COLUMNS)).where(ranked.c.rank == 1)
+
+
+def _lock_latest(conn: sa.Connection, dataset: str) -> None:
+    """PostgreSQL: one writer of a dataset's cache rows at a time (partitions written at once
+    would update the same entities and could deadlock on each other's row locks). SQLite
+    has one writer anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:k)"),
+            {"k": zlib.crc32(f"latest|{dataset}".encode())},
+        )
+
+
+def refresh_dataset(conn: sa.Connection, dataset: str) -> int:
+    """Rebuild the dataset's cache rows from the definition (after its champion changed);
+    returns the rows written. Runs in the caller's transaction: the change and the cache
+    commit together."""
+    _lock_latest(conn, dataset)
+    conn.execute(sa.delete(LATEST).where(LATEST.c.dataset == dataset))
+    result = conn.execute(sa.insert(LATEST).from_select(list(COLUMNS), _definition(dataset)))
+    return int(result.rowcount or 0)
+
+
+def _upsert(conn: sa.Connection, select: sa.Select[Any]) -> None:
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(LATEST)
+    stmt = insert.from_select(list(COLUMNS), select)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["dataset", "entity_id"],
+            set_={c: stmt.excluded[c] for c in COLUMNS[2:]},
+        )
+    )
+
+
+def after_partition_write(
+    conn: sa.Connection,
+    *,
+    dataset: str,
+    day: date,
+    version: str,
+    run_id: str,
+    source: str = "predictions",
+    replaced: bool,
+) -> None:
+    """Keep the cache equal to the definition after the partition (`day`, `version`) was
+    written by run `run_id`, inside the partition's transaction. `source` holds the new rows
+    (a table name: `predictions` itself, or PostgreSQL's staging leaf before its swap);
+    `replaced`: the partition had rows before (a re-score), whose entities may be gone.
+
+    A version that never was champion changes nothing. The new rows win over the cached one
+    where they rank first: for the champion, unless the cache holds its own newer day; for an
+    earlier champion, where the cache holds no current-champion row and nothing newer. Then
+    the entities still pointing at the replaced rows get their next-ranked prediction, or
+    leave the cache if they have none."""
+    _lock_latest(conn, dataset)
+    champion = conn.execute(
+        sa.select(ALIASES.c.version).where(
+            ALIASES.c.dataset == dataset, ALIASES.c.alias == CHAMPION
+        )
+    ).scalar()
+    if version != champion:
+        ever = conn.execute(
+            sa.select(HISTORY.c.version)
+            .where(
+                HISTORY.c.dataset == dataset,
+                HISTORY.c.alias == CHAMPION,
+                HISTORY.c.version == version,
+            )
+            .limit(1)
+        ).first()
+        if ever is None:
+            return
+    params = {"dataset": dataset, "day": day, "version": version, "champion": champion}
+    if version == champion:
+        wins = (
+            "NOT (predictions_latest.model_version = excluded.model_version "
+            "AND predictions_latest.partition_date > excluded.partition_date)"
+        )
+    elif champion is None:
+        wins = "predictions_latest.partition_date <= excluded.partition_date"
+    else:
+        wins = (
+            "predictions_latest.model_version <> :champion "
+            "AND predictions_latest.partition_date <= excluded.partition_date"
+        )
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
+    columns = ", ".join(COLUMNS)
+    conn.execute(
+        sa.text(
+            f"INSERT INTO predictions_latest ({columns}) SELECT {columns} FROM {source} "
+            "WHERE partition_date = :day AND model_version = :version AND dataset = :dataset "
+            f"ORDER BY entity_id ON CONFLICT (dataset, entity_id) DO UPDATE SET {updates} "
+            f"WHERE {wins}"
+        ),
+        params,
+    )
+    if not replaced:
+        return
+    # Cache rows still pointing at the partition but not written now: entities the new input
+    # no longer has. Their next-ranked prediction, read past the partition's old rows (on
+    # PostgreSQL still attached until the swap), then whatever is left has none.
+    L, P = LATEST.c, PREDICTIONS.c
+    stale = [
+        L.dataset == dataset,
+        L.partition_date == day,
+        L.model_version == version,
+        L.run_id != run_id,
+    ]
+    dropped = sa.select(L.entity_id).where(*stale)
+    if conn.execute(dropped.limit(1)).first() is None:
+        return
+    _upsert(
+        conn,
+        _definition(
+            dataset,
+            [
+                P.entity_id.in_(dropped),
+                sa.not_(sa.and_(P.partition_date == day, P.model_version == version)),
+            ],
+        ),
+    )
+    conn.execute(sa.delete(LATEST).where(*stale))
+
+
+def latest_mismatches(conn: sa.Connection, dataset: str, limit: int = 20) -> list[str]:
+    """Entities whose cache row differs from the definition (missing, extra or different),
+    at most `limit`, each as one line; [] when the cache is right."""
+    want = {r.entity_id: tuple(r) for r in conn.execute(_definition(dataset))}
+    have = {
+        r.entity_id: tuple(r)
+        for r in conn.execute(sa.select(*(LATEST.c[c] for c in COLUMNS)).where(
+            LATEST.c.dataset == dataset
+        ))
+    }  # fmt: skip
+    out = []
+    for entity in sorted(want.keys() | have.keys()):
+        if _normal(want.get(entity)) != _normal(have.get(entity)):
+            out.append(f"{entity}: cache {have.get(entity)} != definition {want.get(entity)}")
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _normal(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """Comparable across how dialects hand back dates and times."""
+    if row is None:
+        return None
+    return tuple(
+        v.replace(tzinfo=None) if isinstance(v, datetime) else str(v) if isinstance(v, date) else v
+        for v in row
+    )
