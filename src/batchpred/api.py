@@ -1,8 +1,8 @@
 """A read-only HTTP API over the stored predictions, for applications that want a precomputed
 prediction without SQL (`batchpred api`, `make api`).
 
-    GET  /v1/predictions/{dataset}/{entity_id}    the champion's latest (predictions_latest)
-         ?date=YYYY-MM-DD                          that day's, by the champion of the time
+    GET  /v1/predictions/{dataset}/{entity_id}    the current prediction (predictions_latest)
+         ?date=YYYY-MM-DD                          that day's, ranked the same way
          ?model=<hex version>                      that version's newest (with date: that day's)
     POST /v1/predictions/{dataset}:batch          {"entity_ids": [...]} (up to 1000): latest
                                                   of each found id, and the ids not found
@@ -25,9 +25,9 @@ a few executions per connection.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
-import json
 import logging
 import math
 import os
@@ -56,9 +56,8 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
-from sqlalchemy.dialects import postgresql
 
-from batchpred import config
+from batchpred import config, predictions
 
 log = logging.getLogger("batchpred.api")
 
@@ -173,26 +172,9 @@ def readonly_engine(url: str | sa.URL, *, pool_size: int = 10) -> sa.Engine:
     return engine
 
 
-_COLUMNS = (
-    ("dataset", sa.Text),
-    ("entity_id", sa.Text),
-    ("partition_date", sa.Date),
-    ("score", sa.Float),
-    ("label", sa.SmallInteger),
-    ("model_version", sa.Text),
-    ("run_id", sa.Text),
-    ("scored_at", sa.DateTime(timezone=True)),
-)
-LATEST = sa.table("predictions_latest", *(sa.column(n, t) for n, t in _COLUMNS))
-PREDICTIONS = sa.table("predictions", *(sa.column(n, t) for n, t in _COLUMNS))
-HISTORY = sa.table(
-    "model_alias_history",
-    sa.column("id", sa.Integer),
-    sa.column("dataset", sa.Text),
-    sa.column("alias", sa.Text),
-    sa.column("version", sa.Text),
-    sa.column("set_at", sa.DateTime(timezone=True)),
-)
+def _value(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the typed value every surface shares (predictions.Prediction)."""
+    return dataclasses.asdict(predictions.Prediction.from_row(row))
 
 
 class Store:
@@ -205,33 +187,11 @@ class Store:
         self.engine = engine
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._sqlite = engine.dialect.name == "sqlite"
-        ds, eid = sa.bindparam("dataset", type_=sa.Text), sa.bindparam("entity_id", type_=sa.Text)
-        L, P, H = LATEST.c, PREDICTIONS.c, HISTORY.c
-        by_entity = sa.select(*PREDICTIONS.c).where(P.dataset == ds, P.entity_id == eid)
-        model = P.model_version == sa.bindparam("model", type_=sa.Text)
-        day = P.partition_date == sa.bindparam("day", type_=sa.Date)
-        # The champion when the row was scored: the newest champion change at or before it.
-        champion_then = (
-            sa.select(H.version)
-            .where(H.dataset == P.dataset, H.alias == "champion", H.set_at <= P.scored_at)
-            .order_by(H.set_at.desc(), H.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        if self._sqlite:  # one statement text for any number of ids: a JSON array
-            each = sa.func.json_each(sa.bindparam("ids", type_=sa.Text)).table_valued("value")
-            ids: Any = L.entity_id.in_(sa.select(each.c.value))
-        else:
-            ids = L.entity_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
+        # The statements of predictions.py: the one definition the CLI and the cache use.
         statements: dict[str, sa.Executable] = {
-            "latest": sa.select(*LATEST.c).where(L.dataset == ds, L.entity_id == eid),
-            "of_model": by_entity.where(model).order_by(P.partition_date.desc()).limit(1),
-            "of_model_on_day": by_entity.where(model, day),
-            "champion_on_day": by_entity.where(day, P.model_version == champion_then)
-            .order_by(P.scored_at.desc())
-            .limit(1),
-            "batch": sa.select(*LATEST.c).where(L.dataset == ds, ids),
-            "ping": sa.select(sa.literal_column("1")).select_from(LATEST).limit(1),
+            **predictions.statements(),
+            "batch": predictions.current_many_statement(engine.dialect.name),
+            "ping": sa.select(sa.literal_column("1")).select_from(predictions.LATEST).limit(1),
         }
         self._sql = {name: self._compile(stmt) for name, stmt in statements.items()}
 
@@ -270,31 +230,21 @@ class Store:
                 conn.close()
         raise AssertionError("unreachable")
 
-    def latest(self, dataset: str, entity_id: str) -> dict[str, Any] | None:
-        rows = self._rows("latest", {"dataset": dataset, "entity_id": entity_id})
-        return rows[0] if rows else None
-
     def find(
         self, dataset: str, entity_id: str, *, day: date | None, model: str | None
     ) -> dict[str, Any] | None:
-        """The champion's latest; with `day` that day's by the champion of the time; with
-        `model` that version's newest (with `day`: that day's)."""
-        if day is None and model is None:
-            return self.latest(dataset, entity_id)
+        """predictions.lookup, on the compiled statements (see predictions.statement_for)."""
         params: dict[str, Any] = {"dataset": dataset, "entity_id": entity_id}
         if day is not None:
             params["day"] = day.isoformat() if self._sqlite else day
         if model is not None:
             params["model"] = model
-            name = "of_model" if day is None else "of_model_on_day"
-        else:
-            name = "champion_on_day"
-        rows = self._rows(name, params)
-        return rows[0] if rows else None
+        rows = self._rows(predictions.statement_for(day, model), params)
+        return _value(rows[0]) if rows else None
 
     def batch(self, dataset: str, entity_ids: list[str]) -> list[dict[str, Any]]:
-        ids: Any = json.dumps(entity_ids) if self._sqlite else entity_ids
-        return self._rows("batch", {"dataset": dataset, "ids": ids})
+        ids = predictions.ids_param(self.engine.dialect.name, entity_ids)
+        return [_value(r) for r in self._rows("batch", {"dataset": dataset, "ids": ids})]
 
     def ping(self) -> None:
         self._rows("ping", {})
@@ -404,6 +354,10 @@ class Prediction(BaseModel):
     model_version: str = Field(description="the model that made it (model_versions.version)")
     run_id: str
     scored_at: datetime
+    by_champion: bool = Field(
+        description="made by the dataset's current champion; false where only an earlier "
+        "champion scored the entity (or, with `model`, another version made it)"
+    )
 
     @field_validator("scored_at")
     @classmethod
@@ -525,13 +479,15 @@ def create_app(
         day: DayQuery = None,
         model: ModelQuery = None,
     ) -> dict[str, Any]:
-        """The latest prediction of the entity by its dataset's champion. With `date`: that
-        day's prediction by the model that was champion when the day was scored. With `model`:
-        that version's newest prediction (with `date` too: that day's)."""
+        """The entity's current prediction: its dataset's champion's newest, or where the
+        champion never scored it an earlier champion's (`by_champion` false). With `date`:
+        the same ranking among that day's predictions. With `model`: that version's newest
+        prediction (with `date` too: that day's). The CLI's `predictions lookup` and the
+        table predictions_latest give the same answer (batchpred.predictions)."""
         version = model.lower() if model else None
         row = store.find(dataset, entity_id, day=day, model=version)
         if row is None:
-            by = f" by {version}" if version else " by the champion"
+            by = f" by {version}" if version else ""
             on = f" on {day}" if day else ""
             raise HTTPException(404, f"no prediction of {entity_id!r} in {dataset!r}{by}{on}")
         return row

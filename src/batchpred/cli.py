@@ -198,7 +198,13 @@ def cmd_predictions(args: argparse.Namespace, settings: config.Settings) -> None
     dataset = settings.dataset.name
     _report(
         lambda engine: reports.predictions_lookup(
-            engine, dataset, args.entity_id, day=args.day, model=args.model, every=args.all
+            engine,
+            dataset,
+            args.entity_id,
+            day=args.day,
+            model=args.model,
+            every=args.all,
+            as_json=args.json,
         )
     )
 
@@ -317,7 +323,7 @@ def add_lifecycle_commands(
     lookups = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = lookups.add_parser(
         "lookup",
-        help="an entity's latest prediction by the champion (or filtered)",
+        help="an entity's current prediction (the champion's newest; see README), or filtered",
         parents=common,
         allow_abbrev=False,
     )
@@ -326,6 +332,12 @@ def add_lifecycle_commands(
     p.add_argument("--model", help=f"by this model ({ref}); default the champion")
     p.add_argument(
         "--all", action="store_true", help="every prediction that matches (any model, any day)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the answer as JSON (dataset, entity_id, partition_date, score, label, "
+        "model_version, run_id, scored_at, by_champion)",
     )
 
 

@@ -108,7 +108,7 @@ class Prediction:
             "label": self.label,
             "model_version": self.model_version,
             "run_id": self.run_id,
-            "scored_at": self.scored_at.isoformat(),
+            "scored_at": self.scored_at.isoformat().replace("+00:00", "Z"),  # as the API
             "by_champion": self.by_champion,
         }
 

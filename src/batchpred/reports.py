@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from batchpred import db, evaluation, promotion, registry, storage, training
+from batchpred import db, evaluation, predictions, promotion, registry, storage, training
 
 METRIC_NAMES = {  # display order and names; anything else shows with spaces for underscores
     "auc": "AUC",
@@ -539,20 +539,10 @@ def _alias_line(dataset: str, aliases: dict[str, registry.AliasState]) -> str:
 # --- predictions -------------------------------------------------------------------------------
 
 
-def find_predictions(
-    engine: sa.Engine,
-    dataset: str,
-    entity_id: str,
-    *,
-    day: date | None = None,
-    model: str | None = None,
-    every: bool = False,
-) -> list[dict[str, Any]]:
-    """An entity's predictions, newest day first. By default the champion's latest one; `model`
-    another version's; `day` that day's; `every` all that match (any model unless `model`)."""
-    preds, versions = db.table(engine, "predictions"), db.table(engine, "model_versions")
-    if model is None and not every:
-        model = registry.find_version(engine, dataset, registry.CHAMPION)
+def find_predictions(engine: sa.Engine, dataset: str, entity_id: str) -> list[dict[str, Any]]:
+    """Every stored prediction of an entity (any model, any day), newest day first: the
+    history, not the current prediction (that is predictions.lookup)."""
+    preds = db.table(engine, "predictions")
     query = (
         sa.select(
             preds.c.partition_date,
@@ -561,16 +551,9 @@ def find_predictions(
             preds.c.label,
             preds.c.scored_at,
         )
-        .join(versions, versions.c.version == preds.c.model_version)
-        .where(versions.c.dataset == dataset, preds.c.entity_id == str(entity_id))
+        .where(preds.c.dataset == dataset, preds.c.entity_id == str(entity_id))
         .order_by(preds.c.partition_date.desc(), preds.c.model_version)
     )
-    if model is not None:
-        query = query.where(preds.c.model_version == model)
-    if day is not None:
-        query = query.where(preds.c.partition_date == day)
-    if not every:
-        query = query.limit(1)
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -583,12 +566,52 @@ def predictions_lookup(
     day: date | None = None,
     model: str | None = None,
     every: bool = False,
+    as_json: bool = False,
 ) -> str:
-    """find_predictions as a table; NotFound when nothing matches."""
+    """predictions.lookup rendered (a table, or its JSON); with `every` the entity's whole
+    history. NotFound when nothing matches."""
     version = registry.find_version(engine, dataset, model) if model is not None else None
-    found = find_predictions(engine, dataset, entity_id, day=day, model=version, every=every)
+    if every:
+        found = [
+            r
+            for r in find_predictions(engine, dataset, entity_id)
+            if (version is None or r["model_version"] == version)
+            and (day is None or _day(r["partition_date"]) == day)
+        ]
+        if as_json:
+            return json.dumps(
+                [
+                    {
+                        "dataset": dataset,
+                        "entity_id": str(entity_id),
+                        "partition_date": str(_day(r["partition_date"])),
+                        "score": r["score"],
+                        "label": r["label"],
+                        "model_version": r["model_version"],
+                    }
+                    for r in found
+                ]
+            )
+    else:
+        with engine.connect() as conn:
+            one = predictions.lookup(conn, dataset, entity_id, day=day, model=version)
+        if one is not None and as_json:
+            return json.dumps(one.to_json())
+        found = (
+            [
+                {
+                    "partition_date": one.partition_date,
+                    "model_version": one.model_version,
+                    "score": one.score,
+                    "label": one.label,
+                    "scored_at": one.scored_at,
+                }
+            ]
+            if one
+            else []
+        )
     if not found:
-        by = f" by {version}" if version else "" if every else " by the champion"
+        by = f" by {version}" if version else ""
         on = f" on {day}" if day else ""
         raise NotFound(f"no prediction of entity {entity_id!r} in {dataset!r}{by}{on}")
     aliases = registry.get_aliases(engine, dataset)
@@ -604,7 +627,12 @@ def predictions_lookup(
         for r in found
     ]
     table = align(["DAY", "MODEL", "ALIASES", "SCORE", "LABEL", "SCORED AT (UTC)"], rows, right=[3])
-    return f"entity {entity_id} of {dataset}:\n{table}"
+    note = ""
+    if not every and version is None and aliases.get(registry.CHAMPION) is not None:
+        champion = aliases[registry.CHAMPION].version
+        if found[0]["model_version"] != champion:
+            note = f"\n(the champion {champion} has not scored it; an earlier champion's)"
+    return f"entity {entity_id} of {dataset}:\n{table}{note}"
 
 
 # --- the gate's decision and what the next nightly may do, in words ----------------------------

@@ -320,11 +320,11 @@ def in_process_sql(url: str, rows: int, n: int = 3000) -> dict[str, float]:
     rng = np.random.default_rng(1)
     ids = [str(i) for i in rng.integers(rows, size=n + 200) + BASE_ID]
     for i in ids[:200]:
-        store.latest(DATASET, i)
+        store.find(DATASET, i, day=None, model=None)
     lat = []
     for i in ids[200:]:
         t0 = time.perf_counter_ns()
-        store.latest(DATASET, i)
+        store.find(DATASET, i, day=None, model=None)
         lat.append(time.perf_counter_ns() - t0)
     store.engine.dispose()
     ms = np.array(lat) / 1e6

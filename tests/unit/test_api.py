@@ -149,6 +149,7 @@ def test_latest_is_the_current_champions_newest(client: TestClient) -> None:
     # b was scored only by V1, champion then: its row stays after V2's promotion
     b = get(client, "/v1/predictions/churn/b")
     assert (b["model_version"], b["partition_date"], b["score"]) == (V1, "2026-10-01", 0.2)
+    assert body["by_champion"] is True and b["by_champion"] is False  # an earlier champion's
     other = get(client, "/v1/predictions/deliveries/a")  # datasets are kept apart
     assert (other["model_version"], other["score"], other["label"]) == (V4, 42.0, 1)
 
@@ -160,12 +161,12 @@ def test_not_found_is_404_with_a_json_error(client: TestClient) -> None:
         assert r.headers["content-type"] == "application/json"
         assert "no prediction of" in r.json()["detail"]
     r = client.get("/v1/predictions/churn/a", params={"date": "2026-09-30"})
-    assert r.status_code == 404 and "by the champion on 2026-09-30" in r.json()["detail"]
+    assert r.status_code == 404 and "in 'churn' on 2026-09-30" in r.json()["detail"]
     r = client.get("/v1/predictions/churn/a", params={"model": "abcdef0123456789"})
     assert r.status_code == 404 and "by abcdef0123456789" in r.json()["detail"]
 
 
-def test_date_gives_that_days_prediction_by_the_champion_of_the_time(client: TestClient) -> None:
+def test_date_gives_that_days_prediction_ranked_as_the_current_one(client: TestClient) -> None:
     on = {d: get(client, "/v1/predictions/churn/a", date=d) for d in ("2026-10-01", "2026-10-02")}
     assert (on["2026-10-01"]["model_version"], on["2026-10-01"]["score"]) == (V1, 0.1)
     # D2: V1 was champion when it scored; V3's shadow prediction of the same day is not it

@@ -540,14 +540,14 @@ def test_predictions_lookup(bp, engine: sa.Engine, three: dict[str, str]) -> Non
     assert [r.split()[:2] for r in by_model] == [["2026-10-02", bad]]
 
     message = error_of(bp, "predictions", "lookup", "c", "--day", "2026-10-01")
-    assert message.endswith("no prediction of entity 'c' in 'churn' by the champion on 2026-10-01")
+    assert message.endswith("no prediction of entity 'c' in 'churn' on 2026-10-01")
     assert "no prediction of entity 'zz'" in error_of(bp, "predictions", "lookup", "zz", "--all")
     assert "unknown model 'ffff'" in error_of(bp, "predictions", "lookup", "a", "--model", "ffff")
 
 
 def test_reports_without_a_champion(engine: sa.Engine) -> None:
     assert reports.models_list(engine, "churn") == "no models registered for dataset 'churn' yet"
-    with pytest.raises(registry.UnknownModelError, match="no 'champion' model"):
+    with pytest.raises(reports.NotFound, match="no prediction of entity 'a' in 'churn'"):
         reports.predictions_lookup(engine, "churn", "a")
     assert reports.alias_history(engine, "churn") == "no alias changes for dataset 'churn' yet"
 

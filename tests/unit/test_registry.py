@@ -370,19 +370,22 @@ def test_predictions_latest_keeps_each_entitys_newest_champion_prediction(
             r.entity_id: (r.dataset, str(r.partition_date), r.score, r.model_version) for r in rows
         }
 
-    part(champ, date(2026, 9, 30), ["z"], seed=9)
+    z = part(champ, date(2026, 9, 30), ["z"], seed=9)
     assert latest() == {}  # written while no model was champion
     registry.set_alias(engine, "churn", "champion", champ, "test")
+    assert latest() == z  # the champion now: its predictions are current, older ones too
     c1 = part(champ, day1, ["a", "b"], seed=1)
     c2 = part(champ, day2, ["a", "c"], seed=2)
-    part(other, day2, ["a", "b", "c", "d"], seed=3)  # a challenger's shadow scores
-    want = {"a": c2["a"], "b": c1["b"], "c": c2["c"]}
+    shadow = part(other, day2, ["a", "b", "c", "d"], seed=3)  # a challenger's shadow scores
+    want = z | {"a": c2["a"], "b": c1["b"], "c": c2["c"]}
     assert latest() == want
     registry.set_alias(engine, "churn", "champion", other, "promotion")
-    assert latest() == want  # a promotion removes nobody
+    # the new champion's own predictions are current; z keeps the earlier champion's
+    want = z | shadow
+    assert latest() == want
     o3 = part(other, day3, ["a", "d"], seed=4)
     want |= o3
     assert latest() == want
     o1 = part(other, day1, ["b", "e"], seed=5)  # backfill of an older day by the champion
-    # b: same day as its latest, written by the champion now: replaced; e: new
-    assert latest() == want | o1
+    # b: the champion's day2 is newer and stays; e: new
+    assert latest() == want | {"e": o1["e"]}

@@ -1,0 +1,177 @@
+"""One answer to "entity E's current prediction" on every surface: the CLI (`predictions lookup
+--json`), the API and the table `predictions_latest`, played through one scenario on SQLite and
+PostgreSQL: score; re-score a day from an input whose entities changed; promote a second
+model; the new champion scores the day; roll back. After each step the three agree for every
+entity, the cache equals its definition, and no cache row points at a missing prediction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from batchpred import cli, db, predictions, registry, sinks
+from tests.unit.test_api import KEY, make_client, register, score
+
+ROOT = Path(__file__).resolve().parents[2]
+CHURN = ["--config", str(ROOT / "configs/base.yaml")]
+CHURN += ["--config", str(ROOT / "configs/datasets/churn.yaml")]
+V1, V2 = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"
+D1, D2 = date(2026, 10, 1), date(2026, 10, 2)
+ENTITIES = ["a", "b", "c", "d", "e"]
+
+
+def rescore(engine: sa.Engine, day: date, version: str, scores: dict) -> None:
+    """The day written again from a changed input (a new fingerprint), as scoring does."""
+    key = sinks.PartitionKey("churn", day, version)
+    values = np.array(list(scores.values()), dtype=float)
+    with sinks.partition_writer(engine, key, f"rerun-{day}", fingerprint="fp2") as out:
+        out.write(sinks.PredictionBatch(pa.array(list(scores), pa.string()), values, None))
+        out.finish(sinks.LedgerEntry("fp2", len(scores), 0, datetime.now(UTC)))
+
+
+def _promote(engine: sa.Engine, version: str) -> None:
+    registry.promote(engine, "churn", version, "test", by="test")
+
+
+def _rollback(engine: sa.Engine, version: str) -> None:
+    registry.rollback(engine, "churn", "bad", by="test")
+
+
+# Each step and what entity -> (day, model) must be current after it (None: no prediction).
+STEPS = [
+    (
+        "V1 scores D1 and D2",
+        lambda e: (
+            score(e, "churn", D1, V1, {"a": 0.1, "b": 0.2, "c": 0.3}),
+            score(e, "churn", D2, V1, {"a": 0.4, "b": 0.5}),
+        ),
+        {"a": (D2, V1), "b": (D2, V1), "c": (D1, V1), "d": None, "e": None},
+    ),
+    (
+        "D2 re-scored from a changed input: b gone, d new",
+        lambda e: rescore(e, D2, V1, {"a": 0.45, "d": 0.6}),
+        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": None},
+    ),
+    (
+        "V2 promoted, has scored nothing: V1's answers stand, by an earlier champion",
+        lambda e: _promote(e, V2),
+        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": None},
+    ),
+    (
+        "V2 scores D1 (older than V1's D2): the champion's own prediction wins",
+        lambda e: score(e, "churn", D1, V2, {"a": 0.7, "e": 0.8}),
+        {"a": (D1, V2), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": (D1, V2)},
+    ),
+    (
+        "rolled back to V1: V1's where it scored, V2's (an earlier champion now) elsewhere",
+        lambda e: _rollback(e, V1),
+        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": (D1, V2)},
+    ),
+]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/truth.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def engine(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Engine]:
+    monkeypatch.setenv("BATCHPRED_DATABASE_URL", url)
+    eng = db.create_engine(url)
+    db.migrate(eng)
+    register(eng, V1, "churn")
+    register(eng, V2, "churn")
+    registry.set_alias(eng, "churn", "champion", V1, "first", by="test")
+    yield eng
+    eng.dispose()
+
+
+def cli_answer(entity: str, capsys: pytest.CaptureFixture[str]) -> dict | None:
+    capsys.readouterr()
+    try:
+        cli.main(["predictions", "lookup", entity, "--json", *CHURN])
+    except SystemExit as exit_:
+        assert "no prediction" in str(exit_.code), exit_.code
+        return None
+    return json.loads(capsys.readouterr().out)
+
+
+def table_answer(engine: sa.Engine, entity: str) -> dict | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT partition_date, model_version, score FROM predictions_latest "
+                "WHERE dataset = 'churn' AND entity_id = :e"
+            ),
+            {"e": entity},
+        ).first()
+    if row is None:
+        return None
+    return {"partition_date": str(row[0]), "model_version": row[1], "score": row[2]}
+
+
+def test_cli_api_and_table_tell_one_truth_at_every_step(
+    engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with make_client(engine) as client:
+        client.headers["X-API-Key"] = KEY
+        for name, step, expected in STEPS:
+            step(engine)
+            with engine.connect() as conn:
+                assert predictions.latest_mismatches(conn, "churn") == [], name
+                dangling = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM predictions_latest l WHERE NOT EXISTS (SELECT 1 "
+                        "FROM predictions p WHERE p.dataset = l.dataset AND p.entity_id = "
+                        "l.entity_id AND p.partition_date = l.partition_date AND "
+                        "p.model_version = l.model_version)"
+                    )
+                ).scalar()
+            assert dangling == 0, name
+            champion = registry.get_alias(engine, "churn", "champion")
+            for entity in ENTITIES:
+                want = expected[entity]
+                from_cli = cli_answer(entity, capsys)
+                response = client.get(f"/v1/predictions/churn/{entity}")
+                from_table = table_answer(engine, entity)
+                if want is None:
+                    assert from_cli is None and from_table is None, (name, entity)
+                    assert response.status_code == 404, (name, entity)
+                    continue
+                from_api = response.json()
+                day, version = want
+                for answer in (from_cli, from_api, from_table):
+                    assert answer is not None, (name, entity)
+                    assert (answer["partition_date"], answer["model_version"]) == (
+                        str(day),
+                        version,
+                    ), (name, entity, answer)
+                assert from_cli["score"] == from_api["score"] == from_table["score"]
+                assert from_cli == {k: from_api[k] for k in from_cli}, (name, entity)
+                assert from_cli["by_champion"] is (version == champion), (name, entity)
+                # "on day D" is the same ranking: the CLI and the API agree on each day.
+                for d in (D1, D2):
+                    on_day = client.get(f"/v1/predictions/churn/{entity}", params={"date": str(d)})
+                    capsys.readouterr()
+                    try:
+                        cli.main(
+                            ["predictions", "lookup", entity, "--day", str(d), "--json", *CHURN]
+                        )
+                        cli_day = json.loads(capsys.readouterr().out)
+                    except SystemExit:
+                        cli_day = None
+                    if cli_day is None:
+                        assert on_day.status_code == 404, (name, entity, d)
+                    else:
+                        assert on_day.json()["model_version"] == cli_day["model_version"]
+                        assert on_day.json()["score"] == cli_day["score"]
