@@ -75,7 +75,7 @@ def test_the_nightly_schedule_comes_from_config(tmp_path, monkeypatch):
         "timezone": "Europe/Amsterdam",
         "workspace": str(tmp_path.resolve()),
     }
-    with pytest.raises(ValueError, match="'Mars/Olympus' is not an IANA timezone"):
+    with pytest.raises(config.SetupError, match="'Mars/Olympus' is not an IANA timezone"):
         deployments.deployments(_config(tmp_path, schedule={"timezone": "Mars/Olympus"}))
 
 
