@@ -6,8 +6,8 @@ transaction, and a per-partition lock serialises concurrent writers: `locks.part
 taken by scoring before it reads the partition (a session advisory lock on PostgreSQL, a
 `flock` on a file beside the database on SQLite; see locks.py), so a duplicate run waits and
 then reads nothing; each commit also re-checks the ledger under a lock of its own (two-key
-advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite). The same transaction
-refreshes `predictions_latest` when the model is its dataset's champion. Bulk paths by
+advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite). The same transaction keeps
+`predictions_latest` equal to its definition (predictions.after_partition_write). Bulk paths by
 dialect: PostgreSQL streams CSV made by Arrow into ``COPY`` of a new (day, model) leaf built
 aside while scoring, then swaps it in with a few milliseconds of DDL that never queues
 readers for long; SQLite and other dialects spool the predictions to a local Arrow file
