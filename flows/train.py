@@ -37,14 +37,25 @@ def train(config_files: list[str] | None = None, workspace: str = ".") -> dict[s
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
-    """What a training run decided, for the terminal: the model, its holdout metrics under
-    readable names (4 decimals), and the gate's reasons in words (from its GateDecision)."""
+    """What a training run decided, for the terminal: the model, its evaluated model's holdout
+    metrics under readable names (4 decimals) and the rows they were taken on, its baselines'
+    on the same rows with the lift over the linear one, and the gate's reasons in words (from
+    its GateDecision)."""
     decision: GateDecision = result["gate"]
-    return [
+    lines = [
         f"model {decision.version}: {decision.decision}",
         f"  holdout: {reports.format_metrics(dict(decision.challenger_metrics))}",
-        f"  why: {decision.describe()}",
     ]
+    if decision.compared_on and not decision.incomparable:
+        lines.append(f"    on {decision.compared_on}")
+    if decision.baselines:
+        recorded = {
+            "primary": decision.metric,
+            "baselines": decision.baselines,
+            "lift_over_linear": decision.lift,
+        }
+        lines.append(f"  baselines: {reports.baselines_text(recorded)}")
+    return [*lines, f"  why: {decision.describe()}"]
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.train") -> None:

@@ -67,9 +67,10 @@ def push_artifacts(workspace: str, config_files: list[str] | None, dataset: str)
 @task(name="register-and-gate", cache_policy=NONE)
 def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
     """Register the trained model and promote it if it passes the gate against the champion
-    on the same holdout. The result: the GateDecision under "gate", its JSON-ready fields
-    (evaluation.GateDecision.as_dict: version, decision, reason in words, metrics) and what
-    the model was trained on."""
+    (their evaluated models, on the holdout rows neither saw, beside the challenger's
+    baselines). The result: the GateDecision under "gate", its JSON-ready fields
+    (evaluation.GateDecision.as_dict: version, decision, reason in words, metrics, baselines,
+    lift, compared rows) and what the model was trained on."""
     work, out = Path(workspace), train_dir(settings.dataset.name)
     decision = promotion.promote_if_better(
         resources.engine(),

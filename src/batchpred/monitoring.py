@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from batchpred import db, evaluation, labels, schema, scoring, stats
+from batchpred import db, evaluation, labels, registry, schema, scoring, stats
 from batchpred.config import DatasetSpec, MonitoringConfig, Settings
-from batchpred.model import LoadedModel, predict_table
+from batchpred.model import LoadedModel, predict_table, trained_days
 
 log = logging.getLogger(__name__)
 PSI_FLOOR = 1e-4  # empty bins would make PSI infinite
@@ -257,10 +257,13 @@ def realised_performance(
     """For every (day, model version) in the ledger whose labels have arrived: the model's
     realised metrics on that day (AUC/log loss or RMSE/MAE over the rows that have a label),
     stored in realised_metrics, with `unmatched_labels`: the day's late labels whose entity
-    id matches no row. A day whose late labels fail that check (labels.LateLabels) is not
-    measured: each pair gets a row of 0 rows whose metrics carry the failure's one line as
-    `error` (and a WARNING says it). A pair is computed again only when its labels changed.
-    Returns the pairs computed by this call."""
+    id matches no row, and `in_sample` true where the model was fit on the day's rows
+    (model.trained_days: a refit trains on the newest labelled day, which the nightly also
+    scores): such a day says how well the model fits, not how well it predicts. A day whose
+    late labels fail that check (labels.LateLabels) is not measured: each pair gets a row of
+    0 rows whose metrics carry the failure's one line as `error` (and a WARNING says it). A
+    pair is computed again only when its labels changed. Returns the pairs computed by this
+    call."""
     spec = settings.dataset
     ledger, realised = db.table(engine, "scoring_ledger"), db.table(engine, "realised_metrics")
     with engine.connect() as conn:
@@ -278,6 +281,7 @@ def realised_performance(
             )
         }
     out = []
+    fitted: dict[str, frozenset[date]] = {}  # version -> the days its deployed model was fit on
     for day in sorted({d for d, _ in done}):
         labels_hash = labels.labels_hash(settings, day)  # manifests only: cheap
         versions = [
@@ -300,10 +304,25 @@ def realised_performance(
         ids, y = known_labels
         unmatched = None if late is None else late.unmatched
         for version in versions:
-            row = _realised_row(engine, settings, day, version, ids, y, labels_hash, unmatched)
+            if version not in fitted:
+                fitted[version] = _trained_days(engine, version)
+            row = _realised_row(
+                engine, settings, day, version, ids, y, labels_hash, unmatched,
+                in_sample=day in fitted[version],
+            )  # fmt: skip
             if row is not None:
                 out.append(row)
     return out
+
+
+def _trained_days(engine: sa.Engine, version: str) -> frozenset[date]:
+    """model.trained_days of a registered version, from its stored manifest; none for a
+    version the registry does not know (predictions written without registering a model)."""
+    try:
+        uri = registry.get_version(engine, version)["uri"]
+    except registry.UnknownModelError:
+        return frozenset()
+    return trained_days(registry.read_manifest(uri))
 
 
 def _realised_row(
@@ -315,6 +334,7 @@ def _realised_row(
     y: np.ndarray,
     labels_hash: str,
     unmatched: int | None = None,
+    in_sample: bool = False,
 ) -> dict[str, Any] | None:
     preds = db.table(engine, "predictions")
     with engine.connect() as conn:
@@ -338,6 +358,8 @@ def _realised_row(
         metrics = {"rows": len(joined), "error": str(exc)}
     if unmatched is not None:
         metrics["unmatched_labels"] = unmatched
+    if in_sample:
+        metrics["in_sample"] = True
     return _store_realised(engine, spec.name, day, version, len(joined), metrics, labels_hash)
 
 

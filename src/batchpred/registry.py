@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,10 +27,11 @@ import fsspec
 import sqlalchemy as sa
 import xgboost as xgb
 
-from batchpred import db, predictions, schema, storage
+from batchpred import baselines, db, predictions, schema, storage
 from batchpred.model import LoadedModel, ModelIntegrityError, sha256_bytes
 from batchpred.model import predict_table as predict_table  # re-exported for callers
 
+MODEL_FILE = "model.ubj"  # the deployed model (training.MODEL_FILE); companions beside it
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PINNED = "pinned"  # points at the champion while it is frozen against the nightly gate
@@ -110,20 +111,28 @@ def register_model(
     dvc_hash: str | None = None,
     dataset: str | None = None,
 ) -> str:
-    """Copy a trained model (model.ubj + manifest.json) into the store and record it for the
-    manifest's dataset (which must be `dataset`, when given). Idempotent per dataset:
-    registering the same bytes for the same dataset again returns the version they already
-    have (an id from before ids carried the dataset included), rewrites only that version's
-    files and records where they were written now (a row from before uris were absolute is
-    healed). The same bytes for another dataset are another version (version_of). A local
-    `registry` is recorded as an absolute path (store_url)."""
+    """Copy a trained model (model.ubj + manifest.json, and the companions the manifest names:
+    the evaluated twin, the linear baseline; each checked against its sha256 there) into the
+    store and record it for the manifest's dataset (which must be `dataset`, when given).
+    Idempotent per dataset: registering the same bytes for the same dataset again returns the
+    version they already have (an id from before ids carried the dataset included), rewrites
+    only that version's files and records where they were written now (a row from before
+    uris were absolute is healed). The same bytes for another dataset are another version
+    (version_of). A local `registry` is recorded as an absolute path (store_url)."""
     model_dir = Path(model_dir)
     registry = store_url(registry)
-    data = (model_dir / "model.ubj").read_bytes()
+    data = (model_dir / MODEL_FILE).read_bytes()
     manifest = json.loads((model_dir / "manifest.json").read_text())
     digest = sha256_bytes(data)
     if manifest.get("sha256") != digest:
         raise ModelIntegrityError(f"{model_dir}/model.ubj does not match its manifest sha256")
+    companions = {}
+    for entry in companion_entries(manifest):
+        companions[entry["file"]] = (model_dir / entry["file"]).read_bytes()
+        if sha256_bytes(companions[entry["file"]]) != entry["sha256"]:
+            raise ModelIntegrityError(
+                f"{model_dir}/{entry['file']} does not match its manifest sha256"
+            )
     owner = manifest.get("dataset")
     if not owner:
         raise ModelIntegrityError(f"{model_dir}/manifest.json names no dataset; not registering it")
@@ -141,8 +150,9 @@ def register_model(
     fs, root = storage.url_to_fs(registry)
     target = f"{root}/{version}"
     fs.makedirs(target, exist_ok=True)
-    with fs.open(f"{target}/model.ubj", "wb") as fh:
-        fh.write(data)
+    for name, content in {MODEL_FILE: data, **companions}.items():
+        with fs.open(f"{target}/{name}", "wb") as fh:
+            fh.write(content)
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
     with fs.open(f"{target}/manifest.json", "wb") as fh:
         fh.write(manifest_bytes)
@@ -178,7 +188,26 @@ def register_model(
     return version
 
 
+def companion_entries(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The manifest's entries of the files stored beside model.ubj ({"file", "sha256", ...}):
+    the evaluated twin (when it is not model.ubj itself) and the linear baseline. None in a
+    manifest from before refits and baselines."""
+    entries = []
+    evaluated = manifest.get("evaluated")
+    if evaluated is not None and evaluated["file"] != MODEL_FILE:
+        entries.append(evaluated)
+    linear = (manifest.get("baselines") or {}).get("linear")
+    if linear is not None:
+        entries.append(linear)
+    for entry in entries:
+        if Path(entry["file"]).name != entry["file"]:
+            raise ModelIntegrityError(f"manifest names {entry['file']!r}: not a file name")
+    return entries
+
+
 def update_metrics(engine: sa.Engine, version: str, metrics: dict[str, Any]) -> None:
+    """Record a version's holdout metrics (the gate's: of its evaluated model, with its
+    baselines and lift, promotion.promote_if_better)."""
     t = db.table(engine, "model_versions")
     with engine.begin() as conn:
         conn.execute(t.update().where(t.c.version == version).values(metrics=metrics))
@@ -575,40 +604,122 @@ def _fetch(version: str, url: str) -> bytes:
         ) from None
 
 
-def load_model(engine: sa.Engine, version: str) -> LoadedModel:
-    """Fetch a registered model and its manifest from the store its row names, check both
-    against their registered sha256, and only then let xgboost parse the model. Every
-    process loading a model (a Dask worker too) does this itself."""
+def _registered(engine: sa.Engine, version: str) -> dict[str, Any]:
+    """The version's row, once its id is shown to be that of its sha256 and dataset."""
     row = get_version(engine, version)
     if not is_version_of(version, row["dataset"], row["sha256"]):
         raise ModelIntegrityError(
             f"model {version}: its registered sha256 {row['sha256'][:16]}... for dataset "
             f"{row['dataset']!r} does not give the version id; refusing to load it"
         )
-    data = _fetch(version, row["uri"])
-    if sha256_bytes(data) != row["sha256"]:
-        raise ModelIntegrityError(
-            f"model {version} at {row['uri']}: sha256 {sha256_bytes(data)[:16]}... does not match "
-            f"the registered {row['sha256'][:16]}...; refusing to load it"
-        )
-    manifest_url = row["uri"].rsplit("/", 1)[0] + "/manifest.json"
+    return row
+
+
+def _stored(row: Mapping[str, Any], name: str) -> str:
+    """The url of a file stored beside the version's model.ubj."""
+    return str(row["uri"]).rsplit("/", 1)[0] + f"/{name}"
+
+
+def _checked_manifest(version: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The version's manifest, checked against its registered sha256."""
+    manifest_url = _stored(row, "manifest.json")
     manifest_bytes = _fetch(version, manifest_url)
-    # The manifest carries the drift references and the contract: covered by its own hash.
+    # The manifest carries the drift references, the contract and the companions' sha256.
     if sha256_bytes(manifest_bytes) != row.get("manifest_sha256"):
         raise ModelIntegrityError(
             f"model {version}: {manifest_url} does not match its registered sha256 "
             f"(tampered, or registered before manifests were hashed: register it again); "
             f"refusing to load it"
         )
-    manifest = json.loads(manifest_bytes)
+    return dict(json.loads(manifest_bytes))
+
+
+def _companion(version: str, row: Mapping[str, Any], entry: Mapping[str, Any]) -> bytes:
+    """A file stored beside model.ubj, checked against the sha256 its manifest entry gives."""
+    url = _stored(row, entry["file"])
+    data = _fetch(version, url)
+    if sha256_bytes(data) != entry["sha256"]:
+        raise ModelIntegrityError(
+            f"model {version}: {entry['file']} at {url}: sha256 {sha256_bytes(data)[:16]}... "
+            f"does not match the manifest's {str(entry['sha256'])[:16]}...; refusing to load it"
+        )
+    return data
+
+
+def _contract(version: str, row: Mapping[str, Any]) -> schema.Contract:
     if not row.get("contract"):
         raise ModelIntegrityError(
             f"model {version} was registered without a contract (before batchpred recorded "
             f"features, vocabularies and encoding with each model); retrain it"
         )
-    contract = schema.Contract.from_dict(row["contract"])
+    return schema.Contract.from_dict(row["contract"])
+
+
+def _loaded(
+    version: str, row: Mapping[str, Any], manifest: dict[str, Any], data: bytes
+) -> LoadedModel:
+    contract = _contract(version, row)
     booster = xgb.Booster()
     booster.load_model(bytearray(data))
     if list(booster.feature_names or []) != contract.feature_names:
         raise ModelIntegrityError(f"model {version}: feature names differ from its contract")
     return LoadedModel(version=version, booster=booster, manifest=manifest, contract=contract)
+
+
+def load_model(engine: sa.Engine, version: str) -> LoadedModel:
+    """Fetch a registered model and its manifest from the store its row names, check both
+    against their registered sha256, and only then let xgboost parse the model. Every
+    process loading a model (a Dask worker too) does this itself."""
+    row = _registered(engine, version)
+    data = _fetch(version, row["uri"])
+    if sha256_bytes(data) != row["sha256"]:
+        raise ModelIntegrityError(
+            f"model {version} at {row['uri']}: sha256 {sha256_bytes(data)[:16]}... does not match "
+            f"the registered {row['sha256'][:16]}...; refusing to load it"
+        )
+    return _loaded(version, row, _checked_manifest(version, row), data)
+
+
+def load_evaluated(engine: sa.Engine, version: str) -> LoadedModel:
+    """The version's evaluated model, the one the gate judges: its twin fit without the
+    holdout (the manifest's `evaluated.file`, checked against the sha256 the hash-checked
+    manifest gives), with the version's contract and manifest. The deployed model itself
+    when training.refit was off, or the manifest is from before refits."""
+    row = _registered(engine, version)
+    manifest = _checked_manifest(version, row)
+    entry = manifest.get("evaluated")
+    if entry is None or entry["file"] == MODEL_FILE:
+        return load_model(engine, version)
+    return _loaded(version, row, manifest, _companion(version, row, entry))
+
+
+@dataclass(frozen=True)
+class LinearBaseline:
+    """A version's baselines as its manifest records them: the linear model (gblinear on the
+    matrix `encoding` describes, baselines.linear_matrix) and the prior (the training split's
+    label mean), with the version's contract."""
+
+    version: str
+    booster: xgb.Booster
+    encoding: dict[str, Any]
+    prior: float
+    contract: schema.Contract
+
+
+def load_linear(engine: sa.Engine, version: str) -> LinearBaseline | None:
+    """The version's linear baseline and prior, each file checked as load_evaluated checks
+    the twin; None for a manifest from before baselines."""
+    row = _registered(engine, version)
+    manifest = _checked_manifest(version, row)
+    kept = manifest.get("baselines") or {}
+    entry = kept.get("linear")
+    if entry is None:
+        return None
+    booster = baselines.load_linear(_companion(version, row, entry))
+    return LinearBaseline(
+        version=version,
+        booster=booster,
+        encoding=dict(entry["encoding"]),
+        prior=float(kept["prior"]["value"]),
+        contract=_contract(version, row),
+    )

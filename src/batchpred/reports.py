@@ -33,7 +33,19 @@ METRIC_NAMES = {  # display order and names; anything else shows with spaces for
     "predicted_positive_rate": "predicted positive rate",
     "rows": "rows",
 }
-HIDDEN_METRICS = {"primary", "primary_value", "error", "unmatched_labels"}  # not metrics
+# not metrics of the model: the primary's name and value, errors, and what the registry keeps
+# beside the gate's metrics (its baselines' metrics, the lift, which model they are of)
+HIDDEN_METRICS = {
+    "primary",
+    "primary_value",
+    "error",
+    "unmatched_labels",
+    "baselines",
+    "lift_over_linear",
+    "evaluated",
+    "in_sample",
+}
+BASELINES = ("linear", "prior")  # the baselines every report shows, in this order
 STATUS_DAYS = 7
 
 
@@ -82,6 +94,52 @@ def primary_metric(metrics: dict[str, Any] | None) -> tuple[str, float] | None:
     if name.startswith("neg_"):
         return metric_label(name[4:]), -float(value)
     return metric_label(name), float(value)
+
+
+def baselines_text(metrics: Mapping[str, Any] | None) -> str:
+    """`linear AUC 0.7712, prior AUC 0.5000; lift over linear +0.0312 AUC`: the baselines'
+    primary metric and the model's lift over the linear one, from a version's metrics."""
+    found = (metrics or {}).get("baselines") or {}
+    shown = [(name, primary_metric(found[name])) for name in BASELINES if name in found]
+    if not shown:
+        return "not recorded (registered before baselines)"
+    text = ", ".join(f"{name} {p[0]} {p[1]:.4f}" for name, p in shown if p)
+    lift = (metrics or {}).get("lift_over_linear")
+    if lift is not None:
+        label = evaluation.metric_label(str((metrics or {}).get("primary", "")))
+        text += f"; lift over linear {lift:+.4f} {label}"
+    return text
+
+
+def deployed_text(manifest: Mapping[str, Any]) -> str:
+    """What the deployed model was fit on: the refit's rows, rounds and days, or the evaluated
+    model itself (refit off, or a manifest from before refits)."""
+    refit = manifest.get("refit")
+    best, rounds = manifest.get("best_iteration"), manifest.get("num_boost_round")
+    if refit is None:
+        which = "itself" if manifest.get("evaluated") else "itself (trained before refits)"
+        return (
+            f"the evaluated model {which}: {manifest.get('train_rows', 0):,} rows; best "
+            f"iteration {best} of {rounds} rounds"
+        )
+    days = refit.get("days") or []
+    on = f" of {training.describe_days(days, None)}" if days else ""
+    rounds = refit["num_boost_round"]
+    return (
+        f"refit on {refit['rows']:,} rows{on} (train, valid and holdout) for {rounds} "
+        f"round{'' if rounds == 1 else 's'}: the evaluated model's best iteration {best} + 1"
+    )
+
+
+def tuning_text(tuning: Mapping[str, Any]) -> str:
+    """`12 of 20 trials (stopped by the 300 s budget); chose trial 4 by valid AUC 0.8123`."""
+    ran, planned, chosen = tuning["ran"], tuning["trials_planned"], tuning["chosen"]
+    stopped = f" (stopped by the {tuning['budget_s']:g} s budget)"
+    value = tuning["trials"][chosen]["valid_value"]
+    return (
+        f"{ran} of {planned} trials{stopped if tuning['stopped_by_budget'] else ''}; chose "
+        f"trial {chosen} by valid {metric_label(tuning['metric'])} {value:.4f}"
+    )
 
 
 def align(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
@@ -198,16 +256,16 @@ def model_show(engine: sa.Engine, dataset: str, ref: str) -> str:
         ("training window", _window(manifest)),
         ("training data", f"hash {row['training_data_hash']}"),
     ]
+    metrics = row["metrics"] or {}
     if manifest is not None:
-        facts.append(
-            (
-                "training rows",
-                f"{manifest.get('train_rows', 0):,}; best iteration "
-                f"{manifest.get('best_iteration')} of {manifest.get('num_boost_round')} rounds",
-            )
-        )
+        facts.append(("deployed model", deployed_text(manifest)))
+        if manifest.get("tuning"):
+            facts.append(("tuning", tuning_text(manifest["tuning"])))
+    of = metrics.get("evaluated") or (evaluation.evaluated_model(manifest) if manifest else None)
     facts += [
-        ("holdout metrics", format_metrics(row["metrics"])),
+        ("holdout metrics", format_metrics(metrics)),
+        ("metrics of", of or "-"),
+        ("baselines", baselines_text(metrics) if metrics else "-"),
         (
             "contract",
             f"{len(features)} features, spec hash {contract.get('spec_hash', '-')}, "
@@ -287,11 +345,15 @@ def models_compare(engine: sa.Engine, dataset: str, ref_a: str, ref_b: str) -> s
         if isinstance(va, int | float) and isinstance(vb, int | float) and key != "rows":
             delta = f"{vb - va:+.4f}"
         rows.append([metric_label(key), metric_value(key, va), metric_value(key, vb), delta])
+    rows += _baseline_rows(ma, mb)
     lines = [
         f"{dataset}: A = {name(a)}, B = {name(b)}",
-        "holdout metrics, each model on its own holdout as recorded at registration:",
+        "holdout metrics, each model on its own holdout as recorded at registration (of its "
+        "evaluated model, fit without that holdout), beside its baselines:",
         align(["", "A", "B", "B - A"], rows, right=[1, 2, 3]),
     ]
+    lines += [f"A: {ma.get('evaluated') or 'not recorded'}"]
+    lines += [f"B: {mb.get('evaluated') or 'not recorded'}"]
     realised = _realised(engine, dataset, [a, b])
     days = sorted(
         {d for d, v in realised if v == a} & {d for d, v in realised if v == b}, reverse=True
@@ -315,6 +377,25 @@ def models_compare(engine: sa.Engine, dataset: str, ref_a: str, ref_b: str) -> s
         align(header, table, right=range(1, len(header))),
     ]
     return "\n".join(lines)
+
+
+def _baseline_rows(ma: Mapping[str, Any], mb: Mapping[str, Any]) -> list[list[str]]:
+    """Rows of models_compare: each baseline's primary metric, and the lift over linear."""
+    rows = []
+    for which in BASELINES:
+        of_a, of_b = (primary_metric((m.get("baselines") or {}).get(which)) for m in (ma, mb))
+        if of_a is None and of_b is None:
+            continue
+        label = (of_a or of_b or ("", 0.0))[0]
+        va, vb = (f"{p[1]:.4f}" if p else "-" for p in (of_a, of_b))
+        delta = f"{of_b[1] - of_a[1]:+.4f}" if of_a and of_b else ""
+        rows.append([f"{which} baseline {label}", va, vb, delta])
+    lift_a, lift_b = ma.get("lift_over_linear"), mb.get("lift_over_linear")
+    if lift_a is not None or lift_b is not None:
+        va, vb = (f"{x:+.4f}" if x is not None else "-" for x in (lift_a, lift_b))
+        delta = "" if lift_a is None or lift_b is None else f"{lift_b - lift_a:+.4f}"
+        rows.append(["lift over linear", va, vb, delta])
+    return rows
 
 
 def _realised(
@@ -474,7 +555,8 @@ def status(
                     f"{led['rows_scored']:,}" if led else "-",
                     f"{led['rows_rejected']:,}" if led else "-",
                     f"{w.psi:.3f} {w.feature}" if w else "-",
-                    f"{p[0]} {p[1]:.4f} ({real['rows']:,} labelled)"
+                    f"{p[0]} {p[1]:.4f} ({real['rows']:,} labelled"
+                    + (", in-sample)" if real["metrics"].get("in_sample") else ")")
                     if p and real
                     else "labels failed"
                     if real and _labels_failed(real)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,6 +30,14 @@ def feature_type(feature: Feature) -> pa.DataType:
 
 def entity_id_type(spec: DatasetSpec) -> pa.DataType:
     return pa.int64() if spec.entity_id_dtype == "int" else pa.string()
+
+
+def entity_unit(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Each entity id's place in [0, 1): a stable hash of its text (pandas' hash_array over
+    2**64), the same for the same id in any batch, run or machine. Split rows puts an
+    entity below training.holdout_fraction in the holdout, and the gate reads it back."""
+    text = pc.cast(ids, pa.string()).to_numpy(zero_copy_only=False).astype(object)
+    return pd.util.hash_array(text).astype(np.float64) / 2.0**64
 
 
 def target_type(spec: DatasetSpec) -> pa.DataType:

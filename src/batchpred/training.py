@@ -1,10 +1,20 @@
-"""DVC stages prepare/train (drift reference bins: stats; metrics and the gate: evaluation).
+"""DVC stages prepare/train (drift reference bins: stats; metrics and the gate: evaluation;
+the prior and linear baselines: baselines).
+
+train writes one version's model directory: model.ubj, the deployed model, refit on every
+labelled row of the window (train + valid + holdout) with the evaluated model's number of
+rounds (training.refit; without it, the evaluated model itself); evaluated.ubj, the model the
+gate judges, fit on train and early-stopped on valid (its params optionally searched,
+training.tune); linear.ubj, the linear baseline; and manifest.json, which says which is
+which and which days the evaluated model saw.
 
 Memory is bounded by the partition and the batch, never the window: prepare streams each day
 in record batches and writes the splits as it goes (a day is sorted through spill files on
-disk, see _sorted_day); train feeds XGBoost a QuantileDMatrix from those batches (XGBoost
-keeps its own quantised copy, about one byte a value, which training.max_rows caps); the
-stage evaluate (evaluation.evaluate_model) predicts a batch at a time."""
+disk, see _sorted_day); train feeds XGBoost a QuantileDMatrix from those batches for each fit,
+one fit's matrices at a time (XGBoost keeps its own quantised copy, about one byte a value,
+which training.max_rows caps), and the linear baseline at most baselines.LINEAR_MAX_ROWS
+rows as plain matrices; the stage evaluate (evaluation.evaluate_model) predicts a batch at a
+time."""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,12 +37,14 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 import xgboost as xgb
 
-from batchpred import config, db, labels, rules, schema, stats, storage, verdicts
+from batchpred import baselines, config, db, labels, rules, schema, stats, storage, verdicts
 from batchpred.config import DatasetSpec, Settings
 from batchpred.schema import Contract, encode_column, feature_matrix
 
 SPLITS = ("train", "valid", "holdout")
-MODEL_FILE = "model.ubj"
+MODEL_FILE = "model.ubj"  # the deployed model
+EVALUATED_FILE = "evaluated.ubj"  # the model the gate judges, when the deployed one is a refit
+LINEAR_FILE = "linear.ubj"  # the linear baseline
 MANIFEST_FILE = "manifest.json"
 PREPARE_FILE = "prepare.json"
 # rows per record batch read, per sorted chunk of a day and per row group of a prepared split
@@ -190,11 +203,7 @@ def training_data(prepared: Mapping[str, Any], manifest: Mapping[str, Any]) -> d
         "late_labels_matching_no_row": describe_unmatched(prepared.get("late_labels", {})),
     }
     if sample := manifest.get("train_sample"):  # never a silent sample: say it with the rows
-        said = f"{sample.get('train_kept', sample['max_rows']):,} of {sample['split_rows']:,} "
-        said += "training rows"
-        if "valid_kept" in sample:  # older manifests sampled the training split alone
-            said += f" and {sample['valid_kept']:,} of {sample['valid_rows']:,} early-stopping rows"
-        said += f" (training.max_rows {sample['max_rows']:,})"
+        said = f"{_describe_sample(sample)} (training.max_rows {sample['max_rows']:,})"
         data["trained_on_a_sample"] = said
     return data
 
@@ -406,10 +415,10 @@ class _SplitWriter:
 
 
 def _row_split(table: pa.Table, spec: DatasetSpec, settings: Settings) -> dict[str, pa.Table]:
-    """A stable split by a hash of the entity id: the same entity lands in the same split."""
+    """A stable split by a hash of the entity id (schema.entity_unit): the same entity lands
+    in the same split."""
     cfg = settings.training
-    ids = table.column(spec.entity_id).cast(pa.string()).to_numpy(zero_copy_only=False)
-    u = pd.util.hash_array(ids.astype(object)).astype(np.float64) / 2.0**64
+    u = schema.entity_unit(table.column(spec.entity_id))
     holdout = u < cfg.holdout_fraction
     valid = ~holdout & (u < cfg.holdout_fraction + cfg.valid_fraction)
     return {
@@ -545,11 +554,29 @@ class _Rows:
                 yield batch
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """Several splits' rows read one after another (the refit's train, valid and holdout)."""
+
+    parts: tuple[_Rows, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(part.num_rows for part in self.parts)
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        for part in self.parts:
+            yield from part.batches(columns)
+
+
+_Source = _Rows | _Chain
+
+
 class _Batches(xgb.DataIter):
     """A split's feature matrix and label for XGBoost, a record batch at a time (the matrix is
     built from the contract as scoring builds it)."""
 
-    def __init__(self, rows: _Rows, spec: DatasetSpec, contract: Contract) -> None:
+    def __init__(self, rows: _Source, spec: DatasetSpec, contract: Contract) -> None:
         self.rows, self.spec, self.contract = rows, spec, contract
         self.it: Iterator[pa.RecordBatch] | None = None
         super().__init__(release_data=True)
@@ -574,7 +601,7 @@ class _Batches(xgb.DataIter):
 
 
 def _quantile_dmatrix(
-    rows: _Rows, settings: Settings, contract: Contract, ref: xgb.QuantileDMatrix | None = None
+    rows: _Source, settings: Settings, contract: Contract, ref: xgb.QuantileDMatrix | None = None
 ) -> xgb.QuantileDMatrix:
     """XGBoost's quantised matrix, built from record batches (never one frame of the split);
     `ref`: the training matrix whose bins the valid split reuses."""
@@ -608,7 +635,55 @@ def _sample(rows: _Rows, spec: DatasetSpec, max_rows: int) -> _Rows:
     return _Rows(rows.source, keep)
 
 
-def _contract(spec: DatasetSpec, rows: _Rows) -> Contract:
+_SPLIT_WORDS = {"train": "training", "valid": "early-stopping", "holdout": "holdout"}
+
+
+def _words(parts: Sequence[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return f"{', '.join(parts[:-1])} and {parts[-1]}" if len(parts) > 1 else "".join(parts)
+
+
+def _sampled(
+    splits: Mapping[str, _Rows], max_rows: int | None, spec: DatasetSpec
+) -> tuple[dict[str, _Rows], dict[str, int] | None]:
+    """The splits (whole, never sampled before) cut to at most `max_rows` rows together, each
+    in proportion to its size (at least a row; the first split takes what the others leave)
+    by _sample; and how: {max_rows, split_rows (the first split's rows), <split>_kept, and
+    <split>_rows of the others}, None when they fit."""
+    held = sum(rows.num_rows for rows in splits.values())
+    if max_rows is None or held <= max_rows:
+        return dict(splits), None
+    first, *rest = splits
+    kept = {
+        name: min(splits[name].num_rows, max(1, round(max_rows * splits[name].num_rows / held)))
+        for name in rest
+    }
+    kept[first] = max(1, max_rows - sum(kept.values()))
+    sample = {"max_rows": max_rows, "split_rows": splits[first].num_rows}
+    for name, rows in splits.items():
+        sample[f"{name}_kept"] = kept[name]
+        if name != first:
+            sample[f"{name}_rows"] = rows.num_rows
+    sampled = {
+        name: _sample(rows, spec, kept[name]) if kept[name] < rows.num_rows else rows
+        for name, rows in splits.items()
+    }
+    return sampled, sample
+
+
+def _describe_sample(sample: Mapping[str, int]) -> str:
+    """`500 of 1,200 training rows and 80 of 300 early-stopping rows`, every split sampled."""
+    parts = [f"{sample.get('train_kept', sample['max_rows']):,} of {sample['split_rows']:,}"]
+    parts[0] += " training rows"
+    parts += [
+        f"{sample[f'{split}_kept']:,} of {sample[f'{split}_rows']:,} {_SPLIT_WORDS[split]} rows"
+        for split in ("valid", "holdout")
+        if f"{split}_kept" in sample  # older manifests sampled the training split alone
+    ]
+    return _words(parts)
+
+
+def _contract(spec: DatasetSpec, rows: _Source) -> Contract:
     """schema.build_contract over the rows, reading only the category columns that learn
     their vocabulary from the data."""
     learned = [f.name for f in spec.features if f.dtype == "category" and not f.categories]
@@ -629,63 +704,274 @@ def _contract(spec: DatasetSpec, rows: _Rows) -> Contract:
     return schema.build_contract(spec, vocabulary)
 
 
-def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path) -> dict[str, Any]:
-    """DVC stage `train`: early-stopped xgboost model, saved as UBJSON with its manifest.
-    The splits reach XGBoost as QuantileDMatrix built a record batch at a time; with
-    training.max_rows, the two splits XGBoost holds (training and early stopping) are
-    sampled to at most that many rows together, each in proportion to its size (_sample)."""
-    cfg, spec = settings.training, settings.dataset
-    data, out = Path(data_dir), Path(model_dir)
-    prepared = json.loads((data / PREPARE_FILE).read_text())
-    train, valid = _Rows(data / "train.parquet"), _Rows(data / "valid.parquet")
-    sample, held = None, train.num_rows + valid.num_rows
-    if cfg.max_rows is not None and held > cfg.max_rows:
-        valid_kept = min(valid.num_rows, max(1, round(cfg.max_rows * valid.num_rows / held)))
-        sample = {
-            "max_rows": cfg.max_rows,
-            "split_rows": train.num_rows,
-            "train_kept": cfg.max_rows - valid_kept,
-            "valid_rows": valid.num_rows,
-            "valid_kept": valid_kept,
-        }
-        log.warning(
-            "training and early-stopping splits of %s hold %d rows, above training.max_rows: "
-            "XGBoost gets a sample of %d of %d training and %d of %d early-stopping rows (the "
-            "smallest hashes of entity id and event date)",
-            spec.name, held, sample["train_kept"], train.num_rows, valid_kept, valid.num_rows,
-        )  # fmt: skip
-        train = _sample(train, spec, sample["train_kept"])
-        if valid_kept < valid.num_rows:
-            valid = _sample(valid, spec, valid_kept)
-    contract = _contract(spec, train)
-    dtrain = _quantile_dmatrix(train, settings, contract)
-    dvalid = _quantile_dmatrix(valid, settings, contract, ref=dtrain)
+# --- the evaluated model and its search -------------------------------------------------------
+
+_LOG_SCALE = frozenset({"eta", "min_child_weight"})
+_HIGHER_IS_BETTER = frozenset({"auc", "aucpr", "map", "ndcg", "pre"})
+
+
+@dataclass(frozen=True)
+class _Search:
+    """The evaluated model's params and its early-stopped booster (not yet cut to its best
+    iteration); `record`: the manifest's `tuning` (None: training.tune is off)."""
+
+    params: dict[str, Any]
+    booster: xgb.Booster
+    record: dict[str, Any] | None
+
+
+def _fit_stopped(
+    params: dict[str, Any],
+    dtrain: xgb.QuantileDMatrix,
+    dvalid: xgb.QuantileDMatrix,
+    settings: Settings,
+) -> tuple[xgb.Booster, dict[str, list[float]]]:
+    """Fit on `dtrain`, early-stopped on `dvalid` (on the last of its eval metrics, as XGBoost
+    does); and each metric's value on `dvalid`, a round at a time."""
+    cfg = settings.training
+    history: dict[str, dict[str, list[float]]] = {}
     booster = xgb.train(
-        effective_params(settings),
+        params,
         dtrain,
         num_boost_round=cfg.num_boost_round,
         evals=[(dvalid, "valid")],
         early_stopping_rounds=cfg.early_stopping_rounds,
+        evals_result=history,
         verbose_eval=False,
     )
-    del dtrain, dvalid  # XGBoost's copies of the data, before the statistics read it again
-    best = booster.best_iteration
-    booster = booster[: best + 1]  # keep only the best model's trees
+    return booster, history["valid"]
+
+
+def _draw(
+    rng: np.random.Generator, space: Mapping[str, tuple[int | float, int | float]]
+) -> dict[str, Any]:
+    """One candidate of training.tune.space: each parameter uniform in [low, high] (eta and
+    min_child_weight on a log scale), an int where both bounds are ints, else a float to 4
+    significant digits; the parameters drawn in the space's order."""
+    drawn: dict[str, Any] = {}
+    for name, (low, high) in space.items():
+        whole = isinstance(low, int) and isinstance(high, int)
+        if name in _LOG_SCALE and low > 0:
+            value = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+            drawn[name] = round(value) if whole else float(f"{value:.4g}")
+        elif isinstance(low, int) and isinstance(high, int):
+            drawn[name] = int(rng.integers(low, high + 1))
+        else:
+            drawn[name] = float(f"{rng.uniform(low, high):.4g}")
+    return drawn
+
+
+def _search(
+    settings: Settings, dtrain: xgb.QuantileDMatrix, dvalid: xgb.QuantileDMatrix
+) -> _Search:
+    """The configured params and their early-stopped model, or with training.tune.enabled the
+    best of a seeded random search: trial 0 is the configured params, each later trial
+    overrides them with a candidate drawn by a Generator seeded with training.seed (so the
+    same settings try the same candidates in the same order); every trial fits on the same
+    matrices, early-stopped on the validation split, and is scored by the task's first eval
+    metric on it at its best iteration (XGBoost's best_score is the last metric's: logloss,
+    not AUC). The first best trial wins. No new trial starts once tune.budget_s is spent."""
+    tune = settings.training.tune
+    configured = effective_params(settings)
+    if not tune.enabled:
+        booster, _ = _fit_stopped(configured, dtrain, dvalid, settings)
+        return _Search(configured, booster, None)
+    metrics = configured["eval_metric"]
+    metric = metrics if isinstance(metrics, str) else metrics[0]
+    higher = metric.split("@")[0] in _HIGHER_IS_BETTER
+    rng = np.random.default_rng(settings.training.seed)
+    start, stopped = time.monotonic(), False
+    trials: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, Any], xgb.Booster] | None = None
+    for i in range(tune.trials):
+        if i and time.monotonic() - start >= tune.budget_s:
+            stopped = True
+            break
+        if i:
+            drawn = _draw(rng, tune.space)
+        else:
+            drawn = {name: configured[name] for name in tune.space if name in configured}
+        params = {**configured, **drawn}
+        began = time.monotonic()
+        booster, history = _fit_stopped(params, dtrain, dvalid, settings)
+        value = float(history[metric][booster.best_iteration])
+        trials.append(
+            {
+                "params": drawn,
+                "valid_value": value,
+                "best_iteration": booster.best_iteration,
+                "seconds": round(time.monotonic() - began, 3),
+            }
+        )
+        if best is None or (value > best[0] if higher else value < best[0]):
+            best = (value, i, params, booster)
+    assert best is not None  # trial 0 always runs
+    value, chosen, params, booster = best
+    log.info(
+        "tuning %s: %d of %d trials%s; trial %d chosen, valid %s %.5g",
+        settings.dataset.name, len(trials), tune.trials,
+        " (stopped by training.tune.budget_s)" if stopped else "", chosen, metric, value,
+    )  # fmt: skip
+    record = {
+        "metric": metric,
+        "budget_s": tune.budget_s,
+        "trials_planned": tune.trials,
+        "ran": len(trials),
+        "stopped_by_budget": stopped,
+        "chosen": chosen,
+        "trials": trials,
+    }
+    return _Search(params, booster, record)
+
+
+def _seen(settings: Settings, prepared: Mapping[str, Any]) -> dict[str, Any]:
+    """The rows the evaluated model was fit or early-stopped on, as the gate reads them
+    (evaluation.unseen_rows): split days, every row of the train and valid days; split rows,
+    every row of the window's days but those whose schema.entity_unit is below
+    holdout_fraction (the holdout entities)."""
+    cfg = settings.training
+    if cfg.split == "rows":
+        return {"split": "rows", "days": prepared["days"], "holdout_fraction": cfg.holdout_fraction}
+    splits = prepared["splits"]
+    return {"split": "days", "days": [*splits["train"], *splits["valid"]], "holdout_fraction": None}
+
+
+# --- baselines --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """The predictors every model is shown beside (module baselines): the prior, the label
+    mean of the linear model's training rows (the train split, sampled if above
+    baselines.LINEAR_MAX_ROWS), and the linear model with its rows and encoding."""
+
+    prior: float
+    linear: xgb.Booster
+    linear_rows: int
+    encoding: dict[str, Any]
+
+
+def _linear_data(
+    rows: _Rows, spec: DatasetSpec, contract: Contract, encoding: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    batches = list(rows.batches())
+    matrix = np.vstack([baselines.linear_matrix(b, contract, encoding) for b in batches])
+    return matrix, np.concatenate([_target(b, spec) for b in batches])
+
+
+def _fit_baselines(
+    splits: Mapping[str, _Rows], settings: Settings, contract: Contract, params: dict[str, Any]
+) -> Baselines:
+    """The prior and the linear model, fit on the train split and early-stopped on the valid
+    one, the two sampled to baselines.LINEAR_MAX_ROWS rows together (as _sampled does for
+    training.max_rows): plain matrices in memory, a few MB."""
+    spec, cfg = settings.dataset, settings.training
+    pair = {"train": splits["train"], "valid": splits["valid"]}
+    rows, _ = _sampled(pair, baselines.LINEAR_MAX_ROWS, spec)
+    encoding = baselines.linear_encoding(rows["train"].batches(), contract)
+    train = _linear_data(rows["train"], spec, contract, encoding)
+    valid = _linear_data(rows["valid"], spec, contract, encoding)
+    linear = baselines.fit_linear(
+        params, train, valid, cfg.num_boost_round, cfg.early_stopping_rounds
+    )
+    return Baselines(baselines.prior_value(train[1]), linear, rows["train"].num_rows, encoding)
+
+
+# --- train_model ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Companions:
+    """What train_model writes beside the deployed model, and the manifest keys that say so:
+    the evaluated model the gate judges (`evaluated` None: the deployed model is that model,
+    training.refit false) with the rows it was fit and early-stopped on and the days it saw,
+    the refit (None: none), the baselines and the tuning record (None: no search)."""
+
+    evaluated: xgb.Booster | None
+    train_rows: int
+    valid_rows: int
+    seen: dict[str, Any]
+    refit: dict[str, Any] | None
+    baselines: Baselines
+    tuning: dict[str, Any] | None
+
+
+def train_model(settings: Settings, data_dir: str | Path, model_dir: str | Path) -> dict[str, Any]:
+    """DVC stage `train`: the model directory of one version (UBJSON, never pickle).
+
+    One contract, learned from all three prepared splits. The evaluated model (the one the
+    gate judges) fits on the train split, early-stopped on valid and cut to its best
+    iteration, with the configured params or those training.tune chose (_search). With
+    training.refit (the default) the deployed model.ubj is refit on train + valid + holdout
+    for exactly best_iteration + 1 rounds, same params and seed, no early stopping, and the
+    evaluated model is saved as evaluated.ubj; without it model.ubj is the evaluated model.
+    Beside them: linear.ubj and the prior (_fit_baselines) and the manifest (save_model),
+    whose statistics describe the deployed model's rows. Every split reaches XGBoost as a
+    QuantileDMatrix built a record batch at a time; with training.max_rows, the splits a fit
+    holds (train and valid; all three for the refit) are sampled to at most that many rows
+    together, each in proportion to its size (_sampled)."""
+    cfg, spec = settings.training, settings.dataset
+    data, out = Path(data_dir), Path(model_dir)
+    prepared = json.loads((data / PREPARE_FILE).read_text())
+    splits = {split: _Rows(data / f"{split}.parquet") for split in SPLITS}
+    contract = _contract(spec, _Chain(tuple(splits.values())))
+    fit, fit_sample = _sampled({s: splits[s] for s in ("train", "valid")}, cfg.max_rows, spec)
+    if fit_sample is not None:
+        _log_sample(spec, "the evaluated model", fit_sample)
+    dtrain = _quantile_dmatrix(fit["train"], settings, contract)
+    dvalid = _quantile_dmatrix(fit["valid"], settings, contract, ref=dtrain)
+    search = _search(settings, dtrain, dvalid)
+    del dtrain, dvalid  # XGBoost's copies of the data, before the refit and statistics
+    best = search.booster.best_iteration
+    evaluated = search.booster[: best + 1]  # keep only the best model's trees
+    fitted_baselines = _fit_baselines(splits, settings, contract, search.params)
+    deployed, sample = evaluated, fit_sample
+    deployed_rows: _Source = fit["train"]
+    refit: dict[str, Any] | None = None
+    if cfg.refit:
+        every, sample = _sampled(splits, cfg.max_rows, spec)
+        if sample is not None:
+            _log_sample(spec, "the refit", sample)
+        deployed_rows = _Chain(tuple(every.values()))
+        dall = _quantile_dmatrix(deployed_rows, settings, contract)
+        deployed = xgb.train(search.params, dall, num_boost_round=best + 1)
+        del dall
+        rounds, days = best + 1, prepared["days"]
+        refit = {"rows": deployed_rows.num_rows, "num_boost_round": rounds, "days": days}
     return save_model(
-        booster,
+        deployed,
         settings,
         contract,
-        train,
+        deployed_rows,
         out,
         best_iteration=best,
         training_data_hash=prepared["data_hash"],
         days=prepared["days"],
         missing_days=prepared.get("missing_days", []),
         sample=sample,
+        params=search.params,
+        companions=Companions(
+            evaluated=evaluated if cfg.refit else None,
+            train_rows=fit["train"].num_rows,
+            valid_rows=fit["valid"].num_rows,
+            seen=_seen(settings, prepared),
+            refit=refit,
+            baselines=fitted_baselines,
+            tuning=search.record,
+        ),
     )
 
 
-def _reference_statistics(rows: _Rows, contract: Contract) -> dict[str, dict[str, Any]]:
+def _log_sample(spec: DatasetSpec, fit: str, sample: Mapping[str, int]) -> None:
+    held = sample["split_rows"] + sum(sample.get(f"{s}_rows", 0) for s in ("valid", "holdout"))
+    log.warning(
+        "%s of %s: the splits it is fit on hold %d rows, above training.max_rows: XGBoost gets "
+        "a sample of %s (the smallest hashes of entity id and event date)",
+        fit, spec.name, held, _describe_sample(sample),
+    )  # fmt: skip
+
+
+def _reference_statistics(rows: _Source, contract: Contract) -> dict[str, dict[str, Any]]:
     """reference_statistics over the rows, read one feature column at a time: the values of
     one feature in memory at once, never the table."""
     reference = {}
@@ -696,7 +982,7 @@ def _reference_statistics(rows: _Rows, contract: Contract) -> dict[str, dict[str
     return reference
 
 
-def _predict(booster: xgb.Booster, rows: _Rows, contract: Contract) -> np.ndarray:
+def _predict(booster: xgb.Booster, rows: _Source, contract: Contract) -> np.ndarray:
     parts = [
         booster.inplace_predict(feature_matrix(b, contract)[0], validate_features=False)
         for b in rows.batches()
@@ -704,11 +990,47 @@ def _predict(booster: xgb.Booster, rows: _Rows, contract: Contract) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
+def _save_companions(
+    companions: Companions, out: Path, best_iteration: int, model_sha256: str
+) -> dict[str, Any]:
+    """Write evaluated.ubj (refit only; else any left by an earlier run goes) and linear.ubj;
+    the manifest keys `refit`, `evaluated`, `baselines` and `tuning`."""
+    evaluated_path = out / EVALUATED_FILE
+    if companions.evaluated is None:
+        evaluated_path.unlink(missing_ok=True)
+        evaluated = {"file": MODEL_FILE, "sha256": model_sha256}
+    else:
+        companions.evaluated.save_model(evaluated_path)
+        evaluated = {"file": EVALUATED_FILE, "sha256": file_sha256(evaluated_path)}
+    fitted = companions.baselines
+    fitted.linear.save_model(out / LINEAR_FILE)
+    return {
+        "refit": companions.refit,
+        "evaluated": {
+            **evaluated,
+            "best_iteration": best_iteration,
+            "train_rows": companions.train_rows,
+            "valid_rows": companions.valid_rows,
+            "seen": companions.seen,
+        },
+        "baselines": {
+            "prior": {"value": fitted.prior},
+            "linear": {
+                "file": LINEAR_FILE,
+                "sha256": file_sha256(out / LINEAR_FILE),
+                "rows": fitted.linear_rows,
+                "encoding": fitted.encoding,
+            },
+        },
+        "tuning": companions.tuning,
+    }
+
+
 def save_model(
     booster: xgb.Booster,
     settings: Settings,
     contract: Contract,
-    train: pa.Table | _Rows,
+    train: pa.Table | _Rows | _Chain,
     out: Path,
     *,
     best_iteration: int,
@@ -716,18 +1038,24 @@ def save_model(
     days: list[str],
     sample: dict[str, int] | None = None,
     missing_days: Sequence[Mapping[str, str]] = (),
+    params: dict[str, Any] | None = None,
+    companions: Companions | None = None,
 ) -> dict[str, Any]:
-    """Write model.ubj (UBJSON, never pickle) and the manifest the registry checks it by.
-    `train`: the rows the model was trained on (a table, or a prepared split read in
-    batches); `sample`: how they were sampled from the split (training.max_rows), if so;
-    `days`, `missing_days`: the window's days trained on and those it went without."""
+    """Write model.ubj (UBJSON, never pickle), the deployed model, and the manifest the
+    registry checks it by. `train`: the rows the model was fit on (a table, or prepared
+    splits read in batches); `sample`: how they were sampled from the splits
+    (training.max_rows), if so; `days`, `missing_days`: the window's days and those it went
+    without; `params`: the effective params (effective_params when None); `companions`: the
+    evaluated model, refit, baselines and tuning train_model adds (None: a manifest without
+    those keys, read as the evaluated model itself, having seen every row of its days)."""
     spec = settings.dataset
-    rows = train if isinstance(train, _Rows) else _Rows(train)
+    rows = _Rows(train) if isinstance(train, pa.Table) else train
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_FILE
     booster.save_model(model_path)
+    sha256 = file_sha256(model_path)
     manifest = {
-        "sha256": file_sha256(model_path),
+        "sha256": sha256,
         "dataset": spec.name,
         "task": spec.target.task,
         "target": spec.target.name,
@@ -735,21 +1063,24 @@ def save_model(
         "feature_dtypes": {f.name: f.dtype for f in contract.features},
         "contract": contract.to_dict(),
         "xgboost_version": xgb.__version__,
-        "params": effective_params(settings),
+        "params": effective_params(settings) if params is None else params,
         "num_boost_round": settings.training.num_boost_round,
+        # the evaluated model's (the refit ran exactly one more round than it)
         "best_iteration": best_iteration,
         "training_data_hash": training_data_hash,
         "train_rows": rows.num_rows,
-        # train + valid held more than training.max_rows: {max_rows, split_rows, train_kept,
-        # valid_rows, valid_kept}
+        # the splits fit on held more than training.max_rows: {max_rows, split_rows,
+        # train_kept, valid_rows, valid_kept, and with a refit holdout_rows, holdout_kept}
         "train_sample": sample,
         "reference_stats": _reference_statistics(rows, contract),
-        # the score distribution on the training split (manifests before it lack the key:
-        # drift is then measured on the features only)
+        # the score distribution on the rows fit on (manifests before it lack the key: drift
+        # is then measured on the features only)
         "score_reference": stats.score_statistics(_predict(booster, rows, contract)),
-        # the days trained on, and the window's days without a valid, labelled partition
-        # (with the reason): the registry's manifest hash covers both
+        # the window's days, and its days without a valid, labelled partition (with the
+        # reason): the registry's manifest hash covers both
         "created_from": {"days": days, "missing_days": [dict(m) for m in missing_days]},
     }
+    if companions is not None:
+        manifest |= _save_companions(companions, out, best_iteration, sha256)
     _write_json(out / MANIFEST_FILE, manifest)
     return manifest

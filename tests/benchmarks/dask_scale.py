@@ -270,7 +270,9 @@ def train(settings: Any, work: Path) -> Path:
     data.mkdir(parents=True)
     for split, parts in {"train": tables[:3], "valid": tables[3:4], "holdout": tables[4:]}.items():
         pq.write_table(pa.concat_tables(parts), data / f"{split}.parquet")
-    summary = {"days": [d.isoformat() for d in days], "data_hash": "bench"}
+    iso = [d.isoformat() for d in days]
+    splits = {"train": iso[:3], "valid": iso[3:4], "holdout": iso[4:]}
+    summary = {"days": iso, "splits": splits, "data_hash": "bench"}
     (data / training.PREPARE_FILE).write_text(json.dumps(summary))
     training.train_model(settings, data, work / "train" / "model")
     return work / "train" / "model"

@@ -78,7 +78,8 @@ def test_second_dataset_runs_from_config_alone(workspace):
     assert out["model"]["challenger_metrics"]["primary"] == "neg_rmse"
     # a capped training set is said where the model is reported, never silent
     sampled = out["model"]["training_data"]["trained_on_a_sample"]
-    assert sampled.endswith("early-stopping rows (training.max_rows 150)"), sampled
+    assert "early-stopping rows and " in sampled, sampled  # the refit's three splits
+    assert sampled.endswith("holdout rows (training.max_rows 150)"), sampled
     assert out["scored"][0].rows_scored == settings.demo.rows_per_day
     assert (
         _count("select count(*) from predictions where label is null") == settings.demo.rows_per_day

@@ -177,9 +177,10 @@ def test_spec_that_cannot_feed_the_model_is_refused_before_any_row_is_written(
 def test_vocabulary_learned_in_training_scores_unseen_values_as_missing(
     engine: sa.Engine, tmp_path: Path
 ) -> None:
-    """`region` without a category list: the model's vocabulary is the values of the training
-    split (not the valid or holdout days), frozen into its contract; a value outside it is
-    scored as missing and counted, and the partition still validates (no list, no set rule)."""
+    """`region` without a category list: the model's vocabulary is the values of the window's
+    rows (train, valid and holdout: one contract for the evaluated and the refit model),
+    frozen into its contract; a value outside it is scored as missing and counted, and the
+    partition still validates (no list, no set rule)."""
     settings = settings_for("churn", tmp_path)
     spec = settings.dataset
     learned = settings.model_copy(
@@ -193,12 +194,14 @@ def test_vocabulary_learned_in_training_scores_unseen_values_as_missing(
     data = tmp_path / "data"
     data.mkdir()
     tables = [demo.generate_day(spec, cfg, d) for d in days]
-    train = pa.concat_tables(tables[:3])
-    central_rows = np.flatnonzero(pc.equal(train.column("region"), "central").to_numpy(False))
-    train = edit(train, "region", dict.fromkeys(central_rows.tolist(), "north"))
-    for split, table in {"train": train, "valid": tables[3], "holdout": tables[4]}.items():
+    iso = [d.isoformat() for d in days]
+    splits = {"train": iso[:3], "valid": iso[3:4], "holdout": iso[4:]}
+    parts = {"train": tables[:3], "valid": tables[3:4], "holdout": tables[4:]}
+    for split, table in ((s, pa.concat_tables(p)) for s, p in parts.items()):
+        central = np.flatnonzero(pc.equal(table.column("region"), "central").to_numpy(False))
+        table = edit(table, "region", dict.fromkeys(central.tolist(), "north"))
         pq.write_table(table, data / f"{split}.parquet")
-    summary = {"days": [d.isoformat() for d in days], "data_hash": "learned"}
+    summary = {"days": iso, "splits": splits, "data_hash": "learned"}
     (data / training.PREPARE_FILE).write_text(json.dumps(summary))
     manifest = training.train_model(learned, data, tmp_path / "model")
     (region,) = [f for f in manifest["contract"]["features"] if f["name"] == "region"]

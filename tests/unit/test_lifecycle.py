@@ -7,17 +7,40 @@ The gate tests run on SQLite and, marked `postgres`, on a fresh PostgreSQL datab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import shutil
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from batchpred import cli, config, db, monitoring, promotion, registry, reports, sinks, verdicts
+from batchpred import (
+    baselines,
+    cli,
+    config,
+    db,
+    demo,
+    evaluation,
+    monitoring,
+    promotion,
+    registry,
+    reports,
+    schema,
+    sinks,
+    training,
+    verdicts,
+)
 from batchpred.config import Settings
 from batchpred.evaluation import GateDecision
-from tests.unit.test_scoring import settings_for, train_small
+from flows.train import summary_lines
+from tasks import reporting
+from tests.unit.test_scoring import FAST, settings_for, train_small
 from tests.unit.test_sinks import batch, write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +121,8 @@ def test_pinned_champion_survives_a_better_challenger(
     assert night.challenger_metrics["auc"] > night.champion_metrics["auc"] + 0.1
     assert champion(engine) == weak
     assert registry.get_alias(engine, "churn", registry.CHALLENGER) == strong
-    assert registry.get_version(engine, strong)["metrics"] == night.challenger_metrics
+    recorded = registry.get_version(engine, strong)["metrics"]  # with baselines and lift
+    assert {k: recorded[k] for k in night.challenger_metrics} == night.challenger_metrics
 
     # A manual promotion is refused while pinned; unpinning lets the next gate promote.
     with pytest.raises(registry.LifecycleError, match="is pinned .*alice.*unpin it first"):
@@ -204,7 +228,8 @@ def test_a_tie_does_not_replace_an_operators_champion(
     assert night.challenger_value < night.champion_value
     reason = night.describe()
     assert "chosen by an operator (promote by dave on " in reason and ": back)" in reason
-    assert "must beat it by more than 0.0000" in reason and reason.endswith("it does not")
+    assert "must beat it by more than 0.0000" in reason
+    assert "): it does not; lift over the linear baseline " in reason
     assert registry.get_alias(engine, "churn", registry.CHALLENGER) == night.version
     assert history(engine, "challenger")[-1][1:3] == ("gate", night.version)
 
@@ -293,6 +318,259 @@ def test_find_version(engine: sa.Engine, models: dict, tmp_path: Path) -> None:
         registry.find_version(engine, "deliveries", v)
 
 
+# --- the fair gate: never a model judged on rows it was fit or early-stopped on ---------------
+
+
+def train_on(settings: Settings, workdir: Path, splits: dict[str, list[int]]) -> Path:
+    """A model trained by training.train_model on the demo days train_small uses (0..4:
+    2026-10-01..2026-10-05, the same rows), split as `splits` says (day indexes). Returns the
+    model dir; the holdout is data/holdout.parquet beside it."""
+    spec, cfg = settings.dataset, settings.demo.model_copy(update={"rows_per_day": 300})
+    days = {
+        split: [cfg.start_date + timedelta(days=i) for i in idx] for split, idx in splits.items()
+    }
+    data = workdir / "data"
+    data.mkdir(parents=True)
+    for split, on in days.items():
+        table = pa.concat_tables([demo.generate_day(spec, cfg, d) for d in on])
+        pq.write_table(table, data / f"{split}.parquet")
+    summary = {
+        "days": sorted(d.isoformat() for on in days.values() for d in on),
+        "splits": {split: [d.isoformat() for d in on] for split, on in days.items()},
+        "data_hash": f"splits={splits}",
+    }
+    (data / training.PREPARE_FILE).write_text(json.dumps(summary))
+    fast = settings.model_copy(update={"training": settings.training.model_copy(update=FAST)})
+    training.train_model(fast, data, workdir / "model")
+    return workdir / "model"
+
+
+@pytest.fixture(scope="module")
+def newer(models: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose holdout is 2026-10-04..2026-10-05: fit on the 1st and 2nd, early-stopped
+    on the 3rd. `good` (the champion below) was early-stopped on the 4th."""
+    tmp = tmp_path_factory.mktemp("newer_model")
+    return train_on(models["settings"], tmp, {"train": [0, 1], "valid": [2], "holdout": [3, 4]})
+
+
+def fair_settings(models: dict, tmp_path: Path, **gate: Any) -> Settings:
+    """Any metric passes (max_regression 1.0), drift never blocks: the tests see the rows."""
+    settings = lenient(gate_settings(models, tmp_path))
+    cfg = settings.training.gate.model_copy(update=gate)
+    monitoring_cfg = settings.monitoring.model_copy(update={"block_promotion_on_drift": False})
+    return settings.model_copy(
+        update={
+            "training": settings.training.model_copy(update={"gate": cfg}),
+            "monitoring": monitoring_cfg,
+        }
+    )
+
+
+def edited(model_dir: Path, to: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of a trained model whose manifest `edit` changed (before it is registered: the
+    registry records the manifest as it is then)."""
+    shutil.copytree(model_dir, to)
+    manifest = json.loads((to / "manifest.json").read_text())
+    edit(manifest)
+    (to / "manifest.json").write_text(json.dumps(manifest))
+    return to
+
+
+def on_rows(engine: sa.Engine, version: str, table: pa.Table, spec: Any) -> dict[str, Any]:
+    """The metrics of a version's evaluated model on exactly these rows."""
+    model = registry.load_evaluated(engine, version)
+    y = table.column(spec.target.name).to_numpy(zero_copy_only=False)
+    return evaluation.metrics_for(spec, y, registry.predict_table(model, table))
+
+
+def test_the_gate_compares_on_the_days_neither_model_was_trained_on(
+    engine: sa.Engine, models: dict, newer: Path, tmp_path: Path
+) -> None:
+    settings, spec = fair_settings(models, tmp_path), models["settings"].dataset
+    champ = gate(engine, models, settings, "good").version  # early-stopped on 2026-10-04
+    holdout = newer.parent / "data/holdout.parquet"  # 2026-10-04 and 2026-10-05
+    night = promotion.promote_if_better(engine, settings, newer, holdout)
+    assert (night.compared_rows, night.holdout_rows) == (300, 600)
+    assert night.compared_on == (
+        f"2026-10-05 only (300 of 600 rows): the champion {champ}'s evaluated model was "
+        "trained on 2026-10-04"
+    )
+    assert "; compared on 2026-10-05 only (300 of 600 rows)" in night.describe()
+    # Every figure was taken on the 5th alone: the models' and the challenger's baselines.
+    table = pq.read_table(holdout)
+    fifth = table.filter(pc.equal(table.column("event_date"), pa.scalar(DAY1 + timedelta(4))))
+    assert night.champion_metrics == pytest.approx(on_rows(engine, champ, fifth, spec))
+    assert night.challenger_metrics == pytest.approx(on_rows(engine, night.version, fifth, spec))
+    linear = registry.load_linear(engine, night.version)
+    assert linear is not None
+    y = fifth.column(spec.target.name).to_numpy()
+    scores = baselines.predict_linear(linear.booster, linear.encoding, fifth, linear.contract)
+    assert night.baselines["linear"] == pytest.approx(evaluation.metrics_for(spec, y, scores))
+    assert night.baselines["prior"]["auc"] == 0.5 and night.baselines["prior"]["rows"] == 300
+    assert night.lift == pytest.approx(
+        night.challenger_value - night.baselines["linear"]["primary_value"]
+    )
+    # The registry keeps the challenger's own whole holdout, which its evaluated model never saw.
+    recorded = registry.get_version(engine, night.version)["metrics"]
+    whole = on_rows(engine, night.version, table, spec)
+    assert whole["rows"] == 600 and {k: recorded[k] for k in whole} == pytest.approx(whole)
+
+
+def test_one_class_left_on_the_fair_rows_is_not_compared(
+    engine: sa.Engine, models: dict, newer: Path, tmp_path: Path
+) -> None:
+    settings = fair_settings(models, tmp_path)
+    champ = gate(engine, models, settings, "good").version
+    table = pq.read_table(newer.parent / "data/holdout.parquet")
+    fifth = pc.equal(table.column("event_date"), pa.scalar(DAY1 + timedelta(4)))
+    churned = pc.equal(table.column("churned"), 1)
+    table = table.filter(pc.or_(pc.invert(fifth), churned))  # the 5th: churned rows only
+    pq.write_table(table, tmp_path / "holdout.parquet")
+    night = promotion.promote_if_better(engine, settings, newer, tmp_path / "holdout.parquet")
+    assert night.decision == "rejected" and not night.passed and champion(engine) == champ
+    assert night.incomparable is not None and night.describe().startswith(night.incomparable)
+    assert "only one class" in night.incomparable
+    assert f"`batchpred models promote {night.version} --reason ...`" in night.incomparable
+
+
+def test_a_champion_trained_on_every_holdout_row_cannot_be_compared(
+    engine: sa.Engine, models: dict, tmp_path: Path
+) -> None:
+    """A champion from before refits says only which days it was created from: its holdout
+    day among them (here its model.ubj was indeed refit on it). Today's holdout is that day:
+    no row is fair, the challenger is not promoted, and the reason says what to do."""
+
+    def legacy(manifest: dict[str, Any]) -> None:
+        for key in ("evaluated", "refit", "baselines", "tuning"):
+            manifest.pop(key, None)
+
+    old = edited(models["good"], tmp_path / "legacy", legacy)
+    settings = fair_settings(models, tmp_path)
+    champ = registry.register_model(engine, old, settings.training.registry)
+    registry.set_alias(engine, "churn", "champion", champ, "gate", action=registry.GATE)
+    night = gate(engine, models, settings, "other")
+    assert night.decision == "rejected" and champion(engine) == champ
+    assert (night.compared_rows, night.holdout_rows) == (0, 300)
+    assert night.incomparable == (
+        f"the champion {champ} (trained before refits) was trained on every holdout row "
+        f"(days 2026-10-05): the gate cannot compare them; `batchpred models promote "
+        f"{night.version} --reason ...` to choose by hand"
+    )
+    assert night.describe().startswith(night.incomparable + "; the metrics: AUC ")
+    assert registry.get_alias(engine, "churn", registry.CHALLENGER) == night.version
+    assert history(engine, "challenger")[-1][5] == night.describe()
+
+
+def test_split_rows_compare_on_the_entities_neither_model_saw(
+    engine: sa.Engine, models: dict, tmp_path: Path
+) -> None:
+    """Split by rows, a model saw every day but its holdout entities (schema.entity_unit
+    below its holdout_fraction): a champion held out 0.3 of them, today's challenger 0.6;
+    the gate compares on the 0.3 neither saw."""
+
+    def rows(fraction: float) -> Callable[[dict[str, Any]], None]:
+        def edit(manifest: dict[str, Any]) -> None:
+            days = manifest["created_from"]["days"]
+            seen = {"split": "rows", "days": days, "holdout_fraction": fraction}
+            manifest["evaluated"]["seen"] = seen
+
+        return edit
+
+    settings, spec = fair_settings(models, tmp_path), models["settings"].dataset
+    champ_dir = edited(models["good"], tmp_path / "champ", rows(0.3))
+    champ = registry.register_model(engine, champ_dir, settings.training.registry)
+    registry.set_alias(engine, "churn", "champion", champ, "gate", action=registry.GATE)
+    table = pq.read_table(models["holdout"])
+    unit = schema.entity_unit(table.column(spec.entity_id))
+    table = table.filter(pa.array(unit < 0.6))  # the challenger's holdout entities
+    pq.write_table(table, tmp_path / "holdout.parquet")
+    challenger = edited(models["other"], tmp_path / "challenger", rows(0.6))
+    night = promotion.promote_if_better(engine, settings, challenger, tmp_path / "holdout.parquet")
+    fair = table.filter(pa.array(schema.entity_unit(table.column(spec.entity_id)) < 0.3))
+    assert 0 < fair.num_rows < table.num_rows
+    assert (night.compared_rows, night.holdout_rows) == (fair.num_rows, table.num_rows)
+    assert night.compared_on == (
+        f"{fair.num_rows} of {table.num_rows} holdout rows (2026-10-05): the champion "
+        f"{champ}'s evaluated model was trained on {table.num_rows - fair.num_rows} of them"
+    )
+    assert night.champion_metrics == pytest.approx(on_rows(engine, champ, fair, spec))
+    assert night.challenger_metrics == pytest.approx(on_rows(engine, night.version, fair, spec))
+
+
+def test_min_lift_refuses_a_model_that_does_not_beat_the_linear_baseline(
+    engine: sa.Engine, models: dict, tmp_path: Path
+) -> None:
+    """No model lifts AUC by 0.5 over anything: refused, and the reason says by what bar;
+    a bar it clears lets it through."""
+    night = gate(
+        engine, models, fair_settings(models, tmp_path, min_lift_over_baseline=0.5), "good"
+    )
+    assert night.decision == "rejected" and not night.passed and champion(engine) is None
+    assert night.lift is not None and night.lift < 0.5 and night.min_lift == 0.5
+    assert night.describe().endswith(
+        "below the 0.5000 required (training.gate.min_lift_over_baseline)"
+    )
+    assert night.as_dict()["lift"] == night.lift
+    cleared = fair_settings(models, tmp_path, min_lift_over_baseline=-1.0)
+    assert gate(engine, models, cleared, "good").decision == "promoted"
+
+
+def test_the_reports_show_the_baselines_the_lift_and_the_rows_compared(
+    engine: sa.Engine,
+    models: dict,
+    newer: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = fair_settings(models, tmp_path)
+    gate(engine, models, settings, "good")
+    night = promotion.promote_if_better(
+        engine, settings, newer, newer.parent / "data/holdout.parquet"
+    )
+    lines = summary_lines({"gate": night})
+    assert lines[1].startswith("  holdout: AUC ") and "rows 300" in lines[1]
+    assert lines[2] == f"    on {night.compared_on}"
+    assert lines[3].startswith("  baselines: linear AUC 0.") and ", prior AUC 0.5000; " in lines[3]
+    assert lines[3].endswith(f"; lift over linear {night.lift:+.4f} AUC")
+    tables: list[dict[str, Any]] = []
+    monkeypatch.setattr(reporting, "create_table_artifact", lambda **kw: tables.append(kw))
+    reporting.publish_model_comparison.fn("churn", {**night.as_dict(), "gate": night})
+    rows = {r["metric"]: r for r in tables[0]["table"]}
+    assert list(rows["AUC"]) == [
+        "metric",
+        "challenger",
+        "champion",
+        "linear baseline",
+        "prior baseline",
+    ]
+    assert rows["AUC"]["linear baseline"] == round(night.baselines["linear"]["auc"], 4)
+    assert rows["AUC"]["prior baseline"] == 0.5 and rows["rows"]["champion"] == 300
+    assert rows["lift over linear"]["challenger"] == f"{night.lift:+.4f} AUC"
+    assert rows["compared on"]["challenger"] == night.compared_on
+
+
+def test_what_the_deployed_model_was_fit_on_and_how_it_was_tuned() -> None:
+    refit_off = {"train_rows": 900, "best_iteration": 7, "num_boost_round": 40}
+    assert reports.deployed_text({**refit_off, "evaluated": {"file": "model.ubj"}}) == (
+        "the evaluated model itself: 900 rows; best iteration 7 of 40 rounds"
+    )
+    assert reports.deployed_text(refit_off).endswith(
+        "itself (trained before refits): 900 rows; best iteration 7 of 40 rounds"
+    )
+    tuning = {
+        "metric": "auc",
+        "budget_s": 300.0,
+        "trials_planned": 20,
+        "ran": 12,
+        "stopped_by_budget": True,
+        "chosen": 1,
+        "trials": [{"valid_value": 0.8}, {"valid_value": 0.81234}],
+    }
+    assert reports.tuning_text(tuning) == (
+        "12 of 20 trials (stopped by the 300 s budget); chose trial 1 by valid AUC 0.8123"
+    )
+
+
 # --- the commands ------------------------------------------------------------------------------
 
 
@@ -347,6 +625,12 @@ def test_models_list_and_show(bp, three: dict[str, str]) -> None:
     assert shown.splitlines()[0] == f"model {three['good']} of churn (champion, pinned)"
     assert "training window  5 of 5 days, 2026-10-01..2026-10-05" in shown
     assert "holdout metrics  AUC 0." in shown and "log loss" in shown and "primary" not in shown
+    assert "metrics of       evaluated model: fit on 900 rows without the holdout" in shown
+    assert "deployed model   refit on 1,500 rows of 5 day(s), 2026-10-01..2026-10-05" in shown
+    baseline_line = next(line for line in shown.splitlines() if "  baselines  " in line)
+    assert (
+        "linear AUC 0." in baseline_line and "prior AUC 0.5000; lift over linear " in baseline_line
+    )
     assert "FEATURE" in shown and "category" in shown and " values" in shown
     pin_row = next(line for line in shown.splitlines() if " pinned " in line)
     assert pin_row.split()[2:6] == ["pinned", "pin", three["good"], "-"]
@@ -382,6 +666,9 @@ def test_models_compare_shows_holdout_and_realised_metrics(
     auc_line = next(line for line in text.splitlines() if line.startswith("AUC"))
     low, high, delta = auc_line.split()[1:]
     assert float(low) < float(high) and delta.startswith("+") and len(delta.split(".")[1]) == 4
+    assert next(x for x in text.splitlines() if x.startswith("linear baseline AUC"))
+    assert next(x for x in text.splitlines() if x.startswith("lift over linear"))
+    assert "\nB: evaluated model: fit on 900 rows without the holdout" in text
     realised = text.split("realised metrics per day")[1].splitlines()
     assert realised[1].split() == ["DAY", "ROWS", "AUC", "A", "AUC", "B", "log", "loss", "A"] + [
         "log",

