@@ -219,6 +219,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
         )
     )
     print(f"    why: {model['gate'].describe()}")
+    if model.get("not_retrained"):
+        print(f"    {model['not_retrained']}")
     if data := model.get("training_data"):
         print("\n".join(reports.training_lines(data)))
     worst = max(out["drift"], key=lambda m: m["psi"])

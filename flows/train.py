@@ -20,19 +20,25 @@ def _run_name() -> str:
 
 @flow(name="train", flow_run_name=_run_name)
 def train(config_files: list[str] | None = None, workspace: str = ".") -> dict[str, Any]:
-    """Retrain on the rolling window via `dvc repro evaluate@<dataset>` (a no-op when window,
-    settings and code are unchanged); promote only past the quality gate."""
+    """Retrain on the rolling window via `dvc repro evaluate@<dataset>` (a no-op when the
+    window's labelled days, the settings and the code are unchanged: the result's `retrained`
+    is then False and `not_retrained` says why); promote only past the quality gate."""
     settings = config.load_settings(config_files)
     dataset = settings.dataset.name
     reporting.start_run(dataset)
     doing = f"dvc repro evaluate@{dataset}"
     with reporting.Progress("train", dataset, 1, unit="model", doing=doing) as progress:
-        model.reproduce_pipeline(workspace, config_files, dataset)
+        retrained = model.reproduce_pipeline(workspace, config_files, dataset)
         result = model.register_and_gate(settings, workspace)
+        result["retrained"] = retrained
+        if not retrained:
+            passed = result["training_data"]["days_passed_over"]
+            result["not_retrained"] = reports.not_retrained(result["version"], passed)
         model.push_artifacts(workspace, config_files, dataset)
         reporting.publish_model_comparison(dataset, result)
         progress.step(result["decision"])
-        progress.finish(f"model {result['version']} {result['decision']}")
+        done = f"model {result['version']} {result['decision']}"
+        progress.finish(done if retrained else f"{done} (not retrained: nothing it reads changed)")
     return result
 
 
@@ -55,7 +61,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             "lift_over_linear": decision.lift,
         }
         lines.append(f"  baselines: {reports.baselines_text(recorded)}")
-    return [*lines, f"  why: {decision.describe()}"]
+    lines.append(f"  why: {decision.describe()}")
+    if result.get("not_retrained"):
+        lines.append(f"  {result['not_retrained']}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.train") -> None:

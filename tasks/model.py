@@ -12,7 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import config, promotion, registry, reports, training
+from batchpred import config, promotion, registry, reports, training, window
 from batchpred.config import Settings
 from tasks import resources
 
@@ -46,14 +46,16 @@ def _dvc(workspace: str, config_files: list[str] | None, *args: str) -> str:
 
 
 @task(name="dvc-repro", cache_policy=NONE)
-def reproduce_pipeline(
-    workspace: str, config_files: list[str] | None, dataset: str
-) -> dict[str, Any]:
+def reproduce_pipeline(workspace: str, config_files: list[str] | None, dataset: str) -> bool:
     """Run `dvc repro evaluate@<dataset>` (window -> prepare -> train -> evaluate); the window
-    stage always runs, the others only if the window, the settings or the code changed."""
+    stage always runs, the others only if the window's labelled days, the settings or the
+    code changed. True when the model was trained now, False when DVC found it current (its
+    manifest untouched)."""
+    manifest = Path(workspace) / train_dir(dataset) / "model" / training.MANIFEST_FILE
+    before = manifest.stat().st_mtime_ns if manifest.exists() else None
     out = _dvc(workspace, config_files, "repro", stage("evaluate", dataset))
     get_run_logger().info(out[-2000:])
-    return json.loads((Path(workspace) / train_dir(dataset) / "metrics.json").read_text())
+    return before is None or manifest.stat().st_mtime_ns != before
 
 
 @task(name="dvc-push", cache_policy=NONE, retries=3, retry_delay_seconds=10)
@@ -70,7 +72,8 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
     (their evaluated models, on the holdout rows neither saw, beside the challenger's
     baselines). The result: the GateDecision under "gate", its JSON-ready fields
     (evaluation.GateDecision.as_dict: version, decision, reason in words, metrics, baselines,
-    lift, compared rows) and what the model was trained on."""
+    lift, compared rows) and what the model was trained on (the days passed over are tonight's
+    window stage's)."""
     work, out = Path(workspace), train_dir(settings.dataset.name)
     decision = promotion.promote_if_better(
         resources.engine(),
@@ -82,5 +85,8 @@ def register_and_gate(settings: Settings, workspace: str) -> dict[str, Any]:
     prepared = json.loads((work / out / "data" / training.PREPARE_FILE).read_text())
     manifest = json.loads((work / out / "model" / training.MANIFEST_FILE).read_text())
     data = training.training_data(prepared, manifest)
+    tonight = window.passed_over(work / out)  # the window stage's, even when prepare was skipped
+    if tonight is not None:
+        data["days_passed_over"] = tonight
     get_run_logger().info("%s; trained on %s", reports.gate_summary(decision), data)
     return {**decision.as_dict(), "gate": decision, "training_data": data}

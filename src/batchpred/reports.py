@@ -185,6 +185,17 @@ def _window(manifest: dict[str, Any] | None) -> str:
     return training.describe_days(created["days"], created.get("missing_days"))
 
 
+def not_retrained(version: str, passed_over: Sequence[Mapping[str, str]]) -> str:
+    """Why a night did not train: DVC found model `version` current (window.py: the window's
+    labelled days, their contents, the settings and the code unchanged), with the partitions
+    passed over tonight, which training does not read."""
+    why = "not retrained: the window's labelled days, the settings and the code are unchanged "
+    why += f"since model {version} was trained"
+    if passed_over:
+        why += f"; passed over: {training.describe_missing(passed_over)}"
+    return why
+
+
 def training_lines(data: Mapping[str, Any]) -> list[str]:
     """What the nightly summary says a model was trained on (training.training_data): the
     days of the window with the missing ones, rows, what was left out, late labels matching

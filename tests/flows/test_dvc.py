@@ -64,7 +64,7 @@ def test_s3_lake_retrains_when_a_day_arrives_and_only_then(workspace, s3_bucket)
     assert not Path("data/raw").exists()  # nothing local for DVC to hash
 
     first = train(config_files=files)
-    assert first["decision"] == "promoted"
+    assert first["decision"] == "promoted" and first["retrained"] is True
     window = _read(_out("churn") / "window.json")
     assert window["dataset"] == "churn"
     assert len(window["days"]) == 6 and all(
@@ -92,6 +92,16 @@ def test_s3_lake_retrains_when_a_day_arrives_and_only_then(workspace, s3_bucket)
     retrained = _trained_state("churn")
     assert retrained["lock"] != trained["lock"]
     assert all(retrained["mtimes"][f] > t for f, t in trained["mtimes"].items())
+
+    # A new day without labels yet (a day to score): training does not read it, so nothing
+    # retrains, and the run says why, naming the day.
+    files = workspace("churn", lake=lake, demo={"days": 10, "unlabelled_days": 1}, **SMALL)
+    settings = _source_and_ingest(files)
+    unlabelled = (settings.demo.start_date + timedelta(days=9)).isoformat()
+    night = train(config_files=files)
+    assert night["retrained"] is False and night["decision"] == "unchanged"
+    assert night["not_retrained"].endswith(f"passed over: {unlabelled} (no labels yet)")
+    assert _trained_state("churn") == retrained
 
 
 def test_nothing_on_local_disk_dvc_remote_and_registry_on_s3(workspace, s3_bucket):

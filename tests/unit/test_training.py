@@ -22,6 +22,7 @@ import xgboost as xgb
 
 from batchpred import (
     baselines,
+    config,
     db,
     evaluation,
     ingestion,
@@ -35,6 +36,7 @@ from batchpred import (
     storage,
     training,
     validation,
+    window,
 )
 from batchpred.config import DatasetSpec, Settings
 from batchpred.schema import arrow_schema, encode_column
@@ -1052,3 +1054,30 @@ def test_trained_days_are_the_deployed_models() -> None:
     }
     legacy = {"created_from": {"days": days, "missing_days": []}}
     assert model.trained_days(legacy) == {date(2026, 10, d) for d in (1, 2, 3)}
+
+
+def test_a_new_unlabelled_or_invalid_day_leaves_the_window_manifest_as_it_was(
+    churn: Settings, engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """window.json (what DVC retrains on) names only what training reads: a new day without
+    labels, or invalid and without labels, after the window changes none of its bytes, so
+    the night does not retrain; passed_over.json beside it names that day and why."""
+    monkeypatch.setenv(config.DATABASE_URL_ENV, f"sqlite:///{tmp_path}/p.db")
+    settings = fast(churn)
+    build_lake(settings, engine, days=7)
+    out = tmp_path / "train" / "window.json"
+    window.write_window(settings, out)
+    before = out.read_bytes()
+    assert window.passed_over(out.parent) == []
+    build_lake(settings, engine, days=9, failed=(8,), unlabelled=(7, 8))
+    window.write_window(settings, out)
+    assert out.read_bytes() == before
+    assert window.passed_over(out.parent) == [
+        {"day": (START + timedelta(days=7)).isoformat(), "reason": "no labels yet"},
+        {"day": (START + timedelta(days=8)).isoformat(), "reason": "validation failed"},
+    ]
+    build_lake(settings, engine, days=9, failed=(8,), unlabelled=(8,))  # day 7's labels came
+    window.write_window(settings, out)
+    assert (
+        json.loads(out.read_bytes())["days"][-1]["day"] == (START + timedelta(days=7)).isoformat()
+    )
