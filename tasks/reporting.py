@@ -357,7 +357,8 @@ def _plain(value: Any) -> str:
 
 @task(name="report-realised", cache_policy=NONE)
 def publish_realised(dataset: str, rows: list[dict[str, Any]]) -> None:
-    """Realised performance: each scored day's metrics once its labels arrived, per model."""
+    """Realised performance: each scored day's metrics once its labels arrived, per model;
+    `in_sample` where the model was fit on the day (monitoring.realised_performance)."""
     keys = ("auc", "logloss", "accuracy", "rmse", "mae", "error")
     table = [
         {
@@ -365,6 +366,7 @@ def publish_realised(dataset: str, rows: list[dict[str, Any]]) -> None:
             "model_version": r["model_version"],
             "labelled_rows": r["rows"],
             **{k: reports.round_metric(r["metrics"][k]) for k in keys if k in r["metrics"]},
+            "in_sample": bool(r["metrics"].get("in_sample")),
         }
         for r in rows
     ]

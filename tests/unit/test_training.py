@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest.mock import ANY
 
 import numpy as np
@@ -40,6 +41,7 @@ from batchpred import (
 )
 from batchpred.config import DatasetSpec, Settings
 from batchpred.schema import arrow_schema, encode_column
+from tasks import reporting
 from tests.conftest import record_verdict, settings_for
 
 START = date(2026, 10, 1)
@@ -1007,11 +1009,12 @@ def test_reference_statistics_and_bin_fractions(churn: Settings) -> None:
 
 
 def test_realised_metrics_on_a_day_the_model_was_fit_on_are_marked_in_sample(
-    trained: dict, tmp_path: Path
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A refit is fit on the newest labelled day, which the nightly also scores: realised
     metrics of a day among the deployed model's trained days carry `in_sample` (status says
-    "in-sample"), those of a day it never saw do not."""
+    "in-sample", the realised table in the Prefect UI has it), those of a day it never saw do
+    not."""
     settings = trained["settings"]
     engine = db.create_engine(f"sqlite:///{tmp_path}/registry.db")
     db.migrate(engine)
@@ -1038,6 +1041,11 @@ def test_realised_metrics_on_a_day_the_model_was_fit_on_are_marked_in_sample(
     assert "in_sample" not in rows[unseen]["metrics"] and rows[unseen]["rows"] == 300
     status = reports.status(engine, "churn")
     assert status.count("labelled, in-sample)") == 1 and "(300 labelled)" in status
+    tables: list[dict[str, Any]] = []
+    monkeypatch.setattr(reporting, "create_table_artifact", lambda **kw: tables.append(kw))
+    reporting.publish_realised.fn("churn", list(rows.values()))
+    flags = {r["day"]: r["in_sample"] for r in tables[0]["table"]}
+    assert flags == {str(seen): True, str(unseen): False}
     engine.dispose()
 
 
