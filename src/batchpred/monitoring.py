@@ -316,13 +316,9 @@ def realised_performance(
 
 
 def _trained_days(engine: sa.Engine, version: str) -> frozenset[date]:
-    """model.trained_days of a registered version, from its stored manifest; none for a
-    version the registry does not know (predictions written without registering a model)."""
-    try:
-        uri = registry.get_version(engine, version)["uri"]
-    except registry.UnknownModelError:
-        return frozenset()
-    return trained_days(registry.read_manifest(uri))
+    """model.trained_days of a registered version, from its stored manifest (an unregistered
+    version raises registry.UnknownModelError: whether its metrics are in-sample is unknown)."""
+    return trained_days(registry.read_manifest(registry.get_version(engine, version)["uri"]))
 
 
 def _realised_row(

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 
-from batchpred import baselines, evaluation, schema
+from batchpred import baselines, db, evaluation, promotion, registry, reports, schema
 from batchpred.config import DatasetSpec, GateConfig
 from batchpred.evaluation import GateDecision, OperatorChoice
 from tests.unit.test_scoring import settings_for, train_small
@@ -399,3 +399,31 @@ def test_evaluate_model_reports_the_evaluated_model_its_baselines_and_lift(
         "evaluated model: fit on 900 rows without the holdout (early-stopped on 300); "
         f"deployed model: refit on 1,500 rows ({manifest['refit']['num_boost_round']} rounds)"
     )
+
+
+def test_metrics_json_the_registry_and_models_show_give_the_same_holdout_figures(
+    tmp_path: Path,
+) -> None:
+    """One model, one holdout: the DVC stage's metrics.json, the metrics the gate records in
+    the registry and what `models show` prints are the same figures (the evaluated model's on
+    the whole holdout, its baselines and lift)."""
+    settings = settings_for("churn", tmp_path)
+    model_dir, holdout_path = train_small(settings, tmp_path / "m")
+    stage = json.loads(
+        json.dumps(evaluation.evaluate_model(settings, model_dir / "model.ubj", holdout_path))
+    )
+    engine = db.create_engine(f"sqlite:///{tmp_path}/registry.db")
+    db.migrate(engine)
+    decision = promotion.promote_if_better(engine, settings, model_dir, holdout_path)
+    recorded = registry.get_version(engine, decision.version)["metrics"]
+    assert recorded.keys() == stage.keys() and recorded["evaluated"] == stage["evaluated"]
+    for key in stage.keys() - {"baselines", "evaluated", "primary"}:
+        assert recorded[key] == pytest.approx(stage[key]), key
+    assert recorded["baselines"].keys() == stage["baselines"].keys() == {"linear", "prior"}
+    for name, figures in stage["baselines"].items():
+        for key in figures.keys() - {"primary"}:
+            assert recorded["baselines"][name][key] == pytest.approx(figures[key]), (name, key)
+    shown = reports.model_show(engine, "churn", decision.version)
+    assert f"holdout metrics  {reports.format_metrics(stage)}" in shown
+    assert f"baselines        {reports.baselines_text(stage)}" in shown
+    engine.dispose()

@@ -549,7 +549,7 @@ def test_late_labels_matching_no_row_are_counted_and_fail_their_day_above_the_sh
 
 
 def test_realised_metrics_apply_the_same_rule_to_late_labels(
-    churn: Settings, engine: sa.Engine, tmp_path: Path
+    churn: Settings, engine: sa.Engine, tmp_path: Path, trained: dict
 ) -> None:
     """Realised performance joins the same late labels to the predictions: a failed labels
     day gets no metrics but a row saying why (0 rows, the same one line), which `status`
@@ -558,6 +558,7 @@ def test_realised_metrics_apply_the_same_rule_to_late_labels(
         update={"labels": churn.labels.model_copy(update={"url": str(tmp_path / "late")})}
     )
     days = build_lake(settings, engine, days=2, rows=200, unlabelled=(0, 1))
+    version = registry.register_model(engine, trained["model"], str(tmp_path / "models"))
     for i, day in enumerate(days):
         truth = _late_labels(settings, day, i, 200, (3, 2)[i])
         ids = [str(x) for x in synthetic_day(settings.dataset, day, 200, i)[0].to_pylist()]
@@ -565,7 +566,7 @@ def test_realised_metrics_apply_the_same_rule_to_late_labels(
         prediction = sinks.PredictionBatch(
             pa.array(ids, pa.string()), scores.astype(float), (scores >= 0.5).astype(np.int8), None
         )
-        key = sinks.PartitionKey("churn", day, "ab12cd34ef567890")
+        key = sinks.PartitionKey("churn", day, version)
         with sinks.partition_writer(engine, key, "run", fingerprint="fp") as out:
             out.write(prediction)
             out.finish(sinks.LedgerEntry("fp", 200, 0, datetime.now(UTC)))
