@@ -14,7 +14,16 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from batchpred import config, ingestion, outcomes, preflight, reports, storage, verdicts
+from batchpred import (
+    config,
+    ingestion,
+    outcomes,
+    preflight,
+    reports,
+    storage,
+    validation,
+    verdicts,
+)
 from tasks import lake, reporting
 
 
@@ -144,6 +153,8 @@ def ingest(
                 progress.step("invalid", day)
             if report is not None and report.json_path:
                 pages[str(day)] = reports.validation_page_url(report.json_path)
+        if to_validate:  # the Data Docs index once, not once a partition
+            validation.build_docs_index(settings.lake.reports, settings.validation)
         for entry in plan.refused:  # never silently skipped
             summary.failed[entry.url] = f"{entry.url}: refused, {entry.reason}"
         said.update({day: f"FAILED: {err}" for day, err in summary.failed.items()})

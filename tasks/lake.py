@@ -108,7 +108,8 @@ def partition_statuses(settings: Settings, days: list[date]) -> dict[date, verdi
 @task(name="validate-partition", cache_policy=NONE, task_run_name="validate-{day}")
 def validate_partition(settings: Settings, day: date) -> verdicts.ValidationReport:
     """Validate one raw partition with Great Expectations; raise naming column and rule. The
-    JSON report gets a static HTML page beside it (reports.validation_page)."""
+    JSON report gets a static HTML page beside it (reports.validation_page); the Data Docs
+    index is left to the flow (validation.build_docs_index, once per run)."""
     report = validation.validate_partition(
         resources.engine(),
         settings.dataset,
@@ -117,6 +118,7 @@ def validate_partition(settings: Settings, day: date) -> verdicts.ValidationRepo
         day,
         reports_url=settings.lake.reports,
         run_id=resources.run_id(),
+        docs_index=False,
     )
     if report.json_path:  # a page of every rule and its result beside the JSON, readable offline
         try:

@@ -332,18 +332,22 @@ def validate_frame(
     with_target: bool = True,
     stream: _RowStream | None = None,
     day: date | None = None,
+    docs_index: bool = True,
 ) -> ValidationReport:
     """Validate `df` against the spec's suite; write JSON (and Data Docs) under reports_url.
     With `stream`, `df` is a sample of the rows `stream` saw, and the expectations of the
-    row rules and min_rows are judged on all of them (_judge_all_rows). With `day`, `df`
-    is that day's partition: its event dates must be the day (rules.compile_rules)."""
+    row rules and min_rows are judged on all of them (_validate_with_stream). With `day`, `df`
+    is that day's partition: its event dates must be the day (rules.compile_rules).
+    `docs_index`: also rebuild the Data Docs index page (a run validating many partitions
+    builds it once at the end instead: build_docs_index)."""
     frame = _for_gx(df)
     with _LOCK:
         suite = _suite(spec, cfg, with_target, frozenset(df.columns), day)
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(suite, result_format="SUMMARY")
-        if stream is not None:
-            _judge_all_rows(result, stream, cfg)
+        if stream is None:
+            result = batch.validate(suite, result_format="SUMMARY")
+        else:
+            result = _validate_with_stream(batch, suite, stream, cfg)
     rows = len(df) if stream is None else stream.rows
     raw = result.to_json_dict()
     found = [_failure(r) for r in raw["results"] if not r["success"]]
@@ -360,7 +364,9 @@ def validate_frame(
             with _LOCK:
                 ctx = _docs_context(root)
                 ctx.validation_results_store.set(key, result)
-                ctx.build_data_docs(site_names=["batchpred"], resource_identifiers=[key])
+                ctx.build_data_docs(
+                    site_names=["batchpred"], resource_identifiers=[key], build_index=docs_index
+                )
             docs_path = os.path.join(root, "data_docs", "validations", *key.to_tuple()) + ".html"
         json_path = f"{reports_url.rstrip('/')}/validation/{name}.json"
         summary = {"subject": subject, "success": bool(result.success), "rows": rows}
@@ -379,6 +385,21 @@ def validate_frame(
         json_path=json_path,
         docs_path=docs_path,
     )
+
+
+def build_docs_index(reports_url: str, cfg: ValidationConfig) -> None:
+    """Rebuild the Data Docs index page under `reports_url` (every stored validation result):
+    once per run, after validate_partition(..., docs_index=False) calls."""
+    if not (cfg.data_docs and _is_local(reports_url)):
+        return
+    root = os.path.abspath(fsspec.utils.stringify_path(reports_url).removeprefix("file://"))
+    with _LOCK:
+        # GX rebuilds the pages of the identifiers given (all when none): one that names no
+        # stored result makes it build the index page alone
+        nothing = ExpectationSuiteIdentifier("batchpred-index-only")
+        _docs_context(root).build_data_docs(
+            site_names=["batchpred"], resource_identifiers=[nothing]
+        )
 
 
 def validate_or_raise(
@@ -542,34 +563,83 @@ def _kwargs(config: Any) -> dict[str, Any]:
     return {k: v for k, v in config.kwargs.items() if k != "batch_id"}
 
 
+def _stream_outcome(
+    config: Any,
+    rule_configs: list[tuple[rules.Rule, Any]],
+    stream: _RowStream,
+    cfg: ValidationConfig,
+) -> dict[str, Any] | None:
+    """The SUMMARY outcome (success, result) of expectation `config` judged on every row the
+    stream saw, when it is one of the row rules' expectations or min_rows; else None."""
+    if config.type == "expect_table_row_count_to_be_between" and _kwargs(config) == {
+        "min_value": cfg.min_rows
+    }:
+        return {"success": stream.rows >= cfg.min_rows, "result": {"observed_value": stream.rows}}
+    for rule, expected in rule_configs:
+        if config.type == expected.type and _kwargs(config) == _kwargs(expected):
+            return stream.outcome(rule)
+    return None
+
+
 def _raised(res: ExpectationValidationResult) -> bool:
     info = res.exception_info or {}
     errors = [info] if "raised_exception" in info else list(info.values())
     return any(isinstance(e, dict) and e.get("raised_exception") for e in errors)
 
 
-def _judge_all_rows(
-    result: ExpectationSuiteValidationResult, stream: _RowStream, cfg: ValidationConfig
-) -> None:
-    """Replace GX's results on the sample by those on every row the stream saw, for the
-    expectations of the row rules and min_rows; the rest (column existence and types,
-    extra_expectations) stand as judged on the sample."""
+def _column_group(config: Any) -> str:
+    column = config.kwargs.get("column")
+    return column if isinstance(column, str) else "\0table"
+
+
+def _validate_with_stream(
+    batch: Any, suite: gx.ExpectationSuite, stream: _RowStream, cfg: ValidationConfig
+) -> ExpectationSuiteValidationResult:
+    """The suite's result with the row rules' expectations and min_rows judged on every row
+    the stream saw, and only the rest (column existence and types, extra_expectations, rules
+    the stream cannot judge for a column's type) run by GX on the sample: GX never computes
+    a result that would be replaced, which was most of a small partition's validation time.
+    The results keep the suite's order, as GX gives them."""
     rule_configs = [(rule, _expectation(rule).configuration) for rule in stream.rules]
+    configs = [e.configuration for e in suite.expectations]
+    placed: dict[int, ExpectationValidationResult] = {}
+    rest: list[int] = []
+    for i, config in enumerate(configs):
+        outcome = _stream_outcome(config, rule_configs, stream, cfg)
+        if outcome is None:
+            rest.append(i)
+        else:
+            placed[i] = ExpectationValidationResult(
+                success=outcome["success"], expectation_config=config, result=outcome["result"]
+            )
+    sample_suite = gx.ExpectationSuite(
+        name=suite.name,
+        expectations=[suite.expectations[i].copy(update={"id": None}) for i in rest],
+    )
+    result = batch.validate(sample_suite, result_format="SUMMARY")
+    waiting = list(rest)  # GX's results back to their place in the suite
     for res in result.results:
-        config = res.expectation_config
-        if config is None or _raised(res):
-            continue
-        if config.type == "expect_table_row_count_to_be_between" and _kwargs(config) == {
-            "min_value": cfg.min_rows
-        }:
-            res.success = stream.rows >= cfg.min_rows
-            res.result = {"observed_value": stream.rows}
-            continue
-        for rule, expected in rule_configs:
-            if config.type == expected.type and _kwargs(config) == _kwargs(expected):
-                outcome = stream.outcome(rule)
-                res.success, res.result = outcome["success"], outcome["result"]
-                break
+        got = res.expectation_config
+        i = next(
+            i
+            for i in waiting
+            if configs[i].type == got.type and _kwargs(configs[i]) == _kwargs(got)
+        )
+        waiting.remove(i)
+        placed[i] = res
+        batch_id = got.kwargs.get("batch_id")
+    for res in placed.values():  # as GX writes every config: with the batch it judged
+        mine = res.expectation_config
+        if mine is not None and "batch_id" not in mine.kwargs:
+            mine.kwargs = {"batch_id": batch_id, **mine.kwargs}
+    # GX's order: the results of expectations that raised first, as GX gave them, then the
+    # rest grouped by column in order of first appearance (table-level ones as one group)
+    raised = [res for res in result.results if _raised(res)]
+    groups: dict[str, int] = {}
+    for config in configs:
+        groups.setdefault(_column_group(config), len(groups))
+    order = sorted(placed, key=lambda i: (groups[_column_group(configs[i])], i))
+    result.results = raised + [placed[i] for i in order if not _raised(placed[i])]
     stats = calc_validation_statistics(result.results)
     result.success = stats.success
     result.statistics = {
@@ -578,6 +648,7 @@ def _judge_all_rows(
         "unsuccessful_expectations": stats.unsuccessful_expectations,
         "success_percent": stats.success_percent,
     }
+    return result
 
 
 def validate_partition(
@@ -590,6 +661,7 @@ def validate_partition(
     reports_url: str | None,
     run_id: str,
     batch_rows: int = BATCH_ROWS,
+    docs_index: bool = True,
 ) -> ValidationReport:
     """Validate one partition's current files and store the verdict under their content key
     and the spec hash (see verdicts.partition_status). A file whose columns the spec cannot
@@ -615,7 +687,14 @@ def validate_partition(
     for batch in storage.iter_files(files, batch_rows, schema):
         stream.add(batch)
     report = validate_frame(
-        stream.frame(), spec, cfg, subject=subject, reports_url=reports_url, stream=stream, day=day
+        stream.frame(),
+        spec,
+        cfg,
+        subject=subject,
+        reports_url=reports_url,
+        stream=stream,
+        day=day,
+        docs_index=docs_index,
     )
     verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
     return report

@@ -700,3 +700,56 @@ def test_a_day_ingest_could_not_land_is_that_days_validation_failure(churn, engi
         ).all()
     assert [r.success for r in rows].count(False) == 1
     assert any(not r.success and "table failed readable: cannot be read" in r.message for r in rows)
+
+
+def test_gx_runs_only_the_expectations_the_stream_does_not_judge(churn, engine, monkeypatch):
+    """The row rules and min_rows are judged on every row by the stream; asking GX for them
+    too (on the sample, to replace its answer) was most of a small partition's cost. The
+    report still holds every expectation of the suite."""
+    cfg = churn.validation.model_copy(update={"data_docs": False})
+    _write_day(churn, pa.Table.from_pandas(valid_frame(churn.dataset), preserve_index=False))
+    asked: list[str] = []
+    definition = validation._batch_definition()
+
+    class Spy:
+        def get_batch(self, **kwargs):
+            batch = definition.get_batch(**kwargs)
+            validate = batch.validate
+
+            def spy(suite, **kw):
+                asked.extend(e.expectation_type for e in suite.expectations)
+                return validate(suite, **kw)
+
+            batch.validate = spy
+            return batch
+
+    monkeypatch.setattr(validation, "_batch_definition", Spy)
+    report = validate_partition(
+        engine, churn.dataset, cfg, churn.lake.raw, date(2026, 10, 3),
+        reports_url=churn.lake.reports, run_id="r",
+    )  # fmt: skip
+    assert report.success
+    suite = validation.build_suite(churn.dataset, cfg, day=date(2026, 10, 3))
+    assert report.evaluated == len(suite.expectations)
+    row_rules = {"expect_column_values_to_not_be_null", "expect_column_values_to_be_between"}
+    assert asked and not row_rules & set(asked), asked
+    assert "expect_table_row_count_to_be_between" not in asked
+    assert {"expect_column_to_exist", "expect_column_values_to_be_in_type_list"} <= set(asked)
+
+
+def test_data_docs_index_built_once_lists_every_partition_of_the_run(churn, engine):
+    """A run validating many partitions builds each page without the index, then the index
+    once (validation.build_docs_index): it lists every one of them."""
+    days = [date(2026, 10, 3), date(2026, 10, 4)]
+    for day in days:
+        frame = valid_frame(churn.dataset).assign(event_date=pd.Timestamp(day).date())
+        _write_day(churn, pa.Table.from_pandas(frame, preserve_index=False), day)
+        validate_partition(
+            engine, churn.dataset, churn.validation, churn.lake.raw, day,
+            reports_url=churn.lake.reports, run_id="r", docs_index=False,
+        )  # fmt: skip
+    index = Path(churn.lake.reports) / "data_docs" / "index.html"
+    assert not index.exists()
+    validation.build_docs_index(churn.lake.reports, churn.validation)
+    listed = index.read_text()
+    assert all(f"partition_dt={day}" in listed for day in days)
