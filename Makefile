@@ -110,7 +110,9 @@ serve: install ## serve the deployments (nightly, score, backfill, train, ingest
 worker: install ## create work pool batchpred if missing, register prefect.yaml's deployments, start a worker
 	prefect work-pool inspect batchpred >/dev/null 2>&1 || prefect work-pool create batchpred --type process
 	prefect --no-prompt deploy --all
-	prefect worker start --pool batchpred
+	# INFO: the flow runs it starts log their progress to the UI (the Makefile's WARNING is
+	# for the terminal of make run and make test)
+	PREFECT_LOGGING_LEVEL=INFO prefect worker start --pool batchpred
 
 .PHONY: flights diabetes quality
 FLIGHTS_CONFIG  := configs/base.yaml,configs/datasets/nycflights13.yaml

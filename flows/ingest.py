@@ -182,6 +182,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.ingest"
     parser.add_argument("--start", type=date.fromisoformat, help="first source day to pull")
     parser.add_argument("--end", type=date.fromisoformat, help="last source day to pull")
     args = parser.parse_args(argv)
+    outcomes.check_range(parser, args)
     with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
         preflight.check(args.config, source=True)
         summary = ingest(days=args.day, start=args.start, end=args.end, config_files=args.config)

@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.score")
         "--force", action="store_true", help="re-score partitions already in the ledger"
     )
     args = parser.parse_args(argv)
+    outcomes.check_range(parser, args)
     with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
         preflight.check(args.config)
         results = score(

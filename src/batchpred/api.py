@@ -13,7 +13,13 @@ Every /v1 request needs an API key from $BATCHPRED_API_KEYS (header `X-API-Key: 
 `Authorization: Bearer KEY`), compared in constant time; with no key configured the app
 refuses to start unless told `insecure_no_auth` (`--insecure-no-auth`). Each key has a token
 bucket ($BATCHPRED_API_RATE requests per second, $BATCHPRED_API_BURST at once) kept in the
-process: past it, 429 with Retry-After.
+process: past it, 429 with Retry-After. Before the app reads a byte of a request body, a
+guard (`_Guard`, plain ASGI) checks the key (401 at once for a wrong one, 429 once a client
+address has failed too often: $BATCHPRED_API_FAILED_RATE failures per second after a burst of
+10) and the body's size ($BATCHPRED_API_MAX_BODY bytes, default 512 KiB: 413); a key sent in
+the query string is refused and blanked out of the request line before anything logs it.
+A 422 echoes at most the first 64 characters of each bad input, as valid unicode (a lone
+surrogate is shown escaped, never a 500).
 
 The database is opened read-only whatever the URL says: SQLite through a `mode=ro` URI with
 `query_only`, PostgreSQL with every session's transactions READ ONLY (and a statement
@@ -28,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 import logging
 import math
 import os
@@ -46,6 +53,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (
@@ -65,9 +73,15 @@ API_KEYS_ENV = "BATCHPRED_API_KEYS"  # comma-separated keys; required unless ins
 API_RATE_ENV = "BATCHPRED_API_RATE"  # requests per second per key (default 100; 0: no limit)
 API_BURST_ENV = "BATCHPRED_API_BURST"  # requests a key may make at once (default 2 x rate)
 API_POOL_ENV = "BATCHPRED_API_POOL"  # database connections kept per process (default 10)
+API_MAX_BODY_ENV = "BATCHPRED_API_MAX_BODY"  # bytes a request body may have (default 512 KiB)
+API_FAILED_RATE_ENV = "BATCHPRED_API_FAILED_RATE"  # failed keys/s per client (default 0.2)
 # Set only by `batchpred api --insecure-no-auth --workers N` for its worker processes.
 _INSECURE_ENV = "_BATCHPRED_API_INSECURE_NO_AUTH"
 DEFAULT_RATE, MIN_KEY_LENGTH, MAX_BATCH = 100.0, 16, 1000
+# 1000 ids of at most 256 characters, as JSON, fit well under this
+DEFAULT_MAX_BODY = 512 * 1024
+DEFAULT_FAILED_RATE, FAILED_BURST = 0.2, 10
+ECHO_CHARS = 64  # of a bad input, in a 422
 STATEMENT_TIMEOUT_MS = 5000
 
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -91,6 +105,8 @@ class ApiConfig:
     burst: int = int(2 * DEFAULT_RATE)
     insecure_no_auth: bool = False
     pool_size: int = 10
+    max_body: int = DEFAULT_MAX_BODY
+    failed_rate: float = DEFAULT_FAILED_RATE
 
     def __post_init__(self) -> None:
         if not self.keys and not self.insecure_no_auth:
@@ -112,7 +128,11 @@ class ApiConfig:
         rate = _number(API_RATE_ENV, DEFAULT_RATE)
         burst = _number(API_BURST_ENV, max(1.0, 2 * rate))
         pool = _number(API_POOL_ENV, 10)
-        return cls(keys, rate, int(burst), insecure_no_auth, max(1, int(pool)))
+        max_body = _number(API_MAX_BODY_ENV, DEFAULT_MAX_BODY)
+        failed = _number(API_FAILED_RATE_ENV, DEFAULT_FAILED_RATE)
+        return cls(
+            keys, rate, int(burst), insecure_no_auth, max(1, int(pool)), int(max_body), failed
+        )
 
 
 def _number(env: str, default: float) -> float:
@@ -387,6 +407,101 @@ class Health(BaseModel):
     database: str
 
 
+# --- the guard: before the body ---------------------------------------------------------------
+
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_QUERY_KEYS = re.compile(
+    rb"(^|&)((?:api[_-]?key|key|token|access[_-]?token|x-api-key)=)[^&]*", re.IGNORECASE
+)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _reply(send: Callable[..., Any], status: int, detail: str, **headers: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    extra = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Guard:
+    """Plain ASGI, in front of the app: a key given in the query string is blanked out of the
+    request (uvicorn's access log writes the scope's query string); then, before the app
+    reads a byte of the body, the key is checked (401, or 429 once the client's address has
+    failed too often) and the body's size capped (413)."""
+
+    def __init__(self, app: Any, keys: Keys | None, max_body: int, failed: TokenBucket) -> None:
+        self.app, self.keys, self.max_body, self.failed = app, keys, max_body, failed
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string") or b""
+        if query:
+            scope["query_string"] = _QUERY_KEYS.sub(rb"\1\2***", query)
+        headers = dict(scope.get("headers") or [])
+        if self.keys is not None and scope["path"] not in OPEN_PATHS:
+            presented = headers.get(b"x-api-key", b"").decode("latin-1") or None
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            if presented is None and auth[:7].lower() == "bearer ":
+                presented = auth[7:].strip() or None
+            if presented is None or self.keys.match(presented) is None:
+                client = (scope.get("client") or ("-", 0))[0]
+                wait = self.failed.take(f"failed:{client}")
+                if wait > 0:
+                    log.warning("client %s: too many failed API keys", client)
+                    await _reply(
+                        send,
+                        429,
+                        "too many failed API keys from this address",
+                        retry_after=str(max(1, math.ceil(wait))),
+                    )
+                else:
+                    await _reply(send, 401, "missing or invalid API key", www_authenticate="Bearer")
+                return
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await _reply(send, 413, f"request body over {self.max_body} bytes")
+            return
+        seen = 0
+
+        async def capped() -> dict[str, Any]:
+            nonlocal seen
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, capped, send)
+        except _BodyTooLarge:  # chunked, no length: read before any response was started
+            await _reply(send, 413, f"request body over {self.max_body} bytes")
+
+
+def _echo(value: Any) -> Any:
+    """A bad input as a 422 shows it: at most ECHO_CHARS characters, valid unicode."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > ECHO_CHARS:
+        return f"{text[:ECHO_CHARS]}... ({len(text):,} characters)"
+    return value if isinstance(value, str) and text == value else text
+
+
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -448,6 +563,24 @@ def create_app(
     )
     app.state.store = store
     app.state.api_config = cfg
+    failed = TokenBucket(cfg.failed_rate, FAILED_BURST)
+    app.add_middleware(
+        _Guard,  # type: ignore[arg-type]
+        keys=keys if cfg.keys else None,
+        max_body=cfg.max_body,
+        failed=failed,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes every bad input whole (a 20 MB id comes back whole)
+        detail = []
+        for e in err.errors():
+            out = {k: e[k] for k in ("type", "loc", "msg") if k in e}
+            if "input" in e:
+                out["input"] = _echo(e["input"])
+            detail.append(out)
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _db_error(_request: Request, err: sa.exc.DBAPIError) -> JSONResponse:

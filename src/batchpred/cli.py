@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchpred import config
 
@@ -140,7 +140,7 @@ def _count(text: str) -> int:
 
 def _report(produce: Callable[[sa.Engine], str]) -> None:
     """Print a report (or what a lifecycle command did) made from the migrated database; its
-    known errors become one line."""
+    known errors become one line. A `--json` report is printed as JSON (reports.*_data)."""
     from batchpred import db, registry, reports
 
     engine = db.create_engine(config.database_url())
@@ -154,18 +154,52 @@ def _report(produce: Callable[[sa.Engine], str]) -> None:
     print(text)
 
 
+def _json(data: object) -> str:
+    return json.dumps(data, indent=2, default=str)
+
+
+def _text_or_json(
+    as_json: bool,
+    text: Callable[..., str],
+    data: Callable[..., dict[str, Any]],
+    *args: Any,
+) -> Callable[[sa.Engine], str]:
+    """A report as text, or (--json) its data (the text's one source) as JSON."""
+    if as_json:
+        return lambda engine: _json(data(engine, *args))
+    return lambda engine: text(engine, *args)
+
+
 def cmd_models(args: argparse.Namespace, settings: config.Settings) -> None:
     from batchpred import promotion, registry, reports
 
     dataset, action = settings.dataset.name, args.action
+    as_json = getattr(args, "json", False)
     if action == "list":
-        _report(lambda engine: reports.models_list(engine, dataset))
+        _report(_text_or_json(as_json, reports.models_list, reports.models_list_data, dataset))
     elif action == "show":
-        _report(lambda engine: reports.model_show(engine, dataset, args.version))
+        _report(
+            _text_or_json(
+                as_json, reports.model_show, reports.model_show_data, dataset, args.version
+            )
+        )
     elif action == "compare":
-        _report(lambda engine: reports.models_compare(engine, dataset, args.a, args.b))
+        _report(
+            _text_or_json(
+                as_json,
+                reports.models_compare,
+                reports.models_compare_data,
+                dataset,
+                args.a,
+                args.b,
+            )
+        )
     elif action == "history":
-        _report(lambda engine: reports.alias_history(engine, dataset, args.limit))
+        _report(
+            _text_or_json(
+                as_json, reports.alias_history, reports.alias_history_data, dataset, args.limit
+            )
+        )
     else:
         by = args.by or registry.current_user()
         reason = args.reason or "no reason given"
@@ -193,7 +227,13 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> None:
     from batchpred import reports
 
     dataset = settings.dataset.name
-    _report(lambda engine: reports.status(engine, dataset, day=args.day, days=args.days))
+    render = reports.status_data if args.json else reports.status
+
+    def produce(engine: sa.Engine) -> str:
+        out = render(engine, dataset, day=args.day, days=args.days)
+        return out if isinstance(out, str) else _json(out)
+
+    _report(produce)
 
 
 def cmd_predictions(args: argparse.Namespace, settings: config.Settings) -> None:
@@ -296,14 +336,32 @@ def add_lifecycle_commands(
         return actions.add_parser(name, help=help, parents=common, allow_abbrev=False)
 
     ref = "version id, a unique prefix of 4+ digits, or champion / challenger / pinned"
-    act("list", "every version of the dataset, newest first, with its aliases")
+
+    def as_json(p: argparse.ArgumentParser, fields: str) -> None:
+        p.add_argument("--json", action="store_true", help=f"print JSON: {fields}")
+
+    p = act("list", "every version of the dataset, newest first, with its aliases")
+    as_json(
+        p,
+        "dataset, models [version, created_at, aliases, primary_metric {key, name, value}, "
+        "metrics]",
+    )
     p = act("show", "one version: store, training window, metrics, contract, alias history")
     p.add_argument("version", help=ref)
+    as_json(
+        p,
+        "dataset, version, aliases, created_at, sha256, dvc_md5, uri, xgboost_version, "
+        "training_data_hash, contract, metrics, manifest, alias_history",
+    )
     p = act("compare", "two versions side by side: holdout and realised metrics")
     p.add_argument("a", help=ref)
     p.add_argument("b", help=ref)
+    as_json(p, "dataset, a and b [version, aliases, created_at, metrics, manifest], realised")
     p = act("history", "the newest alias changes: who, when, how and why")
     p.add_argument("--limit", type=_count, default=20)
+    as_json(
+        p, "dataset, changes [set_at, alias, action, version, previous_version, set_by, reason]"
+    )
     lifecycle = {
         "promote": "make a version the champion (refused while the champion is pinned)",
         "rollback": "restore the previous champion and pin it",
@@ -322,6 +380,12 @@ def add_lifecycle_commands(
     when.add_argument("--day", type=_day, help="one day, YYYY-MM-DD")
     when.add_argument(
         "--days", type=_count, default=7, help="the newest N days with any activity (default 7)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: dataset, asked, aliases, champion_trained_on, days [day, validation, "
+        "models [version, aliases, ledger, max_psi, realised]], notes",
     )
     p = add("predictions", "look up stored predictions")
     lookups = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -413,6 +477,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_implicit_dataset(default: str) -> None:
+    """No --dataset, --config or $BATCHPRED_CONFIG: the default config's dataset answers only
+    while the database holds no other; never a silent report on the wrong dataset."""
+    import sqlalchemy as sa
+
+    from batchpred import db
+
+    engine = db.create_engine(config.database_url())
+    try:
+        names = set()
+        with engine.connect() as conn:  # one connection: SQLite's BEGIN IMMEDIATE
+            inspector = sa.inspect(conn)
+            for name in ("model_versions", "scoring_ledger"):
+                if inspector.has_table(name):
+                    t = sa.table(name, sa.column("dataset"))
+                    names |= set(conn.execute(sa.select(t.c.dataset).distinct()).scalars())
+    finally:
+        engine.dispose()
+    names.discard(None)
+    if names - {default}:
+        raise UsageError(
+            f"which dataset? the database holds {', '.join(sorted(names))}: pass --dataset NAME "
+            f"(without it the default config is {default!r}'s)"
+        )
+
+
 def resolve_config(args: argparse.Namespace) -> tuple[list[str] | None, str | None]:
     """The config files given (None: $BATCHPRED_CONFIG or the defaults) and the --dataset name.
 
@@ -491,6 +581,9 @@ def _run(
     if extra:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     settings = load_checked(files, dataset)
+    implicit = files is None and dataset is None and not os.environ.get(config.CONFIG_ENV)
+    if implicit and args.command in ("models", "status", "predictions"):
+        _refuse_implicit_dataset(settings.dataset.name)
     handlers = {
         "demo": cmd_demo,
         "window": cmd_window,

@@ -191,8 +191,15 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
         except SetupError as bad:
             return EXIT_FAILED, str(bad)
         return None
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return EXIT_FAILED, preflight.database_line(config.database_url(), exc)
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
+        isinstance(exc, sa.exc.ProgrammingError) and "invalid connection option" in str(exc)
+    ):  # the database did not answer, or the URL's query holds an option libpq refuses
+        url = config.database_url()
+        try:
+            preflight.check_database_url(url)  # a URL that cannot be right says so first
+        except SetupError as bad:
+            return EXIT_FAILED, str(bad)
+        return EXIT_FAILED, preflight.database_line(url, exc)
     if isinstance(exc, FileNotFoundError):
         return EXIT_FAILED, f"no such file or folder: {exc.filename or one_line(str(exc))}"
     return None
@@ -299,6 +306,13 @@ def flow_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
         help=f"show the traceback of a known error too (or ${DEBUG_ENV}=1)",
     )
     return parser
+
+
+def check_range(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--end before --start is a usage error (exit 2) before any flow run is created."""
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start is not None and end is not None and end < start:
+        parser.error(f"--end {end} is before --start {start}")
 
 
 # --- processes that ran flows ------------------------------------------------------------------

@@ -14,13 +14,47 @@ import sqlalchemy as sa
 from batchpred import config, db, registry, storage
 from batchpred.config import Settings, SetupError
 
+# Query parameters that carry a secret (libpq's `password`, `sslpassword`; tokens of others).
+SECRET_PARAMS = frozenset({"password", "passwd", "pass", "pwd", "sslpassword", "secret", "token"})
+
+
+def _secret_param(name: str) -> bool:
+    return name.lower() in SECRET_PARAMS
+
+
+def _split_host(url: sa.engine.URL) -> sa.engine.URL:
+    """A password holding an unencoded @ puts its tail in front of the host: cut it off."""
+    if url.host and "@" in url.host:
+        return url.set(host=url.host.rsplit("@", 1)[1], password="***")
+    return url
+
 
 def hide_password(url: str) -> str:
-    """A database URL fit for a log line: the password shown as ***."""
+    """A database URL fit for a log line: every secret shown as *** (the password, in the
+    userinfo or as a query parameter, and the tail of one holding an unencoded @)."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        parsed = _split_host(sa.engine.make_url(url))
+        query = {k: "***" if _secret_param(k) else v for k, v in parsed.query.items()}
+        shown = parsed.set(query=query).render_as_string(hide_password=True)
+        return shown.replace("=%2A%2A%2A", "=***")
     except Exception:  # noqa: BLE001 - not even a URL: hide whatever sits between : and @
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+        shown = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+        names = "|".join(SECRET_PARAMS)
+        return re.sub(rf"([?&](?:{names})=)[^&]*", r"\1***", shown, flags=re.IGNORECASE)
+
+
+def _secrets(url: str) -> list[str]:
+    """The secret strings of a URL, to blank out of a driver's message."""
+    out = []
+    with suppress(Exception):
+        parsed = sa.engine.make_url(url)
+        out += [str(parsed.password)] if parsed.password else []
+        if parsed.host and "@" in parsed.host:
+            out.append(parsed.host.rsplit("@", 1)[0])
+        for key, value in parsed.query.items():
+            if _secret_param(key):
+                out += [value] if isinstance(value, str) else list(value)
+    return [s for s in out if s]
 
 
 def database_line(url: str, exc: BaseException) -> str:
@@ -28,10 +62,8 @@ def database_line(url: str, exc: BaseException) -> str:
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
     reason = lines[0] if lines else type(cause).__name__
-    with suppress(Exception):
-        password = sa.engine.make_url(url).password
-        if password:
-            reason = reason.replace(str(password), "***")
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        reason = reason.replace(secret, "***")
     return f"cannot reach the database {hide_password(url)}: {reason}"
 
 
@@ -46,6 +78,11 @@ def check_database_url(url: str) -> None:
             f"${config.DATABASE_URL_ENV} is not a database URL: {shown!r} "
             "(expected sqlite:///path.db or postgresql+psycopg://user:password@host:5432/db)"
         ) from None
+    if parsed.host and "@" in parsed.host:
+        raise SetupError(
+            f"${config.DATABASE_URL_ENV} {shown}: the password holds an unencoded @; write it "
+            "as %40 (percent-encode the password)"
+        )
     if parsed.drivername == "postgres" or parsed.drivername.startswith("postgres+"):
         fixed = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
         raise SetupError(

@@ -446,6 +446,11 @@ def find_version(engine: sa.Engine, dataset: str, ref: str) -> str:
     if matches:
         raise UnknownModelError(f"{ref!r} is ambiguous in {dataset!r}: {', '.join(matches)}")
     listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+    if len(ref) < 4 and any(v.startswith(ref) for v in known):
+        raise UnknownModelError(
+            f"{ref!r} is too short a prefix: give 4+ digits of a version of {dataset!r} "
+            f"(newest first: {listed})"
+        )
     raise UnknownModelError(
         f"unknown model {ref!r} for dataset {dataset!r}; known (newest first): "
         + (listed or "none, train one first")

@@ -157,8 +157,13 @@ def align(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
+def _ts(ts: Any) -> datetime:
+    """A stored timestamp, or one of the JSON reports' ISO texts, in UTC."""
+    return registry.utc(datetime.fromisoformat(ts) if isinstance(ts, str) else ts)
+
+
 def _minute(ts: Any) -> str:
-    return f"{registry.utc(ts):%Y-%m-%d %H:%M}" if ts is not None else "-"
+    return f"{_ts(ts):%Y-%m-%d %H:%M}" if ts is not None else "-"
 
 
 def _day(value: Any) -> date:
@@ -225,49 +230,110 @@ def _manifest(uri: str) -> dict[str, Any] | None:
 # --- models ------------------------------------------------------------------------------------
 
 
+def _iso(ts: Any) -> str | None:
+    """A timestamp for JSON: ISO 8601 in UTC with a Z, as the API writes them."""
+    return None if ts is None else registry.utc(ts).isoformat().replace("+00:00", "Z")
+
+
+def _aliases_of(aliases: dict[str, registry.AliasState], version: str) -> list[str]:
+    return [a for a in registry.ALIASES if a in aliases and aliases[a].version == version]
+
+
+def _primary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """{key: "rmse", name: "RMSE", value: 0.58} (a neg_ primary as the metric itself)."""
+    p = primary_metric(metrics)
+    if p is None or metrics is None:
+        return None
+    return {"key": str(metrics["primary"]).removeprefix("neg_"), "name": p[0], "value": p[1]}
+
+
+def models_list_data(engine: sa.Engine, dataset: str) -> dict[str, Any]:
+    """`batchpred models list --json`: every version of the dataset, newest first."""
+    versions = registry.list_versions(engine, dataset)
+    aliases = registry.get_aliases(engine, dataset) if versions else {}
+    return {
+        "dataset": dataset,
+        "models": [
+            {
+                "version": v["version"],
+                "created_at": _iso(v["created_at"]),
+                "aliases": _aliases_of(aliases, v["version"]),
+                "primary_metric": _primary(v["metrics"]),
+                "metrics": v["metrics"] or {},
+            }
+            for v in versions
+        ],
+    }
+
+
 def models_list(engine: sa.Engine, dataset: str) -> str:
     """One line per version of the dataset, newest first, with alias markers."""
-    versions = registry.list_versions(engine, dataset)
-    if not versions:
+    models = models_list_data(engine, dataset)["models"]
+    if not models:
         return f"no models registered for dataset {dataset!r} yet"
-    aliases = registry.get_aliases(engine, dataset)
-    primaries = [primary_metric(v["metrics"]) for v in versions]
-    names = {p[0] for p in primaries if p}
+    primaries = [m["primary_metric"] for m in models]
+    names = {p["name"] for p in primaries if p}
     header = names.pop() if len(names) == 1 else "METRIC"
     rows = []
-    for v, p in zip(versions, primaries, strict=True):
-        value = "-" if p is None else f"{p[1]:.4f}" if header == p[0] else f"{p[0]} {p[1]:.4f}"
-        rows.append(
-            [v["version"], _minute(v["created_at"]), value, _markers(aliases, v["version"])]
+    for m, p in zip(models, primaries, strict=True):
+        value = (
+            "-"
+            if p is None
+            else f"{p['value']:.4f}"
+            if header == p["name"]
+            else f"{p['name']} {p['value']:.4f}"
         )
+        rows.append([m["version"], _minute(m["created_at"]), value, ", ".join(m["aliases"])])
     table = align(["VERSION", "CREATED (UTC)", header, "ALIASES"], rows, right=[2])
-    return f"models of {dataset} ({len(versions)}, newest first)\n{table}"
+    return f"models of {dataset} ({len(models)}, newest first)\n{table}"
+
+
+def model_show_data(engine: sa.Engine, dataset: str, ref: str) -> dict[str, Any]:
+    """`batchpred models show --json`: the registry's row of one version, its manifest (null
+    when the store cannot be read), its aliases and its alias history (newest 10)."""
+    version = registry.find_version(engine, dataset, ref)
+    row = registry.get_version(engine, version)
+    aliases = registry.get_aliases(engine, dataset)
+    return {
+        "dataset": dataset,
+        "version": version,
+        "aliases": _aliases_of(aliases, version),
+        "created_at": _iso(row["created_at"]),
+        "sha256": row["sha256"],
+        "dvc_md5": row["dvc_md5"],
+        "uri": row["uri"],
+        "xgboost_version": row["xgboost_version"],
+        "training_data_hash": row["training_data_hash"],
+        "contract": row.get("contract") or {},
+        "metrics": row["metrics"] or {},
+        "manifest": _manifest(row["uri"]),
+        "alias_history": [
+            _change(h) for h in registry.alias_history(engine, dataset, version=version, limit=10)
+        ],
+    }
 
 
 def model_show(engine: sa.Engine, dataset: str, ref: str) -> str:
     """Everything an operator asks about one version: store, training, metrics, contract,
-    alias history."""
-    version = registry.find_version(engine, dataset, ref)
-    row = registry.get_version(engine, version)
-    manifest = _manifest(row["uri"])
-    aliases = registry.get_aliases(engine, dataset)
-    contract = row.get("contract") or {}
+    alias history (model_show_data, as text)."""
+    data = model_show_data(engine, dataset, ref)
+    version, manifest, contract = data["version"], data["manifest"], data["contract"]
     features = contract.get("features") or []
     facts = [
-        ("created", registry.when(row["created_at"])),
-        ("sha256", row["sha256"]),
-        ("dvc md5", row["dvc_md5"] or "-"),
-        ("stored at", row["uri"]),
-        ("xgboost", row["xgboost_version"]),
+        ("created", registry.when(_ts(data["created_at"]))),
+        ("sha256", data["sha256"]),
+        ("dvc md5", data["dvc_md5"] or "-"),
+        ("stored at", data["uri"]),
+        ("xgboost", data["xgboost_version"]),
         (
             "task",
             f"{contract.get('task', '?')}, target {contract.get('target', '?')}, "
             f"threshold {contract.get('threshold', '?')}",
         ),
         ("training window", _window(manifest)),
-        ("training data", f"hash {row['training_data_hash']}"),
+        ("training data", f"hash {data['training_data_hash']}"),
     ]
-    metrics = row["metrics"] or {}
+    metrics = data["metrics"]
     if manifest is not None:
         facts.append(("deployed model", deployed_text(manifest)))
         if manifest.get("tuning"):
@@ -284,7 +350,7 @@ def model_show(engine: sa.Engine, dataset: str, ref: str) -> str:
         ),
     ]
     width = max(len(k) for k, _ in facts)
-    marks = _markers(aliases, version)
+    marks = ", ".join(data["aliases"])
     lines = [f"model {version} of {dataset}" + (f" ({marks})" if marks else "")]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in facts]
     feature_rows = [
@@ -300,10 +366,9 @@ def model_show(engine: sa.Engine, dataset: str, ref: str) -> str:
             "    " + line
             for line in align(["FEATURE", "TYPE", "VOCABULARY"], feature_rows).split("\n")
         ]
-    history = registry.alias_history(engine, dataset, version=version, limit=10)
-    if history:
+    if data["alias_history"]:
         lines.append("  alias history (newest first)")
-        lines += ["    " + line for line in _history_table(history).split("\n")]
+        lines += ["    " + line for line in _history_table(data["alias_history"]).split("\n")]
     return "\n".join(lines)
 
 
@@ -323,32 +388,80 @@ def _history_table(history: list[dict[str, Any]]) -> str:
     return align(["WHEN (UTC)", "ALIAS", "ACTION", "VERSION", "BEFORE", "BY", "WHY"], rows)
 
 
+def _change(h: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "set_at": _iso(h["set_at"]),
+        "alias": h["alias"],
+        "action": h["action"],
+        "version": h["version"],
+        "previous_version": h["previous_version"],
+        "set_by": h["set_by"],
+        "reason": h["reason"],
+    }
+
+
+def alias_history_data(engine: sa.Engine, dataset: str, limit: int = 20) -> dict[str, Any]:
+    """`batchpred models history --json`: the newest alias changes, newest first."""
+    history = registry.alias_history(engine, dataset, limit=limit)
+    return {"dataset": dataset, "changes": [_change(h) for h in history]}
+
+
 def alias_history(engine: sa.Engine, dataset: str, limit: int = 20) -> str:
     """The newest alias changes of a dataset: who, when, how and why."""
-    history = registry.alias_history(engine, dataset, limit=limit)
+    history = alias_history_data(engine, dataset, limit)["changes"]
     if not history:
         return f"no alias changes for dataset {dataset!r} yet"
     return f"alias changes of {dataset} (newest first)\n{_history_table(history)}"
 
 
-def models_compare(engine: sa.Engine, dataset: str, ref_a: str, ref_b: str) -> str:
-    """Two versions side by side: each one's holdout metrics as recorded (each on its own
-    holdout), then realised metrics on every day both have them."""
+def models_compare_data(engine: sa.Engine, dataset: str, ref_a: str, ref_b: str) -> dict[str, Any]:
+    """`batchpred models compare --json`: each version's row (holdout metrics as recorded, on
+    its own holdout) and manifest, and the realised metrics of every day both have them,
+    newest first."""
     a, b = (
         registry.find_version(engine, dataset, ref_a),
         registry.find_version(engine, dataset, ref_b),
     )
-    row_a, row_b = registry.get_version(engine, a), registry.get_version(engine, b)
     aliases = registry.get_aliases(engine, dataset)
 
-    def name(v: str) -> str:
-        marks = _markers(aliases, v)
-        return f"{v} ({marks})" if marks else v
+    def side(v: str) -> dict[str, Any]:
+        row = registry.get_version(engine, v)
+        return {
+            "version": v,
+            "aliases": _aliases_of(aliases, v),
+            "created_at": _iso(row["created_at"]),
+            "metrics": row["metrics"] or {},
+            "manifest": _manifest(row["uri"]),
+        }
 
-    ma, mb = row_a["metrics"] or {}, row_b["metrics"] or {}
+    realised = _realised(engine, dataset, [a, b])
+    days = sorted(
+        {d for d, v in realised if v == a} & {d for d, v in realised if v == b}, reverse=True
+    )
+    return {
+        "dataset": dataset,
+        "a": side(a),
+        "b": side(b),
+        "realised": [
+            {"day": d.isoformat(), "a": realised[d, a], "b": realised[d, b]} for d in days
+        ],
+    }
+
+
+def models_compare(engine: sa.Engine, dataset: str, ref_a: str, ref_b: str) -> str:
+    """Two versions side by side: each one's holdout metrics as recorded (each on its own
+    holdout), then realised metrics on every day both have them (models_compare_data)."""
+    data = models_compare_data(engine, dataset, ref_a, ref_b)
+    A, B = data["a"], data["b"]
+
+    def name(side: Mapping[str, Any]) -> str:
+        marks = ", ".join(side["aliases"])
+        return f"{side['version']} ({marks})" if marks else side["version"]
+
+    ma, mb = A["metrics"], B["metrics"]
     rows = [
-        ["created (UTC)", _minute(row_a["created_at"]), _minute(row_b["created_at"]), ""],
-        ["training window", _window(_manifest(row_a["uri"])), _window(_manifest(row_b["uri"])), ""],
+        ["created (UTC)", _minute(A["created_at"]), _minute(B["created_at"]), ""],
+        ["training window", _window(A["manifest"]), _window(B["manifest"]), ""],
     ]
     for key in metric_keys(ma, mb):
         va, vb = ma.get(key), mb.get(key)
@@ -358,30 +471,27 @@ def models_compare(engine: sa.Engine, dataset: str, ref_a: str, ref_b: str) -> s
         rows.append([metric_label(key), metric_value(key, va), metric_value(key, vb), delta])
     rows += _baseline_rows(ma, mb)
     lines = [
-        f"{dataset}: A = {name(a)}, B = {name(b)}",
+        f"{dataset}: A = {name(A)}, B = {name(B)}",
         "holdout metrics, each model on its own holdout as recorded at registration (of its "
         "evaluated model, fit without that holdout), beside its baselines:",
         align(["", "A", "B", "B - A"], rows, right=[1, 2, 3]),
     ]
     lines += [f"A: {ma.get('evaluated') or 'not recorded'}"]
     lines += [f"B: {mb.get('evaluated') or 'not recorded'}"]
-    realised = _realised(engine, dataset, [a, b])
-    days = sorted(
-        {d for d, v in realised if v == a} & {d for d, v in realised if v == b}, reverse=True
-    )
-    if not days:
+    realised = data["realised"]
+    if not realised:
         lines.append("realised metrics: no day has them for both models yet")
         return "\n".join(lines)
     keys = [
         k
-        for k in metric_keys(*(realised[d, v]["metrics"] for d in days for v in (a, b)))
+        for k in metric_keys(*(r[s]["metrics"] for r in realised for s in ("a", "b")))
         if k != "rows"
     ]
     header = ["DAY", "ROWS"] + [f"{metric_label(k)} {s}" for k in keys for s in ("A", "B")]
     table = [
-        [str(d), f"{realised[d, a]['rows']:,}"]
-        + [metric_value(k, realised[d, v]["metrics"].get(k)) for k in keys for v in (a, b)]
-        for d in days
+        [r["day"], f"{r['a']['rows']:,}"]
+        + [metric_value(k, r[s]["metrics"].get(k)) for k in keys for s in ("a", "b")]
+        for r in realised
     ]
     lines += [
         "realised metrics per day (labels arrived), on the rows each model scored:",
@@ -503,11 +613,13 @@ def _active_days(conn: sa.Connection, engine: sa.Engine, dataset: str, limit: in
     return [_day(d) for d in rows]
 
 
-def status(
+def status_data(
     engine: sa.Engine, dataset: str, *, day: date | None = None, days: int = STATUS_DAYS
-) -> str:
-    """Per day (one, or the newest `days` with any activity) and model: ledger counts, the
-    newest validation verdict, the largest drift and realised metrics."""
+) -> dict[str, Any]:
+    """`batchpred status --json`: per day (one, or the newest `days` with any activity),
+    newest first, its newest validation verdict and per model (champion first) its ledger
+    counts, its largest drift and its realised metrics; the aliases; notes (invalid days,
+    late labels that failed or matched no row)."""
     ledger, verdicts = db.table(engine, "scoring_ledger"), db.table(engine, "validation_results")
     drift = db.table(engine, "drift_metrics")
     with engine.connect() as conn:
@@ -538,7 +650,7 @@ def status(
                 worst[key] = r
     realised = _realised(engine, dataset, days=wanted)
     aliases = registry.get_aliases(engine, dataset)
-    rows, notes = [], []
+    out_days, notes = [], []
     for d in sorted(wanted, reverse=True):
         models = sorted(
             {v for dd, v in [*scored, *worst, *realised] if dd == d},
@@ -550,22 +662,83 @@ def status(
         if checked is not None and not checked.success and checked.message:
             notes.append(f"{d} invalid: {_first_failure(checked.message)}")
         notes += _labels_notes(d, [r for (dd, _), r in realised.items() if dd == d])
-        for i, model in enumerate(models or ["-"]):
+        entries = []
+        for model in models:
             led, w, real = scored.get((d, model)), worst.get((d, model)), realised.get((d, model))
+            entries.append(
+                {
+                    "version": model,
+                    "aliases": _aliases_of(aliases, model),
+                    "ledger": None
+                    if led is None
+                    else {
+                        "status": led["status"],
+                        "rows_in": led["rows_in"],
+                        "rows_scored": led["rows_scored"],
+                        "rows_rejected": led["rows_rejected"],
+                        "finished_at": _iso(led["finished_at"]),
+                    },
+                    "max_psi": None if w is None else {"feature": w.feature, "psi": w.psi},
+                    "realised": real,
+                }
+            )
+        out_days.append(
+            {
+                "day": d.isoformat(),
+                "validation": None
+                if checked is None
+                else {
+                    "status": "valid" if checked.success else "invalid",
+                    "message": checked.message,
+                },
+                "models": entries,
+            }
+        )
+    champion = aliases.get(registry.CHAMPION)
+    return {
+        "dataset": dataset,
+        "asked": {"day": day.isoformat()} if day is not None else {"days": days},
+        "aliases": {
+            a: {
+                "version": st.version,
+                "set_at": _iso(st.set_at),
+                "set_by": st.set_by,
+                "reason": st.reason,
+            }
+            for a, st in aliases.items()
+        },
+        "champion_trained_on": None
+        if champion is None
+        else _window(_manifest(registry.get_version(engine, champion.version)["uri"])),
+        "days": out_days,
+        "notes": notes,
+    }
+
+
+def status(
+    engine: sa.Engine, dataset: str, *, day: date | None = None, days: int = STATUS_DAYS
+) -> str:
+    """status_data as text: the aliases, then one line per day and model."""
+    data = status_data(engine, dataset, day=day, days=days)
+    rows = []
+    for entry in data["days"]:
+        checked = entry["validation"]
+        for i, m in enumerate(entry["models"] or [None]):
+            led = m and m["ledger"]
+            w = m and m["max_psi"]
+            real = m and m["realised"]
             p = primary_metric(real["metrics"]) if real else None
             first = i == 0
             rows.append(
                 [
-                    str(d) if first else "",
-                    ("-" if checked is None else "valid" if checked.success else "invalid")
-                    if first
-                    else "",
-                    model,
-                    _markers(aliases, model),
+                    entry["day"] if first else "",
+                    ("-" if checked is None else checked["status"]) if first else "",
+                    m["version"] if m else "-",
+                    ", ".join(m["aliases"]) if m else "",
                     f"{led['rows_in']:,}" if led else "-",
                     f"{led['rows_scored']:,}" if led else "-",
                     f"{led['rows_rejected']:,}" if led else "-",
-                    f"{w.psi:.3f} {w.feature}" if w else "-",
+                    f"{w['psi']:.3f} {w['feature']}" if w else "-",
                     f"{p[0]} {p[1]:.4f} ({real['rows']:,} labelled"
                     + (", in-sample)" if real["metrics"].get("in_sample") else ")")
                     if p and real
@@ -574,14 +747,17 @@ def status(
                     else "-",
                 ]
             )
-    head = _alias_line(dataset, aliases) + _champion_window(engine, aliases)
+    head = _alias_line(dataset, registry.get_aliases(engine, dataset))
+    if data["champion_trained_on"] is not None:
+        head += f"\nchampion trained on {data['champion_trained_on']}"
     if not rows:
         on = f" on {day}" if day is not None else " yet"
         return f"{head}\nno activity recorded for {dataset}{on}"
     header = ["DAY", "VALIDATION", "MODEL", "ALIASES", "ROWS IN", "SCORED", "REJECTED"]
     header += ["MAX PSI", "REALISED"]
-    what = f"day {day}" if day is not None else f"newest {len(wanted)} day(s) with activity"
-    return "\n".join([head, f"{what}:", align(header, rows, right=[4, 5, 6]), *notes])
+    n = len(data["days"]) if day is None else 0
+    what = f"day {day}" if day is not None else f"newest {n} day(s) with activity"
+    return "\n".join([head, f"{what}:", align(header, rows, right=[4, 5, 6]), *data["notes"]])
 
 
 def _labels_failed(realised: Mapping[str, Any]) -> bool:
@@ -599,15 +775,6 @@ def _labels_notes(day: date, realised: Sequence[Mapping[str, Any]]) -> list[str]
     if max(counts, default=0):
         return [f"{day} late labels: {max(counts):,} match no row of the day's partition"]
     return []
-
-
-def _champion_window(engine: sa.Engine, aliases: dict[str, registry.AliasState]) -> str:
-    """`\nchampion trained on 27 of 28 days, ...; missing ...` (empty without a champion)."""
-    champion = aliases.get(registry.CHAMPION)
-    if champion is None:
-        return ""
-    uri = registry.get_version(engine, champion.version)["uri"]
-    return f"\nchampion trained on {_window(_manifest(uri))}"
 
 
 def _first_failure(message: str) -> str:

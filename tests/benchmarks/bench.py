@@ -728,6 +728,7 @@ def small_peer(settings: Any, days: list[date], model_file: Path, contract: Any,
     definition = whole.add_batch_definition_whole_dataframe("whole")
     booster = xgb.Booster(model_file=str(model_file))
     booster.set_param({"nthread": 1})
+    drop_sqlite(db)  # a fresh database each run
     conn = _plain_conn("sqlite", str(db))
     conn.execute(PEER_DDL.format(name="peer_predictions"))
     for day in days:

@@ -260,10 +260,6 @@ def test_missing_day_and_empty_range_fail_with_one_line(workspace, capsys, caplo
             f"no partition in 2027-01-01..2027-01-31 under {root} (31 days)",
         ),
         (
-            ["--start", str(days[-1]), "--end", str(days[0])],
-            f"empty range {days[-1]}..{days[0]} (start is after end)",
-        ),
-        (
             ["--start", str(days[-1] + timedelta(days=1))],
             f"no partition from {days[-1] + timedelta(days=1)} on under {root}",
         ),
@@ -275,6 +271,11 @@ def test_missing_day_and_empty_range_fail_with_one_line(workspace, capsys, caplo
         err = capsys.readouterr().err
         assert f"nothing to score: {line}\n" in err
         assert "Traceback" not in err
+    # start after end: refused before any flow run is created (usage, exit 2)
+    with pytest.raises(SystemExit) as ended:
+        score_flow.main(["--start", str(days[-1]), "--end", str(days[0]), *_args(files)])
+    assert ended.value.code == 2
+    assert f"--end {days[0]} is before --start {days[-1]}" in capsys.readouterr().err
     state = score(day=date(2027, 1, 1), config_files=files, return_state=True)
     assert state.is_failed() and state.message == f"nothing to score: {cases[0][1]}"
     with pytest.raises(outcomes.NothingToScore, match="2027-01-01"):

@@ -297,6 +297,76 @@ def test_no_keys_refuses_to_start_unless_insecure(
         assert c.get("/v1/predictions/churn/a").status_code == 200
 
 
+def _asgi(app: Any, method: str, path: str, headers: dict[str, str], query: bytes = b""):
+    """One request straight through the ASGI app; returns (status, body, whether the body
+    was read): receive fails the test if the app asks for the body."""
+    asked: list[bool] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        asked.append(True)
+        return {"type": "http.request", "body": b'{"entity_ids": ["a"]}', "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": query, "client": ("10.0.0.7", 5000), "server": ("test", 80),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+    import asyncio
+
+    asyncio.run(app(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body, bool(asked), scope
+
+
+def test_a_wrong_key_is_refused_before_the_body_is_read(sqlite_seeded: sa.Engine) -> None:
+    """200 MB with a wrong key used to be read whole before its 401."""
+    app = api.create_app(sqlite_seeded, api_config=api.ApiConfig(keys=(KEY,), rate=0.0))
+    big = {"X-API-Key": "wrong-key-000000000000", "content-length": str(200 * 2**20)}
+    status, _, read, _ = _asgi(app, "POST", "/v1/predictions/churn:batch", big)
+    assert (status, read) == (401, False)
+    status, body, read, _ = _asgi(
+        app, "POST", "/v1/predictions/churn:batch", {**big, "X-API-Key": KEY}
+    )
+    assert (status, read) == (413, False) and b"over 524288 bytes" in body
+    ok = {"X-API-Key": KEY, "content-length": "20", "content-type": "application/json"}
+    assert _asgi(app, "POST", "/v1/predictions/churn:batch", ok)[0] == 200
+
+
+def test_a_key_in_the_query_string_is_refused_and_never_logged(sqlite_seeded: sa.Engine) -> None:
+    app = api.create_app(sqlite_seeded, api_config=api.ApiConfig(keys=(KEY,), rate=0.0))
+    status, _, _, scope = _asgi(
+        app, "GET", "/v1/predictions/churn/a", {}, query=f"date=2026-10-01&api_key={KEY}".encode()
+    )
+    assert status == 401
+    assert scope["query_string"] == b"date=2026-10-01&api_key=***"  # what uvicorn's log writes
+
+
+def test_repeated_failed_keys_are_slowed(sqlite_seeded: sa.Engine) -> None:
+    app = api.create_app(sqlite_seeded, api_config=api.ApiConfig(keys=(KEY,), rate=0.0))
+    wrong = {"X-API-Key": "wrong-key-000000000000"}
+    statuses = [_asgi(app, "GET", "/v1/predictions/churn/a", wrong)[0] for _ in range(12)]
+    assert statuses[: api.FAILED_BURST] == [401] * api.FAILED_BURST
+    assert statuses[api.FAILED_BURST :] == [429, 429]
+    assert _asgi(app, "GET", "/v1/predictions/churn/a", {"X-API-Key": KEY})[0] == 200
+
+
+def test_a_422_echoes_little_and_bad_unicode_is_422(sqlite_client: TestClient) -> None:
+    r = sqlite_client.post("/v1/predictions/churn:batch", json={"entity_ids": ["x" * 300_000]})
+    assert r.status_code == 422 and len(r.content) < 1000
+    assert "(300,000 characters)" in r.text
+    r = sqlite_client.post(
+        "/v1/predictions/churn:batch",
+        content=b'{"entity_ids": ["\\ud800"]}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and "unicode" in r.text and "\\\\ud800" in r.text
+
+
 def test_past_the_rate_limit_is_429_with_retry_after(sqlite_seeded: sa.Engine) -> None:
     with make_client(sqlite_seeded, rate=0.5, burst=3) as c:
         codes = [

@@ -164,6 +164,29 @@ def test_an_unreachable_database_is_one_line_without_its_password(capsys, monkey
         assert f"error: cannot reach the database {shown}: " in line and "s3cret" not in line
 
 
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql+psycopg://bob@127.0.0.1:{port}/bp?password=s3cret&sslmode=disable", "s3cret"),
+        ("postgresql+psycopg://127.0.0.1:{port}/bp?user=bob&PASSWORD=s3cret", "s3cret"),
+    ],
+)
+def test_a_password_in_the_query_string_is_never_shown(capsys, monkeypatch, url, secret):
+    monkeypatch.delenv(outcomes.DEBUG_ENV, raising=False)
+    monkeypatch.setenv(config.DATABASE_URL_ENV, url.format(port=_closed_port()))
+    line = _fails([*CHURN, "status"], capsys)
+    assert "cannot reach the database" in line and "=***" in line
+    assert secret not in line
+
+
+def test_an_unencoded_at_in_a_password_is_refused_without_showing_it(capsys, monkeypatch):
+    monkeypatch.delenv(outcomes.DEBUG_ENV, raising=False)
+    monkeypatch.setenv(config.DATABASE_URL_ENV, "postgresql+psycopg://bob:p@ss@db.example/bp")
+    line = _fails([*CHURN, "status"], capsys)
+    assert "the password holds an unencoded @" in line and "%40" in line
+    assert "postgresql+psycopg://bob:***@db.example/bp" in line and "ss@" not in line
+
+
 def test_a_postgres_scheme_says_to_use_postgresql_psycopg(capsys, monkeypatch):
     monkeypatch.delenv(outcomes.DEBUG_ENV, raising=False)
     monkeypatch.setenv(config.DATABASE_URL_ENV, "postgres://bob:s3cret@db.example:5432/bp")
@@ -246,3 +269,12 @@ def test_exit_codes_of_known_failures():
         "no such file or folder: data/x.parquet",
     )
     assert outcomes.explain(ValueError("a bug")) is None
+
+
+@pytest.mark.parametrize("flow", ["ingest", "score"])
+def test_end_before_start_is_a_usage_error_before_any_run(capsys, flow):
+    module = importlib.import_module(f"flows.{flow}")
+    with pytest.raises(SystemExit) as exc:
+        module.main([*CHURN, "--start", "2026-10-05", "--end", "2026-10-01"])
+    assert exc.value.code == 2
+    assert "--end 2026-10-01 is before --start 2026-10-05" in capsys.readouterr().err

@@ -640,6 +640,8 @@ def test_models_list_and_show(bp, three: dict[str, str]) -> None:
     message = error_of(bp, "models", "show", "nope")
     assert "unknown model 'nope' for dataset 'churn'" in message
     assert all(v in message for v in three.values())
+    message = error_of(bp, "models", "show", three["good"][:3])
+    assert f"'{three['good'][:3]}' is too short a prefix: give 4+ digits" in message
 
 
 def test_models_compare_shows_holdout_and_realised_metrics(
@@ -804,6 +806,86 @@ def test_status(bp, engine: sa.Engine, three: dict[str, str]) -> None:
     assert bp("status", "--day", "2026-10-01").splitlines()[2] == "day 2026-10-01:"
     assert "no activity recorded for churn on 2026-09-01" in bp("status", "--day", "2026-09-01")
     assert len(bp("status", "--days", "1").splitlines()) == 6  # head (2), title, header, 2 models
+
+
+def test_json_of_every_read_command_says_what_its_text_says(
+    bp, engine: sa.Engine, three: dict[str, str]
+) -> None:
+    """`--json` on models list/show/history/compare and status: parsed, with stable fields,
+    the same answers as the text (which is rendered from the same data)."""
+    good, bad, other = three["good"], three["bad"], three["other"]
+    seed_day(engine, good, bad)
+
+    text = bp("models", "list").splitlines()[2:]
+    listed = json.loads(bp("models", "list", "--json"))
+    assert listed["dataset"] == "churn"
+    assert [m["version"] for m in listed["models"]] == [line.split()[0] for line in text]
+    by = {m["version"]: m for m in listed["models"]}
+    assert by[good]["aliases"] == ["champion"] and by[other]["primary_metric"] is None
+    assert (by[good]["primary_metric"]["key"], by[good]["primary_metric"]["name"]) == ("auc", "AUC")
+    good_line = next(line for line in text if line.startswith(good))
+    assert f"{by[good]['primary_metric']['value']:.4f}" == good_line.split()[3]
+    assert by[good]["created_at"].endswith("Z")
+
+    shown = json.loads(bp("models", "show", good[:6], "--json"))
+    shown_text = bp("models", "show", good)
+    assert (shown["version"], shown["aliases"]) == (good, ["champion"])
+    assert shown["sha256"] in shown_text and shown["uri"] in shown_text
+    assert len(shown["manifest"]["created_from"]["days"]) == 5
+    features = shown["contract"]["features"]
+    assert features and all(f"    {f['name']}" in shown_text for f in features)
+    assert shown["metrics"]["auc"] == by[good]["metrics"]["auc"]
+
+    history = json.loads(bp("models", "history", "--json"))
+    newest = history["changes"][0]
+    assert (newest["alias"], newest["version"], newest["previous_version"]) == (
+        "champion", good, bad,
+    )  # fmt: skip
+    assert len(history["changes"]) == len(bp("models", "history").splitlines()) - 2
+
+    compared = json.loads(bp("models", "compare", bad, "champion", "--json"))
+    assert compared["a"]["version"] == bad and compared["b"]["aliases"] == ["champion"]
+    assert compared["realised"] == []  # only the champion has realised metrics
+    assert "no day has them for both models yet" in bp("models", "compare", bad, "champion")
+
+    status = json.loads(bp("status", "--json"))
+    assert status["aliases"]["champion"]["version"] == good
+    assert [d["day"] for d in status["days"]] == ["2026-10-02", "2026-10-01"]
+    top = status["days"][0]
+    assert top["validation"]["status"] == "valid"
+    assert [m["version"] for m in top["models"]] == [good, bad]
+    champ = top["models"][0]
+    assert champ["ledger"]["rows_scored"] == 2 and champ["ledger"]["rows_rejected"] == 0
+    assert champ["max_psi"]["feature"] == "tenure_months"
+    assert champ["max_psi"]["psi"] == pytest.approx(0.31234)
+    assert champ["realised"]["rows"] == 2 and top["models"][1]["realised"] is None
+    assert status["days"][1]["validation"]["status"] == "invalid"
+    assert status["notes"] == [bp("status").splitlines()[-1]]
+    assert json.loads(bp("status", "--day", "2026-09-01", "--json"))["days"] == []
+
+
+def test_no_dataset_chosen_is_refused_once_the_database_holds_another(
+    engine: sa.Engine,
+    three: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Without --dataset, --config or $BATCHPRED_CONFIG the default config (churn) answers
+    only while the database holds no other dataset: never a silent report on the wrong one."""
+    monkeypatch.setenv(config.DATABASE_URL_ENV, engine.url.render_as_string(hide_password=False))
+    monkeypatch.delenv(config.CONFIG_ENV, raising=False)
+    cli.main(["models", "list"])
+    assert capsys.readouterr().out.startswith("models of churn (3, newest first)")
+    write(engine, sinks.PartitionKey("nycflights13", DAY1, three["other"]), [batch(["x"])])
+    for argv in (["models", "list"], ["status"], ["predictions", "lookup", "a"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert str(exc.value.code) == (
+            "batchpred: error: which dataset? the database holds churn, nycflights13: pass "
+            "--dataset NAME (without it the default config is 'churn''s)"
+        )
+    cli.main(["--dataset", "churn", "models", "list"])
+    assert capsys.readouterr().out.startswith("models of churn")
 
 
 def test_predictions_lookup(bp, engine: sa.Engine, three: dict[str, str]) -> None:
