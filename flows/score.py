@@ -77,7 +77,9 @@ def score(
                 scoring.score_partition,
                 {"settings": settings, "version": version, "day": d, "force": force},
             ): d
-            for d in days
+            # newest first: each older day then finds its entities' newer rows already in
+            # predictions_latest, and its refresh reads instead of rewriting them
+            for d in sorted(days, reverse=True)
         }
         for future in as_completed(list(futures)):  # progress as each partition finishes
             future.wait()  # its final state, not the API's view of it (which may lag)

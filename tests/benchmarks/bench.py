@@ -977,13 +977,14 @@ def predict_alone(
 
 
 def sink_alone(engine: Any, w: Workload, version: str, preds: dict[date, list[Any]]) -> float:
-    """batchpred's sink with precomputed predictions, one partition after the other."""
+    """batchpred's sink with precomputed predictions, one partition after the other, newest
+    first as the score flow submits them."""
     from batchpred import sinks, storage
 
     fingerprints = {d: storage.fingerprint_partition(w.lake, d) for d in preds}
     run_id = f"write-{uuid.uuid4().hex[:8]}"
     t = time.perf_counter()
-    for day, parts in preds.items():
+    for day, parts in sorted(preds.items(), reverse=True):
         started = datetime.now(UTC)
         key = sinks.PartitionKey(w.spec.name, day, version)
         with sinks.partition_writer(engine, key, run_id, fingerprint=fingerprints[day]) as out:
@@ -1451,13 +1452,13 @@ class Context:
                 ),
             )
             reset_pg(pg)
-            aliases = db.table(pg, "model_aliases")
-            with pg.begin() as conn:  # not champion: no predictions_latest refresh
-                conn.execute(
-                    aliases.delete().where(
-                        aliases.c.dataset == w.spec.name, aliases.c.alias == registry.CHAMPION
+            # Never champion (not now, not in the history): no predictions_latest refresh.
+            with pg.begin() as conn:
+                for name in ("model_aliases", "model_alias_history"):
+                    t = db.table(pg, name)
+                    conn.execute(
+                        t.delete().where(t.c.dataset == w.spec.name, t.c.alias == registry.CHAMPION)
                     )
-                )
             runs.add(
                 "sink_nolatest_pg",
                 timed(

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHURN = ["--config", str(ROOT / "configs/base.yaml")]
 CHURN += ["--config", str(ROOT / "configs/datasets/churn.yaml")]
 V1, V2 = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"
-D1, D2 = date(2026, 10, 1), date(2026, 10, 2)
-ENTITIES = ["a", "b", "c", "d", "e"]
+D0, D1, D2 = date(2026, 9, 30), date(2026, 10, 1), date(2026, 10, 2)
+ENTITIES = ["a", "b", "c", "d", "e", "f"]
 
 
 def rescore(engine: sa.Engine, day: date, version: str, scores: dict) -> None:
@@ -52,27 +52,32 @@ STEPS = [
             score(e, "churn", D1, V1, {"a": 0.1, "b": 0.2, "c": 0.3}),
             score(e, "churn", D2, V1, {"a": 0.4, "b": 0.5}),
         ),
-        {"a": (D2, V1), "b": (D2, V1), "c": (D1, V1), "d": None, "e": None},
+        {"a": (D2, V1), "b": (D2, V1), "c": (D1, V1), "d": None, "e": None, "f": None},
+    ),
+    (
+        "V1 scores D0, older than both (as a newest-first run does): only f is new",
+        lambda e: score(e, "churn", D0, V1, {"a": 0.05, "c": 0.06, "f": 0.07}),
+        {"a": (D2, V1), "b": (D2, V1), "c": (D1, V1), "d": None, "e": None, "f": (D0, V1)},
     ),
     (
         "D2 re-scored from a changed input: b gone, d new",
         lambda e: rescore(e, D2, V1, {"a": 0.45, "d": 0.6}),
-        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": None},
+        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": None, "f": (D0, V1)},
     ),
     (
         "V2 promoted, has scored nothing: V1's answers stand, by an earlier champion",
         lambda e: _promote(e, V2),
-        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": None},
+        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": None, "f": (D0, V1)},
     ),
     (
         "V2 scores D1 (older than V1's D2): the champion's own prediction wins",
         lambda e: score(e, "churn", D1, V2, {"a": 0.7, "e": 0.8}),
-        {"a": (D1, V2), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": (D1, V2)},
+        {"a": (D1, V2), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": (D1, V2), "f": (D0, V1)},
     ),
     (
         "rolled back to V1: V1's where it scored, V2's (an earlier champion now) elsewhere",
         lambda e: _rollback(e, V1),
-        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": (D1, V2)},
+        {"a": (D2, V1), "b": (D1, V1), "c": (D1, V1), "d": (D2, V1), "e": (D1, V2), "f": (D0, V1)},
     ),
 ]
 
