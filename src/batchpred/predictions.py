@@ -293,13 +293,18 @@ def after_partition_write(
         if ever is None:
             return
     params = {"dataset": dataset, "day": day, "version": version, "champion": champion}
-    # Where the new row (n) ranks above the cached one (o) of its entity.
-    if version == champion:
-        wins = "NOT (o.model_version = n.model_version AND o.partition_date > n.partition_date)"
-    elif champion is None:
-        wins = "o.partition_date <= n.partition_date"
-    else:
-        wins = "o.model_version <> :champion AND o.partition_date <= n.partition_date"
+
+    def wins(new: str) -> str:
+        """Where the new row (`new`) ranks above the cached one (o) of its entity."""
+        if version == champion:
+            return (
+                f"NOT (o.model_version = {new}.model_version "
+                f"AND o.partition_date > {new}.partition_date)"
+            )
+        if champion is None:
+            return f"o.partition_date <= {new}.partition_date"
+        return f"o.model_version <> :champion AND o.partition_date <= {new}.partition_date"
+
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
     columns = ", ".join(f"n.{c}" for c in COLUMNS)
     # Rows that lose are filtered out before the upsert (an anti-join, no row touched): a run
@@ -316,9 +321,9 @@ def after_partition_write(
             f"INSERT INTO predictions_latest AS o ({', '.join(COLUMNS)}) SELECT {columns} "
             f"FROM {source} AS n WHERE {partition}NOT EXISTS (SELECT 1 "
             "FROM predictions_latest AS o WHERE o.dataset = n.dataset "
-            f"AND o.entity_id = n.entity_id AND NOT ({wins})) "
+            f"AND o.entity_id = n.entity_id AND NOT ({wins('n')})) "
             f"ORDER BY n.entity_id ON CONFLICT (dataset, entity_id) DO UPDATE SET {updates} "
-            f"WHERE {wins.replace('n.', 'excluded.')}"
+            f"WHERE {wins('excluded')}"
         ),
         params,
     )
