@@ -86,9 +86,12 @@ def start_run(dataset: str) -> None:
 
 
 def sweep_crashed_runs(client: Any, flow_name: str, host: str, exclude: UUID | None) -> list[str]:
-    """Set Crashed every flow run of `flow_name` that is Running, was tagged on `host` and whose
+    """Set Crashed every flow run of `flow_name` that is Running, or Pending (it never
+    started: the entry point tags a run when it creates it), was tagged on `host` and whose
     process is gone, with its Running task runs; one line per run crashed."""
-    running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+    running = FlowRunFilterState(
+        type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+    )
     runs = client.read_flow_runs(
         flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
         flow_run_filter=FlowRunFilter(
@@ -117,9 +120,8 @@ def sweep_crashed_runs(client: Any, flow_name: str, host: str, exclude: UUID | N
         )
         for task_run in tasks:
             client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
-        lines.append(
-            f"flow run {run.name!r} ({run.id}) was left Running: marked Crashed, {message}"
-        )
+        left = "Running" if run.state_type == StateType.RUNNING else "Pending (never started)"
+        lines.append(f"flow run {run.name!r} ({run.id}) was left {left}: marked Crashed, {message}")
     return lines
 
 

@@ -197,6 +197,9 @@ def _value(row: dict[str, Any]) -> dict[str, Any]:
     return dataclasses.asdict(predictions.Prediction.from_row(row))
 
 
+_MODEL_DATASETS = sa.table("model_versions", sa.column("dataset"))
+
+
 class Store:
     """The lookups: each one SQL statement, written with SQLAlchemy Core and compiled once for
     the engine's dialect, then run on a pooled DBAPI connection. Measured on PostgreSQL: 0.10
@@ -212,6 +215,7 @@ class Store:
             **predictions.statements(),
             "batch": predictions.current_many_statement(engine.dialect.name),
             "ping": sa.select(sa.literal_column("1")).select_from(predictions.LATEST).limit(1),
+            "datasets": sa.select(_MODEL_DATASETS.c.dataset).distinct().order_by("dataset"),
         }
         self._sql = {name: self._compile(stmt) for name, stmt in statements.items()}
 
@@ -268,6 +272,20 @@ class Store:
 
     def ping(self) -> None:
         self._rows("ping", {})
+
+    def datasets(self) -> list[str]:
+        """The datasets with a registered model: those a lookup can name."""
+        return [r["dataset"] for r in self._rows("datasets", {})]
+
+    def unknown_dataset(self, dataset: str) -> str | None:
+        """Why `dataset` cannot be looked up (asked only once a lookup found nothing), or None
+        when it can."""
+        known = self.datasets()
+        if dataset in known:
+            return None
+        return f"unknown dataset {dataset!r}: no model is registered for it " + (
+            f"(datasets: {', '.join(known)})" if known else "(no dataset has a model yet)"
+        )
 
 
 # --- auth and rate limit ----------------------------------------------------------------------
@@ -595,7 +613,7 @@ def create_app(
 
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "no valid API key"},
-        404: {"model": ErrorBody, "description": "no such prediction"},
+        404: {"model": ErrorBody, "description": "no such prediction, or no such dataset"},
         429: {"model": ErrorBody, "description": "rate limit exceeded (see Retry-After)"},
     }
 
@@ -620,6 +638,8 @@ def create_app(
         version = model.lower() if model else None
         row = store.find(dataset, entity_id, day=day, model=version)
         if row is None:
+            if unknown := store.unknown_dataset(dataset):
+                raise HTTPException(404, unknown)
             by = f" by {version}" if version else ""
             on = f" on {day}" if day else ""
             raise HTTPException(404, f"no prediction of {entity_id!r} in {dataset!r}{by}{on}")
@@ -628,6 +648,8 @@ def create_app(
     def batch(dataset: str, body: BatchRequest) -> dict[str, Any]:
         wanted = list(dict.fromkeys(body.entity_ids))  # unique, in the order asked
         rows = {r["entity_id"]: r for r in store.batch(dataset, wanted)}
+        if not rows and (unknown := store.unknown_dataset(dataset)):
+            raise HTTPException(404, unknown)
         return {
             "dataset": dataset,
             "predictions": [rows[e] for e in wanted if e in rows],

@@ -81,6 +81,49 @@ def table(engine: sa.Engine, name: str) -> sa.Table:
     return tables(engine)[name]
 
 
+WRITER_LOCKS = "batchpred_partitions.writer_locks"  # migration 0007
+
+
+def writer_lock(conn: sa.Connection, name: str) -> None:
+    """Hold the writers' mutex `name` until the caller's transaction ends, waiting for it.
+
+    PostgreSQL: a row lock in the writer's private schema (migration 0007). Unlike an advisory
+    lock, which any login can take, the read-only role cannot take it, so no analyst can stall
+    a write. Elsewhere a no-op: SQLite's BEGIN IMMEDIATE already makes one writer at a time."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        sa.text(f"INSERT INTO {WRITER_LOCKS} (name) VALUES (:n) ON CONFLICT DO NOTHING"),
+        {"n": name},
+    )
+    conn.execute(sa.text(f"SELECT 1 FROM {WRITER_LOCKS} WHERE name = :n FOR UPDATE"), {"n": name})
+
+
+def try_writer_lock(conn: sa.Connection, name: str) -> bool:
+    """PostgreSQL: take the mutex `name` in the open transaction if no one holds it, without
+    waiting; False if someone does. The row is created first in a transaction of its own (an
+    uncommitted new row would make the next taker wait instead of failing at once)."""
+    conn.rollback()
+    with conn.begin():
+        conn.execute(
+            sa.text(f"INSERT INTO {WRITER_LOCKS} (name) VALUES (:n) ON CONFLICT DO NOTHING"),
+            {"n": name},
+        )
+    conn.begin()
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                sa.text(f"SELECT 1 FROM {WRITER_LOCKS} WHERE name = :n FOR UPDATE NOWAIT"),
+                {"n": name},
+            )
+    except sa.exc.OperationalError as err:
+        if getattr(err.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        conn.rollback()
+        return False
+    return True
+
+
 _ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 

@@ -1,14 +1,15 @@
 """Partition locks: a run takes a (dataset, day, model version) lock before it reads or
 predicts, so a duplicate concurrent run waits, then finds the partition done and reads nothing.
 
-Exclusion by dialect. PostgreSQL: a session advisory lock (a 64-bit key over dataset, day and
-version, `sinks.PartitionKey.lock_id`) held on a connection of its own while the partition is
-scored; the server releases it when that connection ends, so a killed holder never blocks
-anyone. SQLite: an exclusive `flock` on a file per partition in `<database>-locks/` beside the
-database file; the kernel releases it when the holding process dies, however it dies, with no
-stale-holder guess (a PID check cannot judge a PID of another container sharing the file), and
-threads of one process exclude each other too (each lock opens its own file description). An
-in-memory database, or another dialect, gets a lock per key within the process only.
+Exclusion by dialect. PostgreSQL: the writers' mutex named by the partition
+(`db.try_writer_lock`, a row lock the read-only role cannot take) held in a transaction on a
+connection of its own while the partition is scored; the server releases it when that
+connection ends, so a killed holder never blocks anyone. SQLite: an exclusive `flock` on a
+file per partition in `<database>-locks/` beside the database file; the kernel releases it
+when the holding process dies, however it dies, with no stale-holder guess (a PID check cannot
+judge a PID of another container sharing the file), and threads of one process exclude each
+other too (each lock opens its own file description). An in-memory database, or another
+dialect, gets a lock per key within the process only.
 
 The table `partition_locks` records who holds each lock and since when, so a waiting run can
 name it: information, not the exclusion (a row left by a killed holder is replaced by the next
@@ -97,25 +98,21 @@ class _Exclusion(Protocol):
     def release(self) -> None: ...
 
 
-class _AdvisoryLock:
-    """PostgreSQL: a session advisory lock on a connection kept for it alone."""
+class _RowLock:
+    """PostgreSQL: the writers' mutex of the partition (db.try_writer_lock), held in a
+    transaction left open on a connection kept for it alone; the server ends the transaction,
+    and the lock, when that connection ends however its process died."""
 
     def __init__(self, engine: sa.Engine, key: PartitionKey) -> None:
-        self._id = key.lock_id
+        self._name = key.lock_name
         self._conn = engine.connect()
-        self._held = False
 
     def try_acquire(self) -> bool:
-        got = self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self._id})
-        self._held = bool(got.scalar())
-        self._conn.commit()  # the lock is the session's: no transaction is left open
-        return self._held
+        return db.try_writer_lock(self._conn, self._name)
 
     def release(self) -> None:
         try:
-            if self._held:
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._id})
-                self._conn.commit()
+            self._conn.rollback()
         except sa.exc.DBAPIError:
             self._conn.invalidate()  # a closed session holds nothing
         finally:
@@ -189,7 +186,7 @@ def lock_file(database: str, key: PartitionKey) -> Path:
 
 def _exclusion(engine: sa.Engine, key: PartitionKey) -> _Exclusion:
     if engine.dialect.name == "postgresql":
-        return _AdvisoryLock(engine, key)
+        return _RowLock(engine, key)
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
         return _FileLock(lock_file(database, key))

@@ -26,13 +26,14 @@ recomputes the entities a re-score dropped (`after_partition_write`); a change o
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+from batchpred import db
 
 CHAMPION = "champion"  # the alias (registry.CHAMPION is the same name)
 
@@ -226,11 +227,7 @@ def _lock_latest(conn: sa.Connection, dataset: str) -> None:
     """PostgreSQL: one writer of a dataset's cache rows at a time (partitions written at once
     would update the same entities and could deadlock on each other's row locks). SQLite
     has one writer anyway."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:k)"),
-            {"k": zlib.crc32(f"latest|{dataset}".encode())},
-        )
+    db.writer_lock(conn, f"latest|{dataset}")
 
 
 def refresh_dataset(conn: sa.Connection, dataset: str) -> int:

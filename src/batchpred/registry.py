@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ ALIASES = (CHAMPION, CHALLENGER, PINNED)
 GATE, PROMOTE, ROLLBACK, PIN, UNPIN, SET = "gate", "promote", "rollback", "pin", "unpin", "set"
 DRIFT_BLOCK = "drift-block"  # the gate set the challenger: it passed, but the holdout drifted
 USER_ENV = "BATCHPRED_USER"  # who acts, when not the OS user
-_ALIAS_LOCK = 0x6270616C  # PostgreSQL advisory lock namespace of alias changes ("bpal")
 
 
 class UnknownModelError(LookupError):
@@ -294,16 +292,12 @@ def when(ts: datetime) -> str:
 @contextmanager
 def _changing_aliases(engine: sa.Engine, dataset: str) -> Iterator[sa.Connection]:
     """A transaction that alone changes the dataset's aliases (an operator against the nightly
-    gate). SQLite: the engine's BEGIN IMMEDIATE holds the write lock. PostgreSQL: a transaction
-    advisory lock with a two-int key, a key space apart from the sinks' one-bigint locks. The
-    tables are reflected first: on SQLite, reflecting inside would wait for our own lock."""
+    gate). SQLite: the engine's BEGIN IMMEDIATE holds the write lock. PostgreSQL: the writers'
+    mutex `aliases|<dataset>` (db.writer_lock). The tables are reflected first: on SQLite,
+    reflecting inside would wait for our own lock."""
     db.tables(engine)
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            key = zlib.crc32(dataset.encode()) - 2**31
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:ns, :k)"), {"ns": _ALIAS_LOCK, "k": key}
-            )
+        db.writer_lock(conn, f"aliases|{dataset}")
         yield conn
 
 

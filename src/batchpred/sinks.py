@@ -3,10 +3,11 @@
 Exactly-once comes from three things together: the partition's previous rows for the same
 model version are replaced (never appended to), the ledger row is written in the same
 transaction, and a per-partition lock serialises concurrent writers: `locks.partition_lock`,
-taken by scoring before it reads the partition (a session advisory lock on PostgreSQL, a
-`flock` on a file beside the database on SQLite; see locks.py), so a duplicate run waits and
-then reads nothing; each commit also re-checks the ledger under a lock of its own (two-key
-advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite). The same transaction keeps
+taken by scoring before it reads the partition (a row lock in the writer's private schema on
+PostgreSQL, which the read-only role cannot take; a `flock` on a file beside the database on
+SQLite; see locks.py), so a duplicate run waits and then reads nothing; each commit also
+re-checks the ledger under a lock of its own (`db.writer_lock` on PostgreSQL, `BEGIN
+IMMEDIATE` on SQLite). The same transaction keeps
 `predictions_latest` equal to its definition (predictions.after_partition_write). Bulk paths by
 dialect: PostgreSQL streams CSV made by Arrow into ``COPY`` of a new (day, model) leaf built
 aside while scoring, then swaps it in with a few milliseconds of DDL that never queues
@@ -17,8 +18,8 @@ parallel scoring threads never hold SQLite's single write lock while they predic
 
 from __future__ import annotations
 
-import hashlib
 import io
+import logging
 import re
 import tempfile
 import threading
@@ -48,6 +49,7 @@ PREDICTION_COLUMNS = (
     "run_id",
     "scored_at",
 )
+log = logging.getLogger(__name__)
 PARTITIONS = "batchpred_partitions"  # schema of the day and (day, model) tables (PostgreSQL)
 _VERSION_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _sqlite_writer = threading.Lock()  # one SQLite writer per process; across processes BEGIN IMMEDIATE
@@ -65,18 +67,15 @@ class PartitionKey:
             raise ValueError(f"model version {self.model_version!r} is not a hex digest")
 
     @property
-    def lock_id(self) -> int:
-        """The partition's 64-bit PostgreSQL advisory-lock key (locks.partition_lock)."""
-        text = f"{self.dataset}|{self.partition_date}|{self.model_version}"
-        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), signed=True)
+    def lock_name(self) -> str:
+        """The name of the partition's writers' mutex (locks.partition_lock)."""
+        return f"partition|{self.dataset}|{self.partition_date}|{self.model_version}"
 
     @property
-    def commit_lock_ids(self) -> tuple[int, int]:
-        """The same 64 bits as two int4 keys: PostgreSQL keeps the two-key advisory locks
-        apart from the one-key ones, so the commit lock never waits for the run's own
-        partition lock."""
-        hi, lo = self.lock_id >> 32, self.lock_id & 0xFFFFFFFF
-        return hi, lo - (1 << 32) if lo >= 1 << 31 else lo
+    def commit_lock_name(self) -> str:
+        """The mutex of the partition's commit: a name apart from the partition lock's, so
+        the commit never waits for the run's own partition lock."""
+        return f"commit|{self.dataset}|{self.partition_date}|{self.model_version}"
 
 
 @dataclass
@@ -405,12 +404,13 @@ class PostgresWriter(PartitionWriter):
         )
         # Commits of one partition one at a time, then the ledger check sees the other's row
         # (a writer opened without locks.partition_lock, or one whose lock session dropped).
-        hi, lo = k.commit_lock_ids
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:hi, :lo)"), {"hi": hi, "lo": lo})
+        db.writer_lock(conn, k.commit_lock_name)
         self._check_not_done(conn, ledger.input_fingerprint)
         self._refresh_latest(conn, source=staging)
         self._replace_side_rows(conn, ledger)
-        _with_lock_timeout(conn, self._swap)
+        _with_lock_timeout(
+            conn, self._swap, f"swap of partition {k.partition_date} / {k.model_version}"
+        )
         self._tx.commit()
         self._conn.close()
 
@@ -433,25 +433,57 @@ class PostgresWriter(PartitionWriter):
 
 
 LOCK_TIMEOUT = "100ms"  # how long a swap may make readers queue behind it, per attempt
+LOCK_ATTEMPTS = 40  # with the backoff, about 5 minutes before LockTimeout
+
+
+class LockTimeout(RuntimeError):
+    """Readers held a lock the writer's DDL needs for longer than it waits (about 5 minutes)."""
 
 
 def _with_lock_timeout(
-    conn: sa.Connection, step: Callable[[sa.Connection], None], attempts: int = 40
+    conn: sa.Connection, step: Callable[[sa.Connection], None], what: str
 ) -> None:
     """Run DDL `step` in a savepoint under `lock_timeout`, retrying with backoff while a
-    reader holds a conflicting lock (about 5 minutes in all before giving up)."""
+    reader holds a conflicting lock: one WARNING names the sessions holding it, and after
+    about 5 minutes in all LockTimeout says who still does."""
     conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    attempts = LOCK_ATTEMPTS
     for attempt in range(attempts):
         try:
             with conn.begin_nested():
                 step(conn)
         except sa.exc.OperationalError as err:
-            if getattr(err.orig, "sqlstate", None) != "55P03" or attempt == attempts - 1:
-                raise  # 55P03: lock_not_available
+            if getattr(err.orig, "sqlstate", None) != "55P03":  # 55P03: lock_not_available
+                raise
+            if attempt == attempts - 1:
+                raise LockTimeout(
+                    f"{what}: gave up after {attempts} tries (about 5 min) waiting for "
+                    f"{_lock_holders(conn)}; nothing of it was written"
+                ) from None
+            if attempt == 0:
+                log.warning("%s waits for %s; retrying for up to 5 min", what, _lock_holders(conn))
             time.sleep(min(0.1 * 2**attempt, 10.0))
         else:
             break
     conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+
+
+def _lock_holders(conn: sa.Connection) -> str:
+    """The other sessions holding a lock on a predictions table, as one phrase."""
+    rows = conn.exec_driver_sql(
+        "SELECT DISTINCT a.pid, a.usename, a.xact_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "JOIN pg_class c ON c.oid = l.relation "
+        "WHERE l.granted AND starts_with(c.relname, 'predictions') AND a.pid <> pg_backend_pid() "
+        "ORDER BY a.xact_start NULLS LAST LIMIT 5"
+    ).all()
+    if not rows:
+        return "a session holding a lock on predictions"
+    return "readers of predictions: " + ", ".join(
+        f"session {r.pid} of {r.usename}"
+        + (f" in a transaction since {r.xact_start:%H:%M:%S}" if r.xact_start else "")
+        for r in rows
+    )
 
 
 def ensure_day(engine: sa.Engine, day: date) -> None:
@@ -461,7 +493,7 @@ def ensure_day(engine: sa.Engine, day: date) -> None:
     queue every later reader behind it; a table created apart and then ATTACHed takes only
     SHARE UPDATE EXCLUSIVE on `predictions`, which readers and writers do not conflict with."""
     name = f"{PARTITIONS}.predictions_{day:%Y%m%d}"
-    # A plain query, not to_regclass: after waiting on the advisory lock it must see a
+    # A plain query, not to_regclass: after waiting on the writers' lock it must see a
     # table another writer just committed (the catalog cache may not have caught up).
     exists = sa.text(
         "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -471,7 +503,7 @@ def ensure_day(engine: sa.Engine, day: date) -> None:
         if conn.execute(exists, {"name": name}).scalar():
             return
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(0)"))
+        db.writer_lock(conn, "ensure_day")
         if conn.execute(exists, {"name": name}).scalar():
             return
 
@@ -484,7 +516,7 @@ def ensure_day(engine: sa.Engine, day: date) -> None:
                 f"FOR VALUES IN ({_literal(day.isoformat())})"
             )
 
-        _with_lock_timeout(conn, create)
+        _with_lock_timeout(conn, create, f"creation of the predictions table of {day}")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from datetime import date
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.states import Running
+from prefect.states import Pending, Running
 
 from batchpred import config, outcomes
 from flows.ingest import ingest
@@ -36,6 +36,7 @@ def test_the_next_run_crashes_the_runs_whose_process_is_gone(workspace) -> None:
     other_host = "host:elsewhere.example/4026531836"
     cases = {  # name: (flow, tags, crashed by the next score run?)
         "killed": (score, [host, gone], True),
+        "never-started": (score, [host, gone], True),  # Pending: killed before its flow began
         "alive": (score, [host, outcomes.process_tag()], False),
         "other-host": (score, [other_host, gone], False),
         "untagged": (score, [], False),
@@ -44,7 +45,11 @@ def test_the_next_run_crashes_the_runs_whose_process_is_gone(workspace) -> None:
     with get_client(sync_client=True) as client:
         runs = {
             name: client.create_flow_run(
-                flow, name=f"left-{name}", tags=tags, state=Running(), parameters={}
+                flow,
+                name=f"left-{name}",
+                tags=tags,
+                state=Pending() if name == "never-started" else Running(),
+                parameters={},
             )
             for name, (flow, tags, _) in cases.items()
         }
@@ -65,6 +70,7 @@ def test_the_next_run_crashes_the_runs_whose_process_is_gone(workspace) -> None:
     for name, (_, _, crashed) in cases.items():
         expected = StateType.CRASHED if crashed else StateType.RUNNING
         assert after[name].state_type == expected, name
+    assert "is gone" in after["never-started"].state.message
     pid = gone.removeprefix("process:").split("@")[0]
     message = after["killed"].state.message
     assert f"process {pid} on " in message and "is gone" in message and "next score run" in message
@@ -88,3 +94,19 @@ def _a_task():  # type: ignore[no-untyped-def]
         return None
 
     return left_running
+
+
+def test_a_run_carries_its_process_from_its_creation() -> None:
+    """A process killed after creating its run and before the flow's first line still leaves
+    a run naming it (so the sweep above can judge it): the entry point tags at creation."""
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    @flow(name="tagged-at-creation")
+    def first_line() -> list[str]:
+        return list(flow_run.tags)
+
+    with outcomes.entry_point("test"):
+        seen = first_line()
+    assert outcomes.host_tag() in seen
+    assert outcomes.process_tag() in seen

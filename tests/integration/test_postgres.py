@@ -1,6 +1,6 @@
 """The sink, scoring and registry tests again on a real PostgreSQL, plus concurrent writers.
 
-On PostgreSQL the sink takes another path (advisory lock, TRUNCATE of a day/model leaf
+On PostgreSQL the sink takes another path (row lock, TRUNCATE of a day/model leaf
 table, COPY), so the behaviour tests of tests/unit/test_sinks.py, test_scoring.py and
 test_registry.py are imported here and collected a second time: inside this module their
 `engine` fixture is the one below, a migrated database of its own per test.
@@ -214,6 +214,59 @@ def test_a_long_reader_delays_the_swap_which_retries_and_completes(engine: sa.En
     # other readers queued behind the waiting swap at most one lock_timeout per attempt
     assert worst < 1.0, f"a lookup waited {worst:.2f} s behind the waiting swap"
     assert {r["score"] for r in predictions(engine, key())} == set(batch(ids, seed=2).scores)
+
+
+def test_the_read_only_role_cannot_stall_a_writer(
+    engine: sa.Engine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writers' mutexes are out of the read-only role's reach; the one lock it can hold
+    (a read of predictions, in a transaction it never ends) makes the writer wait with one
+    WARNING naming the session, then fail within its bound with one line, writing nothing."""
+    write(engine, key(), [batch(["a", "b"], seed=1)])
+    role = f"analyst_{engine.url.database}"
+    db.grant_readonly(engine, role)
+    analyst = engine.connect()
+    try:
+        analyst.exec_driver_sql(f"SET ROLE {role}")
+        pid = analyst.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        for sql in (
+            f"SELECT * FROM {db.WRITER_LOCKS} FOR UPDATE",
+            f"LOCK TABLE {db.WRITER_LOCKS} IN ACCESS EXCLUSIVE MODE",
+            "SELECT * FROM scoring_ledger FOR UPDATE",
+        ):
+            with (
+                pytest.raises(sa.exc.ProgrammingError, match="permission denied"),
+                analyst.begin_nested(),
+            ):
+                analyst.exec_driver_sql(sql)
+        # Every lock a writer takes before the swap is free of it: a new partition lands.
+        assert analyst.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == 2
+        other = sinks.PartitionKey("churn", DAY, "cd" * 8)
+        write(engine, other, [batch(["a", "b"], seed=1)])
+        # Re-scoring the partition it reads must detach the old leaf: that waits for the read.
+        monkeypatch.setattr(sinks, "LOCK_ATTEMPTS", 4)
+        started = time.monotonic()
+        with (
+            caplog.at_level("WARNING", logger="batchpred.sinks"),
+            pytest.raises(sinks.LockTimeout) as err,
+        ):
+            write(engine, key(), [batch(["a", "b"], seed=2)], fingerprint="fp-2", force=True)
+        assert time.monotonic() - started < 10
+        message = str(err.value)
+        assert "\n" not in message and f"session {pid} of " in message
+        assert message.startswith(f"swap of partition {DAY} / {V1}: gave up after 4 tries")
+        assert message.endswith("nothing of it was written")
+        waits = [r.getMessage() for r in caplog.records if "waits for" in r.getMessage()]
+        assert len(waits) == 1 and f"session {pid} of " in waits[0]
+    finally:
+        analyst.rollback()
+        analyst.close()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+    assert {r["score"] for r in predictions(engine, key())} == set(batch(["a", "b"], seed=1).scores)
+    write(engine, key(), [batch(["a", "b"], seed=2)], fingerprint="fp-2", force=True)
+    assert {r["score"] for r in predictions(engine, key())} == set(batch(["a", "b"], seed=2).scores)
 
 
 def test_read_only_role_reads_everything_and_writes_nothing(engine: sa.Engine) -> None:

@@ -155,11 +155,18 @@ def test_latest_is_the_current_champions_newest(client: TestClient) -> None:
 
 
 def test_not_found_is_404_with_a_json_error(client: TestClient) -> None:
-    for path in ("/v1/predictions/churn/nobody", "/v1/predictions/nodataset/a"):
-        r = client.get(path)
-        assert r.status_code == 404
-        assert r.headers["content-type"] == "application/json"
-        assert "no prediction of" in r.json()["detail"]
+    r = client.get("/v1/predictions/churn/nobody")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["detail"] == "no prediction of 'nobody' in 'churn'"
+    # A dataset that does not exist is not an entity without a prediction.
+    unknown = (
+        "unknown dataset 'nodataset': no model is registered for it (datasets: churn, deliveries)"
+    )
+    r = client.get("/v1/predictions/nodataset/a")
+    assert r.status_code == 404 and r.json()["detail"] == unknown
+    r = client.post("/v1/predictions/nodataset:batch", json={"entity_ids": ["a"]})
+    assert r.status_code == 404 and r.json()["detail"] == unknown
     r = client.get("/v1/predictions/churn/a", params={"date": "2026-09-30"})
     assert r.status_code == 404 and "in 'churn' on 2026-09-30" in r.json()["detail"]
     r = client.get("/v1/predictions/churn/a", params={"model": "abcdef0123456789"})

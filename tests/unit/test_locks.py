@@ -181,6 +181,40 @@ def test_a_killed_holder_blocks_nobody(engine: sa.Engine) -> None:
     assert locks.holder(engine, key()) is None
 
 
+WAITER = """
+import sys
+from datetime import date
+from batchpred import db, locks, sinks
+engine = db.create_engine(sys.argv[1])
+key = sinks.PartitionKey("churn", date(2026, 10, 1), "ab" * 8)
+tell = lambda wait: print("waiting", flush=True)
+with locks.partition_lock(engine, key, "waiter", timeout_s=120, on_wait=tell):
+    print("got it", flush=True)
+"""
+
+
+def test_sigterm_ends_a_wait_at_once(engine: sa.Engine) -> None:
+    """An operator stopping a run (or a worker cancelling it) is not ignored while the run
+    waits for a partition's lock."""
+    with locks.partition_lock(engine, key(), "holder", timeout_s=5, run_name="score-holder"):
+        child = subprocess.Popen(
+            [sys.executable, "-c", WAITER, engine.url.render_as_string(hide_password=False)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "waiting"
+            sent = time.monotonic()
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=10) == -signal.SIGTERM
+            assert time.monotonic() - sent < 3
+            assert child.stdout.read() == ""  # it never took the lock
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
 def test_the_lock_is_per_dataset_day_and_model(engine: sa.Engine) -> None:
     with locks.partition_lock(engine, key("churn"), "r1", timeout_s=5):
         for other in (

@@ -1,7 +1,7 @@
 """The predictions sink on SQLite: replace-not-append, the ledger, rejects, rollback.
 
 tests/integration/test_postgres.py collects these same tests again with `engine` on
-PostgreSQL (COPY into a day/model leaf, advisory lock), so every test here takes `engine`
+PostgreSQL (COPY into a day/model leaf, row lock), so every test here takes `engine`
 and uses only the public sink API.
 """
 
