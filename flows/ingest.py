@@ -24,7 +24,7 @@ from batchpred import (
     validation,
     verdicts,
 )
-from tasks import lake, reporting
+from tasks import lake, reporting, scoring
 
 
 @dataclass
@@ -74,7 +74,9 @@ def ingest(
     fail_on_invalid: bool = True,
 ) -> IngestSummary:
     """Pull source days (`days`, else all in [start, end]) and their late labels into the
-    lake, and validate every partition that has no verdict under the current spec."""
+    lake, and validate every partition that has no verdict under the current spec. Where
+    labels landed, the scored days they label get their `outcomes` rows and realised metrics
+    (monitoring.realised_performance)."""
     settings = config.load_settings(config_files)
     dataset = settings.dataset.name
     reporting.start_run(dataset)
@@ -166,6 +168,8 @@ def ingest(
             f" ({len(to_validate)} validated now)"
         )
     logger.info("%d partition(s) passed, %d failed", len(summary.passed), len(summary.failed))
+    if pulled or listing.labels_to_pull:  # labels may have landed: outcomes, realised metrics
+        reporting.publish_realised(dataset, scoring.realised_performance(settings))
     if summary.failed and fail_on_invalid:
         raise InvalidPartitions("\n".join(summary.failed[d] for d in sorted(summary.failed)))
     return summary

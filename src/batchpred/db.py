@@ -65,6 +65,7 @@ TABLES = (
     "drift_metrics",
     "realised_metrics",
     "partition_locks",
+    "outcomes",
 )
 
 

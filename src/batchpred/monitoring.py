@@ -262,10 +262,11 @@ def realised_performance(
     scores): such a day says how well the model fits, not how well it predicts. A day whose
     late labels fail that check (labels.LateLabels) is not measured: each pair gets a row of
     0 rows whose metrics carry the failure's one line as `error` (and a WARNING says it). A
-    pair is computed again only when its labels changed. Returns the pairs computed by this
-    call."""
+    pair is computed again only when its labels changed. The same pass keeps the day's rows of
+    `outcomes` equal to its labels (store_outcomes). Returns the pairs computed by this call."""
     spec = settings.dataset
     ledger, realised = db.table(engine, "scoring_ledger"), db.table(engine, "realised_metrics")
+    outcome = db.table(engine, "outcomes")
     with engine.connect() as conn:
         done = conn.execute(
             sa.select(ledger.c.partition_date, ledger.c.model_version).where(
@@ -280,6 +281,11 @@ def realised_performance(
                 ).where(realised.c.dataset == spec.name)
             )
         }
+        with_outcomes = set(
+            conn.execute(
+                sa.select(outcome.c.partition_date).where(outcome.c.dataset == spec.name).distinct()
+            ).scalars()
+        )
     out = []
     fitted: dict[str, frozenset[date]] = {}  # version -> the days its deployed model was fit on
     for day in sorted({d for d, _ in done}):
@@ -289,11 +295,14 @@ def realised_performance(
             for d, v in sorted(done)
             if d == day and (recompute or known.get((day, v)) != labels_hash)
         ]
-        if labels_hash is None or not versions:
+        if labels_hash is None and day in with_outcomes:  # its labels were taken back
+            store_outcomes(engine, spec.name, day, None)
+        if labels_hash is None or not (versions or day not in with_outcomes):
             continue
         late = labels.check_late_labels(settings, day)
         if late is not None and late.failed:
             log.warning("%s: no realised metrics for the day", late.describe())
+            store_outcomes(engine, spec.name, day, None)  # no outcome from labels refused
             failed = {"error": late.describe(), "unmatched_labels": late.unmatched}
             for version in versions:
                 out.append(_store_realised(engine, spec.name, day, version, 0, failed, labels_hash))
@@ -302,6 +311,7 @@ def realised_performance(
         if known_labels is None:
             continue
         ids, y = known_labels
+        store_outcomes(engine, spec.name, day, known_labels)
         unmatched = None if late is None else late.unmatched
         for version in versions:
             if version not in fitted:
@@ -313,6 +323,44 @@ def realised_performance(
             if row is not None:
                 out.append(row)
     return out
+
+
+def store_outcomes(
+    engine: sa.Engine, dataset: str, day: date, known: tuple[pa.Array, np.ndarray] | None
+) -> int:
+    """Make the day's rows of `outcomes` equal to its known labels (labels.day_labels: ids and
+    labels as the metrics read them, NaN where none); None: the day has none to trust. New and
+    changed labels are written with `arrived_at` now, labels gone are removed, unchanged rows
+    keep theirs. One transaction; returns the day's outcome rows."""
+    t = db.table(engine, "outcomes")
+    new: dict[str, float] = {}
+    if known is not None:
+        ids, y = known
+        has = ~np.isnan(y)
+        new = dict(
+            zip(np.asarray(ids.to_pylist(), dtype=object)[has], y[has].tolist(), strict=True)
+        )
+    where = (t.c.dataset == dataset, t.c.partition_date == day)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        old = dict(conn.execute(sa.select(t.c.entity_id, t.c.label).where(*where)).all())
+        stale = [e for e, v in old.items() if new.get(e) != v]
+        for start in range(0, len(stale), 5000):
+            conn.execute(t.delete().where(*where, t.c.entity_id.in_(stale[start : start + 5000])))
+        rows = [
+            {
+                "dataset": dataset,
+                "partition_date": day,
+                "entity_id": e,
+                "label": v,
+                "arrived_at": now,
+            }
+            for e, v in new.items()
+            if old.get(e) != v
+        ]
+        if rows:
+            conn.execute(t.insert(), rows)
+    return len(new)
 
 
 def _trained_days(engine: sa.Engine, version: str) -> frozenset[date]:

@@ -236,6 +236,7 @@ class PartitionWriter:
                 [
                     {
                         **r,
+                        "dataset": k.dataset,
                         "partition_date": k.partition_date,
                         "model_version": k.model_version,
                         "run_id": self.run_id,

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from batchpred import config, demo, ingestion, storage
+from flows.ingest import ingest
 from flows.nightly import nightly
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,16 @@ def test_unlabelled_days_are_scored_null_labels_excluded_and_late_labels_measure
     labels_url = str(Path("data/labels-source/churn").resolve())
     _write_late_labels(settings, unlabelled, labels_url)
     files = workspace("churn", **overrides, labels={"url": labels_url})
+    # Realised metrics and outcomes come where labels land: an ingest alone measures them.
+    ingest(config_files=files)
+    late = storage.read_partition(labels_url, last).column(settings.dataset.target.name)
+    known = len(late) - late.null_count  # outcomes that are never known stay out
+    assert 0 < late.null_count < 40
+    assert [tuple(r) for r in _rows("select model_version, rows from realised_metrics")] == [
+        (scored.model_version, known)
+    ]
+    outcome_rows = _rows("select partition_date, count(*) as n from outcomes group by 1")
+    assert [(str(r.partition_date), r.n) for r in outcome_rows] == [(str(last), known)]
     second = nightly(day=last, config_files=files)
 
     # The days with late labels now count as labelled: the window moved forward, and the
@@ -74,9 +85,6 @@ def test_unlabelled_days_are_scored_null_labels_excluded_and_late_labels_measure
     new = second["model"]["version"]
     assert second["scored"][0].model_version == new != scored.model_version
     # Every model that scored the day is measured on its real outcomes.
-    late = storage.read_partition(labels_url, last).column(settings.dataset.target.name)
-    known = len(late) - late.null_count  # outcomes that are never known stay out
-    assert 0 < late.null_count < 40
     realised = {(r["partition_date"], r["model_version"]): r for r in second["realised"]}
     assert set(realised) == {(last, scored.model_version), (last, new)}
     for measured in realised.values():

@@ -59,6 +59,10 @@ from tests.unit.test_sinks import (  # noqa: E402, F401 - collected again, on Po
     test_same_fingerprint_is_already_scored,
     write,
 )
+from tests.unit.test_training import (  # noqa: E402, F401 - collected again, on PostgreSQL
+    test_outcomes_hold_each_rows_actual_label_and_agree_with_realised_metrics,
+    trained,
+)
 
 pytestmark = pytest.mark.postgres
 

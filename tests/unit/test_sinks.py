@@ -66,7 +66,11 @@ def predictions(engine: sa.Engine, k: sinks.PartitionKey) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(t.c.entity_id, t.c.score, t.c.label, t.c.run_id)
-            .where(t.c.partition_date == k.partition_date, t.c.model_version == k.model_version)
+            .where(
+                t.c.dataset == k.dataset,  # every table holding several datasets' rows says whose
+                t.c.partition_date == k.partition_date,
+                t.c.model_version == k.model_version,
+            )
             .order_by(t.c.entity_id)
         ).mappings()
         return [dict(r) for r in rows]
@@ -77,7 +81,11 @@ def rejected(engine: sa.Engine, k: sinks.PartitionKey) -> list[tuple]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(t.c.entity_id, t.c.column_name, t.c.rule, t.c.run_id)
-            .where(t.c.partition_date == k.partition_date, t.c.model_version == k.model_version)
+            .where(
+                t.c.dataset == k.dataset,  # every table holding several datasets' rows says whose
+                t.c.partition_date == k.partition_date,
+                t.c.model_version == k.model_version,
+            )
             .order_by(t.c.entity_id)
         )
         return [tuple(r) for r in rows]

@@ -27,6 +27,7 @@ from batchpred import (
     db,
     evaluation,
     ingestion,
+    labels,
     model,
     monitoring,
     registry,
@@ -583,6 +584,85 @@ def test_realised_metrics_apply_the_same_rule_to_late_labels(
     status = reports.status(engine, "churn")
     assert line in status.splitlines() and status.count("labels failed") == 1  # its cell
     assert "2026-10-02 late labels: 2 match no row of the day's partition" in status
+
+
+def test_outcomes_hold_each_rows_actual_label_and_agree_with_realised_metrics(
+    churn: Settings, engine: sa.Engine, tmp_path: Path, trained: dict
+) -> None:
+    """Where labels land, `outcomes` gets one row per labelled entity of a scored day, which
+    joins predictions row by row: the accuracy an analyst computes from the join is the one
+    realised metrics report, and the realised_performance view shows the metrics as columns.
+    A labels day that failed its check has no outcomes (and the view says why)."""
+    settings = churn.model_copy(
+        update={"labels": churn.labels.model_copy(update={"url": str(tmp_path / "late")})}
+    )
+    days = build_lake(settings, engine, days=2, rows=200, unlabelled=(0, 1))
+    version = registry.register_model(engine, trained["model"], str(tmp_path / "models"))
+    for i, day in enumerate(days):
+        truth = _late_labels(settings, day, i, 200, (3, 2)[i])
+        ids = [str(x) for x in synthetic_day(settings.dataset, day, 200, i)[0].to_pylist()]
+        scores = np.clip(np.nan_to_num(truth.column(1).to_numpy(zero_copy_only=False)), 0.1, 0.9)
+        scores = np.where(np.arange(200) % 7 == 0, 1 - scores, scores)  # some wrong
+        prediction = sinks.PredictionBatch(
+            pa.array(ids, pa.string()), scores.astype(float), (scores >= 0.5).astype(np.int8), None
+        )
+        key = sinks.PartitionKey("churn", day, version)
+        with sinks.partition_writer(engine, key, "run", fingerprint="fp") as out:
+            out.write(prediction)
+            out.finish(sinks.LedgerEntry("fp", 200, 0, datetime.now(UTC)))
+    computed = {r["partition_date"]: r for r in monitoring.realised_performance(engine, settings)}
+    ids, y = labels.day_labels(settings, days[1])
+    expected = {e: v for e, v in zip(ids.to_pylist(), y.tolist(), strict=True) if v == v}
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT partition_date, entity_id, label, arrived_at FROM outcomes "
+                "WHERE dataset = 'churn'"
+            )
+        ).all()
+        joined = conn.execute(
+            sa.text(
+                "SELECT count(*) AS n, avg(CASE WHEN p.label = o.label THEN 1.0 ELSE 0.0 END) "
+                "AS accuracy FROM predictions p JOIN outcomes o ON o.dataset = p.dataset "
+                "AND o.partition_date = p.partition_date AND o.entity_id = p.entity_id "
+                "WHERE p.dataset = 'churn' AND p.model_version = :v"
+            ),
+            {"v": version},
+        ).one()
+        view = {
+            str(r.partition_date): r
+            for r in conn.execute(
+                sa.text("SELECT * FROM realised_performance WHERE dataset = 'churn'")
+            )
+        }
+    assert {str(r.partition_date) for r in stored} == {str(days[1])}  # the failed day has none
+    assert {r.entity_id: r.label for r in stored} == expected and len(expected) == 198
+    realised = computed[days[1]]["metrics"]
+    assert joined.n == computed[days[1]]["rows"] == 198
+    assert float(joined.accuracy) == pytest.approx(realised["accuracy"])
+    assert 0.5 < realised["accuracy"] < 1.0  # the join is row by row, not trivially equal
+    assert view[str(days[1])].auc == pytest.approx(realised["auc"])
+    assert view[str(days[1])].accuracy == pytest.approx(realised["accuracy"])
+    assert view[str(days[1])].error is None and not view[str(days[1])].in_sample
+    assert view[str(days[0])].rows == 0 and view[str(days[0])].error.startswith(
+        "late labels of 2026-10-01"
+    )
+    # A second pass changes nothing; a changed label alone gets a new arrived_at.
+    assert monitoring.realised_performance(engine, settings) == []
+    first = {r.entity_id: r.arrived_at for r in stored}
+    flipped = y.copy()
+    flipped[np.flatnonzero(~np.isnan(y))[0]] = 1 - flipped[np.flatnonzero(~np.isnan(y))[0]]
+    assert monitoring.store_outcomes(engine, "churn", days[1], (ids, flipped)) == 198
+    with engine.connect() as conn:
+        after = {
+            r.entity_id: (r.label, r.arrived_at)
+            for r in conn.execute(sa.text("SELECT entity_id, label, arrived_at FROM outcomes"))
+        }
+    changed = [e for e in after if after[e][1] != first[e]]
+    assert len(changed) == 1 and after[changed[0]][0] == 1 - expected[changed[0]]
+    monitoring.store_outcomes(engine, "churn", days[1], None)  # labels taken back: no outcomes
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM outcomes")).scalar() == 0
 
 
 # --- train / evaluate -------------------------------------------------------------------------
