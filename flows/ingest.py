@@ -187,7 +187,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.ingest"
     parser.add_argument("--end", type=date.fromisoformat, help="last source day to pull")
     args = parser.parse_args(argv)
     outcomes.check_range(parser, args)
-    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+    with (
+        outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug),
+        reporting.tagged_from_creation(),
+    ):
         preflight.check(args.config, source=True)
         summary = ingest(days=args.day, start=args.start, end=args.end, config_files=args.config)
     print(f"passed: {len(summary.passed)} partition(s); failed: {len(summary.failed)}")

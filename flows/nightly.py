@@ -185,7 +185,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
         "--workspace", default=".", help="folder holding dvc.yaml (default: the current one)"
     )
     args = parser.parse_args(argv)
-    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+    with (
+        outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug),
+        reporting.tagged_from_creation(),
+    ):
         preflight.check(args.config, source=True)
         state = nightly(
             day=args.day, config_files=args.config, workspace=args.workspace, return_state=True

@@ -117,7 +117,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.score")
     )
     args = parser.parse_args(argv)
     outcomes.check_range(parser, args)
-    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+    with (
+        outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug),
+        reporting.tagged_from_creation(),
+    ):
         preflight.check(args.config)
         results = score(
             day=args.day,

@@ -73,7 +73,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.train")
         "--workspace", default=".", help="folder holding dvc.yaml (default: the current one)"
     )
     args = parser.parse_args(argv)
-    with outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug):
+    with (
+        outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug),
+        reporting.tagged_from_creation(),
+    ):
         preflight.check(args.config)
         result = train(config_files=args.config, workspace=args.workspace)
     print("\n".join(summary_lines(result)))

@@ -12,7 +12,7 @@ import time
 from typing import Any
 from uuid import UUID
 
-from prefect import get_client, get_run_logger, task
+from prefect import get_client, get_run_logger, tags, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -83,6 +83,13 @@ def start_run(dataset: str) -> None:
         logger.warning(
             "could not tag this run or look for crashed runs: %s", outcomes.one_line(exc)
         )
+
+
+def tagged_from_creation() -> Any:
+    """Around a flow's call in its entry point: the flow run carries this host's and process's
+    tags from its creation, not only from start_run, so a process killed before its flow's
+    first line leaves a run the next one can judge and sweep (sweep_crashed_runs)."""
+    return tags(outcomes.host_tag(), outcomes.process_tag())
 
 
 def sweep_crashed_runs(client: Any, flow_name: str, host: str, exclude: UUID | None) -> list[str]:

@@ -263,21 +263,14 @@ def quiet_known_tracebacks() -> Iterator[None]:
 def entry_point(prog: str, debug: bool = False) -> Iterator[None]:
     """Run a command: a known failure exits with its code and `prog: error: <message>` on
     stderr, no traceback; anything else (and everything under --debug / $BATCHPRED_DEBUG)
-    raises as usual. Turns on the terminal progress lines of the flows' partitions.
-
-    Flow runs created inside carry this host's and process's tags from their creation (not
-    only from the first line of the flow), so a process killed before its flow started leaves
-    a run the next one can judge and sweep (tasks.reporting.sweep_crashed_runs)."""
-    from prefect import tags
-
+    raises as usual. Turns on the terminal progress lines of the flows' partitions."""
     debug = debug_wanted(debug)
     previous = reports.progress_stream(sys.stderr)
     try:
         if debug:
-            with tags(host_tag(), process_tag()):
-                yield
+            yield
             return
-        with quiet_known_tracebacks(), tags(host_tag(), process_tag()):
+        with quiet_known_tracebacks():
             try:
                 yield
             except Exception as exc:  # noqa: BLE001 - known ones become one line, others raise

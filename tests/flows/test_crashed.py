@@ -16,6 +16,7 @@ from prefect.states import Pending, Running
 from batchpred import config, outcomes
 from flows.ingest import ingest
 from flows.score import score
+from tasks import reporting
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +107,7 @@ def test_a_run_carries_its_process_from_its_creation() -> None:
     def first_line() -> list[str]:
         return list(flow_run.tags)
 
-    with outcomes.entry_point("test"):
+    with outcomes.entry_point("test"), reporting.tagged_from_creation():  # as each flow's main
         seen = first_line()
     assert outcomes.host_tag() in seen
     assert outcomes.process_tag() in seen
