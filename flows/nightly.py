@@ -38,7 +38,12 @@ def _name_by_day(dataset: str, day: date) -> None:
     if flow_run.id is None:
         return
     with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, name=f"nightly-{dataset}-{day}")
+        client.update_flow_run(flow_run.id, name=_day_name(dataset, day))
+
+
+def _day_name(dataset: str, day: date) -> str:
+    """The run's name once its day is known (the UI's, and the notifications')."""
+    return f"nightly-{dataset}-{day}"
 
 
 @flow(name="nightly", flow_run_name=_run_name)
@@ -164,7 +169,8 @@ def _summary(
 ) -> dict[str, Any]:
     return notifications.run_summary(
         flow="nightly",
-        run=flow_run.name,
+        run=_day_name(settings.dataset.name, day) if day else flow_run.name,
+        url=reporting.run_url(),
         dataset=settings.dataset.name,
         day=day,
         state=state,

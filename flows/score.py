@@ -53,6 +53,7 @@ def score(
         nothing = outcomes.nothing_to_score(settings.scoring_input, start, end)
         said = str(nothing) + "".join(f"; refused {u}: {why}" for u, why in refused.items())
         get_run_logger().error("%s", said)
+        reporting.notify_failed(settings, "score", day, said)
         reporting.publish_partitions(settings.dataset.name, [], {}, refused)
         # the state ends the run: a caller gets its data, or its error raised (Prefect's types
         # cannot say that a flow may return a state)
@@ -61,6 +62,7 @@ def score(
         known = preflight.check_model(settings, model, resources.engine())
     except outcomes.SetupError as exc:
         get_run_logger().error("%s", exc)
+        reporting.notify_failed(settings, "score", day, exc)
         # the state ends the run: a caller gets its data, or its error raised (Prefect's types
         # cannot say that a flow may return a state)
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
@@ -95,7 +97,9 @@ def score(
         progress.finish(f"{progress.counts_text()}; {rows:,} rows scored with model {version}")
     reporting.publish_partitions(settings.dataset.name, results, failures, refused)
     if failures:
-        raise PartitionsFailed("\n".join(f"{d}: {e}" for d, e in sorted(failures.items())))
+        failed = PartitionsFailed("\n".join(f"{d}: {e}" for d, e in sorted(failures.items())))
+        reporting.notify_failed(settings, "score", day, failed)
+        raise failed
     return results
 
 

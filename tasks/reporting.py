@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import time
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -34,10 +35,11 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 from prefect.states import Crashed
 
 from batchpred import config, evaluation, monitoring, notifications, outcomes, reports
-from batchpred.config import NotificationsConfig
+from batchpred.config import NotificationsConfig, Settings
 from batchpred.scoring import PartitionResult
 
 DATASET_TAG = "dataset:"
@@ -302,6 +304,36 @@ def publish_drift(dataset: str, day: str, version: str, drift: monitoring.DriftA
         description=f"DRIFT: {drift.describe()} ({against})"
         if drift.is_drifted
         else f"Drift of {against}: none above its threshold",
+    )
+
+
+def run_url() -> str | None:
+    """The current flow run's page in the Prefect UI, where $PREFECT_UI_URL (or
+    $PREFECT_API_URL, which it defaults from) says where the UI is; else None (a run on a
+    temporary local server has no page to link to)."""
+    if flow_run.id is None or not PREFECT_UI_URL.value():
+        return None
+    return flow_run.ui_url
+
+
+def notify_failed(
+    settings: Settings, flow: str, day: date | None, reason: BaseException | str
+) -> None:
+    """Notify (notifications.send) that this run of `flow` failed, saying why in one line;
+    not from a subflow (the nightly's scoring): the run that called it reports the failure."""
+    if flow_run.parent_flow_run_id:
+        return
+    notify(
+        settings.notifications,
+        notifications.run_summary(
+            flow=flow,
+            run=flow_run.name,
+            url=run_url(),
+            dataset=settings.dataset.name,
+            day=day,
+            state="Failed",
+            reason=outcomes.one_line(reason),
+        ),
     )
 
 

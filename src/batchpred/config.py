@@ -349,7 +349,8 @@ class MonitoringConfig(Frozen):
 
 
 class NotificationsConfig(Frozen):
-    """A JSON summary POSTed to a webhook when a nightly run ends in one of the `on` states.
+    """A JSON summary POSTed to a webhook when a nightly (or a score run of its own) ends in one
+    of the `on` states.
     The URL comes from the environment (it often holds a token) and is never logged."""
 
     webhook_url_env: str = "BATCHPRED_WEBHOOK_URL"  # unset or empty variable: no notification

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from batchpred.config import NotificationsConfig
@@ -31,21 +32,32 @@ def run_summary(
     state: str,
     reason: str,
     drifted: list[dict[str, Any]] | None = None,
+    url: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON body: which run, which dataset and day, how it ended and why in one line, and
-    the drifted features (name, PSI, threshold), worst first."""
+    """The JSON body: which run (its name as the UI shows it, and `url`, its page in the UI
+    when $PREFECT_UI_URL or $PREFECT_API_URL says where that is), which dataset and day, how
+    it ended and why in one line (paths under the working directory made relative to it: a
+    receiver has no use for this machine's layout), and the drifted features (name, PSI,
+    threshold), worst first."""
     return {
         "flow": flow,
         "run": run,
+        "url": url,
         "dataset": dataset,
         "day": day.isoformat() if day else None,
         "state": state,
-        "reason": reason,
+        "reason": _relative(reason),
         "drifted": [
             {"feature": r["feature"], "psi": round(float(r["psi"]), 4), "threshold": r["psi_major"]}
             for r in drifted or []
         ],
     }
+
+
+def _relative(text: str, root: Path | None = None) -> str:
+    """`text` with the paths under `root` (the working directory) relative to it."""
+    base = str(root or Path.cwd()).rstrip("/") + "/"
+    return text.replace(f"file://{base}", "").replace(base, "")
 
 
 def wanted(cfg: NotificationsConfig, state: str) -> bool:

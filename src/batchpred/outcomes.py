@@ -123,14 +123,17 @@ def nothing_to_score(root: str, start: date | None, end: date | None) -> Nothing
 
 
 def one_line(error: BaseException | str) -> str:
-    """An error as one line: its first line, and when that only introduces what follows
-    (`dvc repro failed (1):`), the last non-empty line too (where tools put the cause)."""
+    """An error as one line: its first line, and when that only introduces what follows, the
+    first item of the list that follows (a validation failure's first rule broken, `- column
+    'x' failed ...`), else the last non-empty line (`dvc repro failed (1):` and the cause that
+    tools print last)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     first = lines[0]
     if first.endswith(":") and len(lines) > 1:
-        first = f"{first} {lines[-1]}"
+        items = [line.removeprefix("- ") for line in lines[1:] if line.startswith("- ")]
+        first = f"{first} {items[0] if items else lines[-1]}"
     if isinstance(error, BaseException) and not isinstance(error, KNOWN_FAILURES):
         first = f"{type(error).__name__}: {first}"
     return first

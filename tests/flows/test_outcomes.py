@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.settings import PREFECT_UI_URL, temporary_settings
 
 from batchpred import config, demo, monitoring, outcomes, storage
 from flows import nightly as nightly_flow
@@ -194,7 +195,8 @@ def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
     (body,) = hook.bodies
     assert body["flow"] == "nightly" and body["state"] == "Drifted"
     assert body["dataset"] == "churn" and body["day"] == str(day)
-    assert body["run"].startswith("nightly-") and body["reason"].startswith(f"{day} drifted: ")
+    # the run's name as the UI shows it once the day is known (not "nightly-churn-latest")
+    assert body["run"] == f"nightly-churn-{day}" and body["reason"].startswith(f"{day} drifted: ")
     drifted = {d["feature"]: d for d in body["drifted"]}
     assert set(shifted) <= set(drifted) and all(drifted[f]["psi"] > 0.25 for f in shifted)
     assert all(d["threshold"] == 0.25 for d in body["drifted"])
@@ -330,8 +332,18 @@ def test_failed_training_still_scores_the_day_and_fails_saying_why(workspace, ca
     empty_day = day + timedelta(days=1)
     table = storage.read_partition(settings.scoring_input, day).slice(0, 0)
     storage.write_partition(settings.scoring_input, empty_day, table)
-    with pytest.raises(PartitionsFailed, match=rf"(?s){empty_day}.*row_count"):
-        score(day=empty_day, config_files=files)
+    ui = {PREFECT_UI_URL: "https://prefect.example"}
+    with webhook_receiver() as hook, temporary_settings(ui):
+        monkeypatch.setenv(ENV, hook.url)
+        with pytest.raises(PartitionsFailed, match=rf"(?s){empty_day}.*row_count"):
+            score(day=empty_day, config_files=files)
+    # A score (or backfill) run notifies too: its name and page, the rule in one line.
+    (body,) = hook.bodies
+    assert body["flow"] == "score" and body["state"] == "Failed"
+    assert body["run"] == f"score-churn-{empty_day}" and body["day"] == str(empty_day)
+    assert body["url"].startswith("https://prefect.example/flow-runs/flow-run/")
+    assert "row_count" in body["reason"] and "\n" not in body["reason"]
+    assert str(Path.cwd()) not in body["reason"]
     assert _one("select count(*) from scoring_ledger where partition_date = :d", d=empty_day) == 0
 
     # An unknown model: one line listing the dataset's versions (the champion among them).

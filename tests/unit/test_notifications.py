@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,6 +86,7 @@ def test_payload_is_a_small_json_summary() -> None:
     assert payload == {
         "flow": "nightly",
         "run": "nightly-2026-10-08",
+        "url": None,
         "dataset": "churn",
         "day": "2026-10-08",
         "state": "Drifted",
@@ -95,6 +97,14 @@ def test_payload_is_a_small_json_summary() -> None:
         ],
     }
     json.dumps(payload)  # serialisable as is
+
+
+def test_the_reason_shows_no_path_of_this_machine_under_the_working_directory() -> None:
+    here = Path.cwd()
+    reason = f"partition dt=2026-10-08 under {here}/data/lake/raw/churn: 0 rows in file://{here}/x"
+    payload = _payload(reason=reason, url="https://prefect.example/flow-runs/flow-run/1")
+    assert payload["reason"] == "partition dt=2026-10-08 under data/lake/raw/churn: 0 rows in x"
+    assert payload["url"] == "https://prefect.example/flow-runs/flow-run/1"
 
 
 def test_posts_json_to_the_url_from_the_environment() -> None:

@@ -78,6 +78,23 @@ def test_one_line_keeps_the_cause_of_a_tool_error() -> None:
     assert outcomes.one_line("plain reason") == "plain reason"
 
 
+def test_one_line_of_a_validation_failure_names_the_column_and_rule() -> None:
+    """Not the report's path (the last line): the first rule broken."""
+    failed = (
+        "partition dt=2026-11-05 under data/lake/raw/churn: validation failed, 2 of 20 "
+        "expectations on 400 rows:\n"
+        "  - column 'tenure_months' failed expect_column_values_to_be_between(max_value=120): "
+        "36 of 400 rows, e.g. [999]\n"
+        "  - column 'contract' failed expect_column_values_to_be_in_set: 2 of 400 rows\n"
+        "  report: /srv/batchpred/data/reports/churn/validation/2026-11-05.json\n"
+    )
+    assert outcomes.one_line(failed) == (
+        "partition dt=2026-11-05 under data/lake/raw/churn: validation failed, 2 of 20 "
+        "expectations on 400 rows: column 'tenure_months' failed "
+        "expect_column_values_to_be_between(max_value=120): 36 of 400 rows, e.g. [999]"
+    )
+
+
 def test_training_failed_says_why_and_what_became_of_the_day() -> None:
     error = ValueError("training needs at least 3 valid, labelled partitions")
     scored = outcomes.training_failed(error, D("2026-10-09"), "abc123", 400, None)
