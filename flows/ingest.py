@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
-from prefect.states import State
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from batchpred import (
@@ -24,6 +24,7 @@ from batchpred import (
     validation,
     verdicts,
 )
+from batchpred.config import Day
 from tasks import lake, reporting, scoring
 
 
@@ -67,9 +68,9 @@ def _run_name() -> str:
 
 @flow(name="ingest", flow_run_name=_run_name)
 def ingest(
-    days: list[date] | None = None,
-    start: date | None = None,
-    end: date | None = None,
+    days: list[Day] | None = None,
+    start: Day | None = None,
+    end: Day | None = None,
     config_files: list[str] | None = None,
     fail_on_invalid: bool = True,
 ) -> IngestSummary:
@@ -171,7 +172,10 @@ def ingest(
     if pulled or listing.labels_to_pull:  # labels may have landed: outcomes, realised metrics
         reporting.publish_realised(dataset, scoring.realised_performance(settings))
     if summary.failed and fail_on_invalid:
-        raise InvalidPartitions("\n".join(summary.failed[d] for d in sorted(summary.failed)))
+        invalid = InvalidPartitions("\n".join(summary.failed[d] for d in sorted(summary.failed)))
+        # known: the run ends Failed with its lines, no traceback in the UI or the worker log
+        logger.error("%s", invalid)
+        return Failed(message=outcomes.one_line(invalid), data=invalid)  # type: ignore[return-value]
     return summary
 
 

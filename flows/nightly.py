@@ -13,6 +13,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from batchpred import config, monitoring, notifications, outcomes, preflight, reports
+from batchpred.config import Day
 from batchpred.evaluation import GateDecision
 from batchpred.scoring import PartitionResult
 from flows.ingest import InvalidPartitions, ingest
@@ -48,7 +49,7 @@ def _day_name(dataset: str, day: date) -> str:
 
 @flow(name="nightly", flow_run_name=_run_name)
 def nightly(
-    day: date | None = None, config_files: list[str] | None = None, workspace: str = "."
+    day: Day | None = None, config_files: list[str] | None = None, workspace: str = "."
 ) -> dict[str, Any]:
     """The whole pipeline for one day (default: the newest source day, which usually has no
     label yet). Training uses the newest labelled days; invalid partitions are left out of

@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from batchpred import config, outcomes, preflight
+from batchpred.config import Day
 from batchpred.scoring import PartitionResult
 from tasks import reporting, resources, scoring
 
@@ -30,9 +31,9 @@ def _run_name() -> str:
 
 @flow(name="score", flow_run_name=_run_name)
 def score(
-    day: date | None = None,
-    start: date | None = None,
-    end: date | None = None,
+    day: Day | None = None,
+    start: Day | None = None,
+    end: Day | None = None,
     model: str = "champion",
     force: bool = False,
     config_files: list[str] | None = None,
@@ -99,7 +100,9 @@ def score(
     if failures:
         failed = PartitionsFailed("\n".join(f"{d}: {e}" for d, e in sorted(failures.items())))
         reporting.notify_failed(settings, "score", day, failed)
-        raise failed
+        # known: the run ends Failed with its lines, no traceback in the UI or the worker log
+        get_run_logger().error("%s", failed)
+        return Failed(message=outcomes.one_line(failed), data=failed)  # type: ignore[return-value]
     return results
 
 

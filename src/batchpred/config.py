@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    WithJsonSchema,
     model_serializer,
     model_validator,
 )
@@ -29,6 +30,14 @@ DEFAULT_CONFIG_FILES = ("configs/base.yaml", "configs/datasets/churn.yaml")
 CONFIG_ENV = "BATCHPRED_CONFIG"  # comma-separated list of YAML files, applied in order
 DATABASE_URL_ENV = "BATCHPRED_DATABASE_URL"
 DEBUG_ENV = "BATCHPRED_DEBUG"  # 1: tracebacks for known failures too (like --debug)
+
+
+# A day as a flow parameter. Prefect's server checks a deployment run's parameters against
+# the flow's JSON schema before it creates the run, but without format checks ("format":
+# "date" is an annotation there): the pattern is what makes it refuse `day=2026-13-01` with
+# 409 at `prefect deployment run`, instead of creating a run that fails later.
+DAY_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+Day = Annotated[date, WithJsonSchema({"type": "string", "format": "date", "pattern": DAY_PATTERN})]
 
 
 class SetupError(Exception):

@@ -22,6 +22,7 @@ from flows import deployments
 from flows.nightly import nightly
 
 ROOT = Path(__file__).resolve().parents[2]
+PREFECT_RUN = [sys.executable, "-m", "prefect", "deployment", "run"]
 
 
 def _config(tmp_path: Path, **overrides: object) -> list[str]:
@@ -110,11 +111,7 @@ def test_backfill_through_prefect_deployment_run(workspace):
         while True:  # the deployment exists once `serve` has registered it
             run = subprocess.run(
                 [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "deployment",
-                    "run",
+                    *PREFECT_RUN,
                     "score/backfill",
                     "--params",
                     json.dumps(params),
@@ -131,6 +128,18 @@ def test_backfill_through_prefect_deployment_run(workspace):
             time.sleep(2)
         assert run.returncode == 0, run.stdout + run.stderr
         assert "Completed" in run.stdout
+        # A day that does not exist is refused by the server before a run is created.
+        bad = {**params, "end": "2026-13-01"}
+        refused = subprocess.run(
+            [*PREFECT_RUN, "score/backfill", "--params", json.dumps(bad)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode != 0
+        said = refused.stdout + refused.stderr
+        assert "Validation failed for field 'end'" in said and "2026-13-01" in said, said
+        assert "Created flow run" not in said
     finally:
         served.terminate()
         served.wait(30)

@@ -55,6 +55,21 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
+def _wait(api: str, run_id: str, tails: Any) -> dict[str, Any]:
+    """The flow run's final state (2 minutes at most)."""
+    deadline = time.monotonic() + 120
+    final = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+    while (state := _api(f"{api}/flow_runs/{run_id}")["state"])["type"] not in final:
+        assert time.monotonic() < deadline, f"flow run still {state['name']}\n{tails()}"
+        time.sleep(1)
+    return state
+
+
+def _logs(api: str, run_id: str) -> list[dict[str, Any]]:
+    """The flow run's log entries, as the UI shows them."""
+    return _api(f"{api}/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+
+
 def test_a_worker_runs_a_deployment_registered_from_prefect_yaml(tmp_path, monkeypatch):
     ws = tmp_path / "ws"  # the workspace: the checkout's code and configs/, its own data/
     shutil.copytree(ROOT / "configs", ws / "configs")
@@ -153,17 +168,31 @@ def test_a_worker_runs_a_deployment_registered_from_prefect_yaml(tmp_path, monke
         )
 
         run = _api(f"{api}/deployments/{registered['ingest']['id']}/create_flow_run", {})
-        deadline = time.monotonic() + 120
-        while (state := _api(f"{api}/flow_runs/{run['id']}")["state"])["type"] not in (
-            "COMPLETED",
-            "FAILED",
-            "CRASHED",
-            "CANCELLED",
-        ):
-            assert time.monotonic() < deadline, f"flow run still {state['name']}\n{tails()}"
-            time.sleep(1)
+        state = _wait(api, run["id"], tails)
         assert state["type"] == "COMPLETED", f"{state['name']}: {state['message']}\n{tails()}"
         timings["run"] = time.monotonic() - started
+        # The worker's run logs its progress at INFO to the UI.
+        levels = {entry["level"] for entry in _logs(api, run["id"])}
+        assert 20 in levels, levels
+
+        # A known failure (nothing to score on that day) ends Failed with its one line: no
+        # "unexpected exception", no traceback in the run's logs.
+        failing = _api(
+            f"{api}/deployments/{registered['score']['id']}/create_flow_run",
+            {"parameters": {"day": "2031-01-01"}},
+        )
+        state = _wait(api, failing["id"], tails)
+        assert state["type"] == "FAILED", f"{state['name']}: {state['message']}\n{tails()}"
+        assert state["message"].startswith("no partition for 2031-01-01"), state["message"]
+        deadline = time.monotonic() + 20  # the run's last logs reach the API as it exits
+        while True:
+            said = [entry["message"] for entry in _logs(api, failing["id"])]
+            if any(m.startswith("no partition for 2031-01-01") for m in said):
+                break
+            assert time.monotonic() < deadline, said
+            time.sleep(1)
+        assert not [m for m in said if "Traceback" in m or "unexpected exception" in m], said
+        timings["failed run"] = time.monotonic() - started
     finally:
         for proc in reversed(procs):  # the worker first, while its server still answers
             _stop(proc)
