@@ -213,8 +213,8 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
 
 class _QuietKnown(logging.Formatter):
     """Wraps a console handler's formatter: a record carrying a known failure is printed
-    without its traceback (the line itself says what happened). Other handlers, such as the
-    one sending logs to the Prefect API, still get the traceback."""
+    without its traceback (the line itself says what happened), whichever logger it came
+    from; Prefect's engine loggers drop it for every handler (_KnownWithoutTraceback)."""
 
     def __init__(self, inner: logging.Formatter | None) -> None:
         super().__init__()
@@ -241,6 +241,36 @@ def _explained(exc: BaseException) -> tuple[int, str] | None:
 
 def _is_known(exc: BaseException) -> bool:
     return _explained(exc) is not None
+
+
+class _KnownWithoutTraceback(logging.Filter):
+    """On the loggers of Prefect's engine: a record carrying a known failure loses its
+    traceback (console and UI alike), and Prefect's "exited with unexpected exception" about
+    one is dropped: the run already logged its one line, and ends Failed with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not _is_known(exc):
+            return True
+        if "unexpected exception" in record.getMessage():
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def quiet_known_failures_in_run_logs() -> None:
+    """Install _KnownWithoutTraceback on Prefect's engine loggers (idempotent; not under
+    $BATCHPRED_DEBUG=1). The flows package does it on import, so a run a worker started, in a
+    process that is Prefect's and not our entry point's, shows known failures as one line."""
+    if debug_wanted(False):
+        return
+    for name in ENGINE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _KnownWithoutTraceback) for f in logger.filters):
+            logger.addFilter(_KnownWithoutTraceback())
 
 
 @contextmanager
@@ -271,6 +301,10 @@ def entry_point(prog: str, debug: bool = False) -> Iterator[None]:
     previous = reports.progress_stream(sys.stderr)
     try:
         if debug:
+            for name in ENGINE_LOGGERS:  # every traceback, known failures' too
+                logger = logging.getLogger(name)
+                for f in [f for f in logger.filters if isinstance(f, _KnownWithoutTraceback)]:
+                    logger.removeFilter(f)
             yield
             return
         with quiet_known_tracebacks():

@@ -183,11 +183,13 @@ def test_a_worker_runs_a_deployment_registered_from_prefect_yaml(tmp_path, monke
         )
         state = _wait(api, failing["id"], tails)
         assert state["type"] == "FAILED", f"{state['name']}: {state['message']}\n{tails()}"
-        assert state["message"].startswith("no partition for 2031-01-01"), state["message"]
+        assert state["message"].startswith("nothing to score: no partition for 2031-01-01"), state[
+            "message"
+        ]
         deadline = time.monotonic() + 20  # the run's last logs reach the API as it exits
         while True:
             said = [entry["message"] for entry in _logs(api, failing["id"])]
-            if any(m.startswith("no partition for 2031-01-01") for m in said):
+            if any(m.startswith("nothing to score: no partition for 2031-01-01") for m in said):
                 break
             assert time.monotonic() < deadline, said
             time.sleep(1)
