@@ -139,10 +139,12 @@ def nightly(
         reporting.notify(
             settings.notifications, _summary(settings, target, outcomes.BLOCKED, frozen, drift)
         )
+        reporting.tag_run("blocked")
         blocked = outcomes.GateBlocked(frozen)
         return Failed(name=outcomes.BLOCKED, message=frozen, data=blocked)  # type: ignore[return-value]
     if drift.is_drifted:
         reason = f"{target} drifted: {drift.describe()}"
+        reporting.tag_run("drifted")
         reporting.notify(
             settings.notifications, _summary(settings, target, outcomes.DRIFTED, reason, drift)
         )

@@ -37,7 +37,10 @@ def plan_ingest(
     One task and one verdict query however long the history: a night with nothing new costs
     a listing per day, never a read or a task run per day."""
     wanted = days or ingestion.source_days(settings, start, end)
-    label_days = (days or ingestion.label_days(settings, start, end)) if settings.labels.url else []
+    # the days asked for that have labels (a day named whose labels have not come is no error)
+    label_days = [
+        d for d in ingestion.label_days(settings, start, end) if days is None or d in set(days)
+    ]
     listing = ingestion.plan(settings, wanted, label_days)
     known = verdicts.partition_statuses(
         resources.engine(),

@@ -152,6 +152,10 @@ class SourceConfig(Frozen):
     layout: Literal["partitioned", "snapshot"] = "partitioned"
     # sql: a query with a :dt bound parameter; the connection URL comes from the environment
     query: str | None = None
+    # sql: a query listing the days the source holds, one row per day: the day, and optionally
+    # a second column that changes when the day's rows change (count(*), max(updated_at)):
+    # a day whose marker is unchanged since it was ingested is not read again
+    days_query: str | None = None
     url_env: str = "BATCHPRED_SOURCE_DATABASE_URL"
 
     @model_validator(mode="after")
@@ -166,10 +170,29 @@ class LabelsConfig(Frozen):
     holding the entity id and the target column; joined on (entity id, day)."""
 
     url: str | None = None  # fsspec URL of the labels source; null: labels come in the data
+    # or from SQL: `query` (entity id and target of the day :dt) and `days_query` (the days
+    # that have labels, optionally with a change marker, as source.days_query), on the
+    # database named by $`url_env`
+    query: str | None = None
+    days_query: str | None = None
+    url_env: str = "BATCHPRED_SOURCE_DATABASE_URL"
     # A day's late labels whose entity ids match no row of the day's partition (an upstream
     # id-format change): above this share of the day's late labels, that labels day fails
     # (training and realised metrics leave it out and name it); at or below, they are counted.
     max_unmatched_fraction: float = Field(0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelsConfig:
+        if self.url and self.query:
+            raise ValueError("labels: set url (files) or query (SQL), not both")
+        if bool(self.query) != bool(self.days_query):
+            raise ValueError("labels.query and labels.days_query go together")
+        return self
+
+    @property
+    def late(self) -> bool:
+        """Whether labels arrive late, from a source of their own."""
+        return bool(self.url or self.query)
 
 
 class LakeConfig(Frozen):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 
 from batchpred import storage
 from batchpred.config import DatasetSpec, Settings
@@ -42,14 +43,70 @@ class DayRefused(storage.DataError):
 def source_days(
     settings: Settings, start: date | None = None, end: date | None = None
 ) -> list[date]:
-    """The days the source holds within [start, end]. A SQL source cannot be listed (name
-    the days to ingest; this raises ValueError); a snapshot source is one day: `end`, or
-    today (UTC). The entries a partitioned source refuses: refused_folders."""
+    """The days the source holds within [start, end]: a SQL source's from its
+    `source.days_query` (without one it cannot be listed: this raises ValueError); a
+    snapshot source is one day, `end` or today (UTC). The entries a partitioned source
+    refuses: refused_folders."""
     if settings.source.kind == "sql":
-        raise ValueError("a SQL source cannot list its days: pass the days to ingest explicitly")
+        if not settings.source.days_query:
+            raise ValueError(
+                "a SQL source lists its days with source.days_query (a query returning the "
+                "days it holds); without one, pass the days to ingest explicitly"
+            )
+        return _between(sql_days(settings.source.url_env, settings.source.days_query), start, end)
     if settings.source.layout == "snapshot":
         return [end or datetime.now(UTC).date()]
     return storage.scan_partitions(settings.source.url).between(start, end).days
+
+
+def _between(days: Iterable[date], start: date | None, end: date | None) -> list[date]:
+    return sorted(d for d in days if (start is None or d >= start) and (end is None or d <= end))
+
+
+def _sql_engine(url_env: str) -> sa.Engine:
+    try:
+        return sa.create_engine(os.environ[url_env])
+    except KeyError:
+        raise ValueError(f"${url_env} is not set: the SQL source's database URL") from None
+    except sa.exc.ArgumentError:  # its message would echo the URL, which may hold a password
+        raise ValueError(f"${url_env} is not a valid database URL") from None
+
+
+def _sql_query(url_env: str, query: str, params: dict[str, Any]) -> sa.Result[Any]:
+    """Run a source query, its rows fetched (the engine is disposed before returning)."""
+    statement = sa.text(query)
+    if "dt" in params:
+        statement = statement.bindparams(sa.bindparam("dt", type_=sa.Date))
+    engine = _sql_engine(url_env)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(statement, params).freeze()()  # type: ignore[no-any-return]
+    finally:
+        engine.dispose()
+
+
+def sql_days(url_env: str, days_query: str) -> dict[date, str | None]:
+    """The days a `days_query` lists, each with its change marker (its second column as text;
+    None without one). Days come as dates or ISO text; anything else is refused by name."""
+    out: dict[date, str | None] = {}
+    for row in _sql_query(url_env, days_query, {}).all():
+        value, *rest = tuple(row)
+        try:
+            day = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+        except ValueError:
+            raise ValueError(f"days_query returned {value!r}, not a day (YYYY-MM-DD)") from None
+        out[day.date() if isinstance(day, datetime) else day] = (
+            None if not rest or rest[0] is None else str(rest[0])
+        )
+    return out
+
+
+def _sql_key(url_env: str, days_query: str | None, day: date) -> str | None:
+    """The listing key of a SQL day: its change marker, where the days query gives one."""
+    if not days_query:
+        return None
+    marker = sql_days(url_env, days_query).get(day)
+    return None if marker is None else f"sql:{marker}"
 
 
 def refused_folders(settings: Settings) -> list[storage.Refused]:
@@ -66,9 +123,12 @@ def label_days(
     settings: Settings, start: date | None = None, end: date | None = None
 ) -> list[date]:
     """The days the late-labels source holds within [start, end] (none if it is not set)."""
-    if not settings.labels.url:
+    labels = settings.labels
+    if labels.query and labels.days_query:
+        return _between(sql_days(labels.url_env, labels.days_query), start, end)
+    if not labels.url:
         return []
-    return storage.scan_partitions(settings.labels.url).between(start, end).days
+    return storage.scan_partitions(labels.url).between(start, end).days
 
 
 def _spec_types(spec: DatasetSpec) -> dict[str, pa.DataType]:
@@ -117,21 +177,9 @@ def _column_array(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def _read_sql_day(settings: Settings, day: date) -> pa.Table:
-    import sqlalchemy as sa
-
-    query = sa.text(settings.source.query or "").bindparams(sa.bindparam("dt", type_=sa.Date))
-    try:
-        engine = sa.create_engine(os.environ[settings.source.url_env])
-    except sa.exc.ArgumentError:  # its message would echo the URL, which may hold a password
-        raise ValueError(f"{settings.source.url_env} is not a valid database URL") from None
-    try:
-        with engine.connect() as conn:
-            result = conn.execute(query, {"dt": day})
-            names = list(result.keys())
-            rows = result.fetchall()
-    finally:
-        engine.dispose()
+def _read_sql_day(url_env: str, query: str, day: date) -> pa.Table:
+    result = _sql_query(url_env, query, {"dt": day})
+    names, rows = list(result.keys()), result.all()
     return pa.table({name: _column_array([row[i] for row in rows]) for i, name in enumerate(names)})
 
 
@@ -147,7 +195,8 @@ def read_source_day(settings: Settings, day: date) -> pa.Table:
     if settings.source.kind == "sql":
         if settings.source.url_env not in os.environ:
             raise KeyError(f"source database URL: set the {settings.source.url_env} variable")
-        return _soft_cast(_read_sql_day(settings, day), types)
+        query = settings.source.query or ""
+        return _soft_cast(_read_sql_day(settings.source.url_env, query, day), types)
     url = settings.source.url
     snapshot = settings.source.layout == "snapshot"
     files = _source_files(settings, day)
@@ -246,7 +295,14 @@ def ingest_partition(settings: Settings, day: date) -> IngestResult:
     except storage.DataError as exc:  # a file linked from outside the source
         url = exc.url or settings.source.url
         raise DayRefused(day, [url], "inside root", str(exc).removeprefix(f"file {url}: ")) from exc
-    source_key = storage.listing_key(files) if files else None
+    source = settings.source
+    source_key = (
+        storage.listing_key(files)
+        if files
+        else _sql_key(source.url_env, source.days_query, day)
+        if source.kind == "sql"
+        else None
+    )
 
     def read() -> pa.Table:
         try:
@@ -274,12 +330,21 @@ class IngestPlan:
 def plan(settings: Settings, days: list[date], label_days: list[date]) -> IngestPlan:
     """Split the days into those the lake already holds from the same source listing (file
     names, sizes, modification times or ETags: one listing per day, nothing read) and those
-    to pull. A SQL source has no listing: every day is pulled (and compared by content)."""
-    files = settings.source.kind == "files"
+    to pull. A SQL source's listing is its days query's change marker; without one, every day
+    is pulled (and compared by content)."""
+    source, labels = settings.source, settings.labels
+    files = source.kind == "files"
+    markers = sql_days(source.url_env, source.days_query) if not files and source.days_query else {}
     unchanged, to_pull = [], []
     for day in days:
         try:
-            key = storage.listing_key(_source_files(settings, day)) if files else None
+            key = (
+                storage.listing_key(_source_files(settings, day))
+                if files
+                else None
+                if markers.get(day) is None
+                else f"sql:{markers[day]}"
+            )
         except storage.DataError:  # a file linked from outside: ingest_partition names it
             key = None
         landed = _landed(*_in_zone(settings.lake.raw, day), day, key) if key else None
@@ -288,11 +353,16 @@ def plan(settings: Settings, days: list[date], label_days: list[date]) -> Ingest
         else:
             unchanged.append(landed)
     labels_to_pull = []
-    if settings.labels.url:
-        for day in label_days:
-            key = storage.listing_key(storage.partition_files(settings.labels.url, day))
-            if _landed(*_in_zone(settings.lake.labels, day), day, key) is None:
-                labels_to_pull.append(day)
+    label_markers = sql_days(labels.url_env, labels.days_query) if labels.days_query else {}
+    for day in label_days if labels.late else []:
+        if labels.url:
+            label_key: str | None = storage.listing_key(storage.partition_files(labels.url, day))
+        else:
+            marker = label_markers.get(day)
+            label_key = None if marker is None else f"sql:{marker}"
+        zone = _in_zone(settings.lake.labels, day)
+        if label_key is None or _landed(*zone, day, label_key) is None:
+            labels_to_pull.append(day)
     return IngestPlan(list(days), unchanged, to_pull, labels_to_pull)
 
 
@@ -300,20 +370,29 @@ def ingest_labels(settings: Settings, day: date) -> IngestResult:
     """Copy one day of late labels (entity id and target) into the lake's labels zone,
     unless it already holds the same content. Labels are joined to the day's rows on the
     entity id by training and by realised-performance monitoring."""
-    spec, url = settings.dataset, settings.labels.url
-    assert url is not None, "labels.url is not set"
-    files = storage.partition_files(url, day)
-    if not files:
-        raise FileNotFoundError(f"labels source {url} has no files for {day.isoformat()}")
+    spec, labels = settings.dataset, settings.labels
+    if labels.query:
+        where, files = "labels query", []
+        key = _sql_key(labels.url_env, labels.days_query, day)
+    else:
+        assert labels.url is not None, "labels.url is not set"
+        files = storage.partition_files(labels.url, day)
+        if not files:
+            raise FileNotFoundError(f"labels source {labels.url} has no files for {day}")
+        where, key = ", ".join(files), storage.listing_key(files)
 
     def read() -> pa.Table:
-        table = storage.read_files(files)
+        if labels.query:
+            table = _read_sql_day(labels.url_env, labels.query, day)
+        else:
+            table = storage.read_files(files)
         missing = {spec.entity_id, spec.target.name} - set(table.column_names)
         if missing:
             raise ValueError(
-                f"labels partition dt={day} ({', '.join(files)}): column(s) {sorted(missing)} "
+                f"labels partition dt={day} ({where}): column(s) {sorted(missing)} "
                 f"missing [rule: exists]"
             )
         return _soft_cast(table.select([spec.entity_id, spec.target.name]), _spec_types(spec))
 
-    return _land(settings, settings.lake.labels, day, url, storage.listing_key(files), read)
+    source = "sql" if labels.query else str(labels.url)
+    return _land(settings, settings.lake.labels, day, source, key, read)

@@ -204,6 +204,9 @@ def test_drifted_day_ends_drifted_warns_once_and_is_not_promoted(
     # Calling the flow directly still returns its result; the state carries the name.
     again = nightly(config_files=files, return_state=True)
     assert again.name == outcomes.DRIFTED and again.is_completed()
+    # green like Completed in the UI, but with a chip of its own on its row (and a filter)
+    with get_client(sync_client=True) as client:
+        assert "drifted" in client.read_flow_run(again.state_details.flow_run_id).tags
     assert again.result()["model"]["decision"] == "rejected"
 
 
@@ -247,6 +250,8 @@ def test_a_gate_blocked_by_drift_night_after_night_ends_blocked_and_says_so(
     state = nightly(config_files=files, return_state=True)
     assert state.name == outcomes.BLOCKED and state.is_failed()
     assert isinstance(state.result(raise_on_failure=False), outcomes.GateBlocked)
+    with get_client(sync_client=True) as client:
+        assert "blocked" in client.read_flow_run(state.state_details.flow_run_id).tags
 
 
 def test_missing_day_and_empty_range_fail_with_one_line(workspace, capsys, caplog):

@@ -153,3 +153,69 @@ def test_a_night_with_nothing_new_reads_no_lake_data(workspace, monkeypatch):
     assert again["model"]["decision"] == "unchanged"
     assert [r.status for r in again["scored"]] == ["skipped"]
     assert reads == [] and pulls == []
+
+
+def _sql_table(url: str, name: str, rows: list[dict]) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        columns = list(rows[0])
+        conn.execute(sa.text(f"create table if not exists {name} ({', '.join(columns)})"))
+        conn.execute(
+            sa.text(f"insert into {name} values ({', '.join(':' + c for c in columns)})"), rows
+        )
+    engine.dispose()
+
+
+def test_a_sql_source_runs_nightly_with_its_labels_arriving_later_by_query(workspace, monkeypatch):
+    """A dataset served from a SQL database: the nightly lists its days by source.days_query,
+    the newest days arrive without labels, which come later through labels.query; the next
+    night trains on them and measures the scored day (realised metrics and outcomes)."""
+    files = workspace("churn", demo={"days": 9, "rows_per_day": 300})
+    settings = config.load_settings(files)
+    spec, target = settings.dataset, settings.dataset.target.name
+    url = f"sqlite:///{Path('data/source.db').resolve()}"
+    Path("data").mkdir(exist_ok=True)
+    monkeypatch.setenv("TEST_SOURCE_DB", url)
+    days = [settings.demo.start_date + timedelta(days=i) for i in range(9)]
+    unlabelled, last = days[-2:], days[-1]
+    truth: dict = {}
+    for day in days:
+        rows = demo.generate_day(spec, settings.demo, day).to_pylist()
+        if day in unlabelled:  # the outcome is not known yet: the column is null
+            truth[day] = [{"id": r[spec.entity_id], "outcome": r[target], "dt": day} for r in rows]
+            rows = [{**r, target: None} for r in rows]
+        _sql_table(url, "events", rows)
+    source = {
+        "kind": "sql",
+        "url_env": "TEST_SOURCE_DB",
+        "query": f"select * from events where {spec.event_date} = :dt",
+        "days_query": f"select {spec.event_date}, count(*) from events group by 1",
+    }
+    files = workspace("churn", demo={"days": 9, "rows_per_day": 300}, source=source)
+
+    first = nightly(config_files=files)
+    assert first["day"] == last and first["scored"][0].rows_scored == 300
+    prepared = json.loads(Path("data/train/churn/data/prepare.json").read_text())
+    assert not {str(d) for d in unlabelled} & set(prepared["days"])
+    assert first["realised"] == []
+
+    # The outcomes arrive in a table of their own.
+    _sql_table(url, "outcomes", [r for day in unlabelled for r in truth[day]])
+    labels = {
+        "url_env": "TEST_SOURCE_DB",
+        "query": f"select id as {spec.entity_id}, outcome as {target} from outcomes where dt = :dt",
+        "days_query": "select dt, count(*) from outcomes group by dt",
+    }
+    files = workspace("churn", demo={"days": 9, "rows_per_day": 300}, source=source, labels=labels)
+    second = nightly(day=last, config_files=files)
+    prepared = json.loads(Path("data/train/churn/data/prepare.json").read_text())
+    assert {str(d) for d in unlabelled} <= set(prepared["days"])  # trained on them now
+    champion = first["scored"][0].model_version
+    measured = {(r["partition_date"], r["model_version"]): r for r in second["realised"]}
+    assert measured[(last, champion)]["rows"] == 300
+    assert 0.6 < measured[(last, champion)]["metrics"]["auc"] <= 1.0
+    (n,) = _rows("select count(*) from outcomes where partition_date = :d", d=str(last))[0]
+    assert n == 300
+    # Nothing changed upstream: the third night reads no SQL day again.
+    plan = ingestion.plan(config.load_settings(files), days, unlabelled)
+    assert plan.to_pull == [] and plan.labels_to_pull == []

@@ -220,6 +220,76 @@ def test_sql_bad_url_is_not_echoed(
         read_source_day(settings, DAY)
 
 
+def test_a_sql_source_lists_its_days_and_reads_only_the_changed_ones(
+    churn: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """source.days_query lists the days (with a change marker): ingest and the nightly plan
+    SQL days like file days, and a day whose marker is unchanged is not read again."""
+    settings = sql_settings(churn, tmp_path, monkeypatch)
+    spec = settings.dataset
+    days_query = f"select {spec.event_date}, count(*) from events group by 1"
+    source = settings.source.model_copy(update={"days_query": days_query})
+    settings = settings.model_copy(update={"source": source})
+    days = [DAY + timedelta(days=i) for i in range(3)]
+    assert source_days(settings) == days
+    assert source_days(settings, start=days[1]) == days[1:]
+    first = ingestion.plan(settings, days, [])
+    assert first.to_pull == days and first.unchanged == []
+    for day in days:
+        assert ingest_partition(settings, day).status == "new"
+    again = ingestion.plan(settings, days, [])
+    assert again.to_pull == [] and [r.day for r in again.unchanged] == days
+    # A row arrives late for the second day: only that day is read again.
+    engine = sa.create_engine(os.environ["TEST_SOURCE_DB"])
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"insert into events select * from events where {spec.event_date} = :d limit 1"
+            ),
+            {"d": days[1].isoformat()},
+        )
+        conn.execute(
+            sa.text(
+                f"update events set {spec.entity_id} = 'late' where rowid = last_insert_rowid()"
+            )
+        )
+    engine.dispose()
+    assert ingestion.plan(settings, days, []).to_pull == [days[1]]
+    assert ingest_partition(settings, days[1]).status == "replaced"
+    assert ingestion.plan(settings, days, []).to_pull == []
+
+
+def test_late_labels_from_sql(churn: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """labels.query and labels.days_query: late labels from a table, landed in the labels zone
+    like a labels file, and not read again while their day's marker is unchanged."""
+    settings = sql_settings(churn, tmp_path, monkeypatch)
+    spec, target = settings.dataset, settings.dataset.target.name
+    engine = sa.create_engine(os.environ["TEST_SOURCE_DB"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table outcomes (id text, outcome text, dt date)"))
+        conn.execute(
+            sa.text("insert into outcomes values (:i, :o, :d)"),
+            [{"i": str(i), "o": "yes" if i % 3 else "no", "d": str(DAY)} for i in range(5)],
+        )
+    engine.dispose()
+    labels = settings.labels.model_copy(
+        update={
+            "query": f"select id as {spec.entity_id}, outcome as {target} from outcomes "
+            "where dt = :dt",
+            "days_query": "select dt, count(*) from outcomes group by dt",
+            "url_env": "TEST_SOURCE_DB",
+        }
+    )
+    settings = settings.model_copy(update={"labels": labels})
+    assert ingestion.label_days(settings) == [DAY]
+    assert ingestion.plan(settings, [], [DAY]).labels_to_pull == [DAY]
+    result = ingestion.ingest_labels(settings, DAY)
+    assert (result.status, result.rows) == ("new", 5)
+    landed = storage.read_partition(settings.lake.labels, DAY)
+    assert landed.column_names == [spec.entity_id, target] and landed.num_rows == 5
+    assert ingestion.plan(settings, [], [DAY]).labels_to_pull == []
+
+
 def test_parquet_types_are_not_forced(churn: Settings) -> None:
     spec = churn.dataset
     table = generate_day(spec, small(churn).demo, DAY)
