@@ -93,7 +93,7 @@ bench-api: install-dev ## lookup API latency/throughput on 10 M rows in PostgreS
 
 DATASET ?= churn
 repro: install ## DVC training pipeline by hand: DATASET=churn (default) needs ingested data (make run)
-	dvc repro evaluate@$(DATASET) && dvc metrics show
+	batchpred dataset list > /dev/null && dvc repro evaluate@$(DATASET) && dvc metrics show
 
 # The Prefect API that server, serve and worker use: $$PREFECT_API_URL if set, else the local
 # server on HOST:PORT. The work pool is the one prefect.yaml and the Dockerfile name.

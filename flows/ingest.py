@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.ingest"
     outcomes.check_range(parser, args)
     with (
         outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug),
-        reporting.tagged_from_creation(),
+        reporting.flow_entry(),
     ):
         preflight.check(args.config, source=True)
         summary = ingest(days=args.day, start=args.start, end=args.end, config_files=args.config)

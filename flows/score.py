@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.score")
     outcomes.check_range(parser, args)
     with (
         outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug),
-        reporting.tagged_from_creation(),
+        reporting.flow_entry(),
     ):
         preflight.check(args.config)
         results = score(

@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.train")
     args = parser.parse_args(argv)
     with (
         outcomes.entry_point(prog.removeprefix("python -m flows."), args.debug),
-        reporting.tagged_from_creation(),
+        reporting.flow_entry(),
     ):
         preflight.check(args.config)
         result = train(config_files=args.config, workspace=args.workspace)

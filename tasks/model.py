@@ -35,6 +35,9 @@ def _dvc(workspace: str, config_files: list[str] | None, *args: str) -> str:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     files = config.config_files(config_files)
     env[config.CONFIG_ENV] = ",".join(str(Path(f).resolve()) for f in files)
+    # dvc.yaml's stages are made for the datasets this lists: every configs/datasets/ file's,
+    # and the dataset of the config given (it may be layered from elsewhere)
+    training.write_dvc_datasets(Path(workspace), [config.load_settings(files).dataset.name])
     proc = subprocess.run(
         [sys.executable, "-m", "dvc", *args], cwd=workspace, env=env, capture_output=True, text=True
     )

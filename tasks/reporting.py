@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -35,7 +37,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_UI_URL
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from prefect.states import Crashed
 
 from batchpred import config, evaluation, monitoring, notifications, outcomes, reports
@@ -102,11 +104,28 @@ def tag_run(tag: str) -> None:
         get_run_logger().warning("could not tag this run %r: %s", tag, outcomes.one_line(exc))
 
 
-def tagged_from_creation() -> Any:
-    """Around a flow's call in its entry point: the flow run carries this host's and process's
-    tags from its creation, not only from start_run, so a process killed before its flow's
-    first line leaves a run the next one can judge and sweep (sweep_crashed_runs)."""
-    return tags(outcomes.host_tag(), outcomes.process_tag())
+@contextmanager
+def flow_entry() -> Iterator[None]:
+    """What each flow's entry point runs its flow in. First the Prefect API, when one is
+    configured, must answer (else one line and exit 1, not a traceback from deep inside the
+    client). Then the flow run carries this host's and process's tags from its creation, not
+    only from start_run, so a process killed before its flow's first line leaves a run the
+    next one can judge and sweep (sweep_crashed_runs)."""
+    api = PREFECT_API_URL.value()
+    if api:
+        try:
+            with get_client(sync_client=True) as client:
+                problem = client.api_healthcheck()  # the error, returned, not raised
+        except Exception as exc:  # noqa: BLE001 - any way of not answering
+            problem = exc
+        if problem is not None:
+            raise outcomes.SetupError(
+                f"cannot reach the Prefect server at {api} (PREFECT_API_URL): "
+                f"{outcomes.one_line(problem)}; start it (make server) or unset PREFECT_API_URL "
+                "to run on a temporary local server"
+            )
+    with tags(outcomes.host_tag(), outcomes.process_tag()):
+        yield
 
 
 def sweep_crashed_runs(client: Any, flow_name: str, host: str, exclude: UUID | None) -> list[str]:

@@ -63,6 +63,32 @@ def cmd_window(args: argparse.Namespace, settings: config.Settings) -> None:
     print(f"window {described['dataset']}: {span} -> {args.out}")
 
 
+def cmd_dataset(args: argparse.Namespace, settings: config.Settings) -> None:
+    from batchpred import profile, training
+
+    if args.dataset_cmd == "init":
+        out = Path(args.out or DATASET_CONFIG.format(name=args.name))
+        if out.exists() and not args.force:
+            raise UsageError(f"{out} exists: --force to overwrite, or --out elsewhere")
+        if not Path(args.sample).exists():
+            raise UsageError(f"--from {args.sample}: no such file or folder")
+        drafted = profile.draft_from(args.sample, args.name, args.target)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(drafted.text)
+        guesses = ", ".join(
+            f"{what} {value or 'NOT FOUND (TODO in the file)'}"
+            for what, value in (
+                ("id", drafted.entity_id),
+                ("date", drafted.event_date or "none (a snapshot)"),
+                ("target", drafted.target),
+            )
+        )
+        print(f"{out}: drafted from {args.sample} ({guesses}); review it before use")
+        return
+    names = training.write_dvc_datasets(Path("."))
+    print(json.dumps(names) if args.json else "\n".join(names))
+
+
 def cmd_evaluate(args: argparse.Namespace, settings: config.Settings) -> None:
     from batchpred import evaluation
 
@@ -431,6 +457,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--metrics", required=True)
+    p = add("dataset", "the configured datasets (configs/datasets/)")
+    dataset_actions = p.add_subparsers(dest="dataset_cmd", required=True)
+    p = dataset_actions.add_parser(
+        "list",
+        help="list them (and write data/train/datasets.yaml, the list dvc.yaml's stages use)",
+    )
+    p.add_argument("--json", action="store_true", help="a JSON array of names")
+    p = dataset_actions.add_parser(
+        "init",
+        help="draft configs/datasets/NAME.yaml from a sample file, with comments to review",
+    )
+    p.add_argument("name", help="the new dataset's name")
+    p.add_argument("--from", dest="sample", required=True, help="a Parquet/CSV file or folder")
+    p.add_argument("--target", help="the column to predict (default: guessed from its name)")
+    p.add_argument("--out", help="where to write (default configs/datasets/NAME.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
     add("migrate", "create or upgrade the database schema")
     p = add("db", "database administration")
     db_actions = p.add_subparsers(dest="db_action", required=True)
@@ -587,6 +629,7 @@ def _run(
     handlers = {
         "demo": cmd_demo,
         "window": cmd_window,
+        "dataset": cmd_dataset,
         "prepare": cmd_prepare,
         "train": cmd_train,
         "evaluate": cmd_evaluate,

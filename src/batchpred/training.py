@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,11 +37,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 import xgboost as xgb
+import yaml
 
 from batchpred import baselines, config, db, labels, rules, schema, stats, storage, verdicts
 from batchpred.config import DatasetSpec, Settings
 from batchpred.schema import Contract, encode_column, feature_matrix
 
+# dvc.yaml's `vars`: the datasets its stages are made for, written from configs/datasets/ by
+# write_dvc_datasets before every DVC command batchpred runs (and by `batchpred dataset list`)
+DVC_DATASETS = Path("data/train/datasets.yaml")
 SPLITS = ("train", "valid", "holdout")
 MODEL_FILE = "model.ubj"  # the deployed model
 EVALUATED_FILE = "evaluated.ubj"  # the model the gate judges, when the deployed one is a refit
@@ -1084,3 +1089,29 @@ def save_model(
         manifest |= _save_companions(companions, out, best_iteration, sha256)
     _write_json(out / MANIFEST_FILE, manifest)
     return manifest
+
+
+def configured_datasets(workspace: Path = Path(".")) -> list[str]:
+    """The datasets configured under `workspace`/configs/datasets/ (each file's dataset name)."""
+    names = set()
+    for path in sorted((workspace / "configs" / "datasets").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        names.add(str((data.get("dataset") or {}).get("name") or path.stem))
+    return sorted(names)
+
+
+def write_dvc_datasets(workspace: Path = Path("."), also: Iterable[str] = ()) -> list[str]:
+    """Write DVC_DATASETS, the list dvc.yaml's stages are made from: every configured dataset
+    and `also` (a dataset layered from elsewhere). Adding a dataset is its YAML alone: no
+    edit of dvc.yaml. Rewritten only when it changes, atomically."""
+    names = sorted({*configured_datasets(workspace), *also})
+    path = workspace / DVC_DATASETS
+    text = "# written by batchpred from configs/datasets/: do not edit\n" + yaml.safe_dump(
+        {"datasets": names}
+    )
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return names

@@ -107,7 +107,7 @@ def test_a_run_carries_its_process_from_its_creation() -> None:
     def first_line() -> list[str]:
         return list(flow_run.tags)
 
-    with outcomes.entry_point("test"), reporting.tagged_from_creation():  # as each flow's main
+    with outcomes.entry_point("test"), reporting.flow_entry():  # as each flow's main
         seen = first_line()
     assert outcomes.host_tag() in seen
     assert outcomes.process_tag() in seen

@@ -239,3 +239,35 @@ def test_config_and_dataset_work_before_or_after_the_subcommand(workspace, monke
             ]
         )
     assert not out.exists()
+
+
+def test_a_dataset_is_onboarded_by_its_yaml_alone(workspace):
+    """A new configs/datasets/<name>.yaml is all it takes: dvc.yaml is not edited, `batchpred
+    dataset list` names it, and a plain `dvc repro evaluate@<name>` trains it."""
+    files = workspace("churn", **SMALL)
+    spec = yaml.safe_load(Path("configs/datasets/churn.yaml").read_text())
+    spec["dataset"]["name"] = "newco"
+    Path("configs/datasets/newco.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    dvc_yaml = Path("dvc.yaml").read_text()
+    files = [files[0], "configs/datasets/newco.yaml", files[2]]
+    _source_and_ingest(files)
+
+    env = {**os.environ, config.CONFIG_ENV: ",".join(files)}
+    listed = subprocess.run(
+        [sys.executable, "-m", "batchpred.cli", "dataset", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "newco" in json.loads(listed.stdout)
+    repro = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "evaluate@newco"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert repro.returncode == 0, repro.stdout + repro.stderr
+    assert _read(_out("newco") / "model" / "manifest.json")["dataset"] == "newco"
+    assert _read(_out("newco") / "metrics.json")["auc"] > 0.6
+    assert Path("dvc.yaml").read_text() == dvc_yaml  # never edited

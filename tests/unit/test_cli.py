@@ -164,6 +164,21 @@ def test_an_unreachable_database_is_one_line_without_its_password(capsys, monkey
         assert f"error: cannot reach the database {shown}: " in line and "s3cret" not in line
 
 
+def test_an_unreachable_prefect_server_is_one_line(capsys, monkeypatch, db_url):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows import score
+
+    monkeypatch.delenv(outcomes.DEBUG_ENV, raising=False)
+    api = f"http://127.0.0.1:{_closed_port()}/api"
+    with temporary_settings({PREFECT_API_URL: api}):
+        line = _fails([*CHURN, "--day", "2026-11-04"], capsys, score.main)
+    assert line.startswith(
+        f"score: error: cannot reach the Prefect server at {api} (PREFECT_API_URL): "
+    )
+    assert line.endswith("or unset PREFECT_API_URL to run on a temporary local server")
+
+
 @pytest.mark.parametrize(
     ("url", "secret"),
     [
