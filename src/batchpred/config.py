@@ -150,6 +150,10 @@ class SourceConfig(Frozen):
     # partitioned: one dt=YYYY-MM-DD/ folder per day. snapshot: `url` is one table without
     # dates (a file or a folder of files), ingested as the day you name (default: today).
     layout: Literal["partitioned", "snapshot"] = "partitioned"
+    # snapshot without an id column: the name of a column to add holding each row's position
+    # in the snapshot (0, 1, ...), to name as dataset.entity_id; stable while the export
+    # keeps its row order (a source that can reorder rows needs an id of its own)
+    row_id: str | None = None
     # sql: a query with a :dt bound parameter; the connection URL comes from the environment
     query: str | None = None
     # sql: a query listing the days the source holds, one row per day: the day, and optionally
@@ -162,6 +166,8 @@ class SourceConfig(Frozen):
     def _check(self) -> SourceConfig:
         if self.kind == "sql" and not self.query:
             raise ValueError("source.kind 'sql' needs source.query (with a :dt parameter)")
+        if self.row_id and self.layout != "snapshot":
+            raise ValueError("source.row_id applies to layout snapshot only")
         return self
 
 

@@ -206,6 +206,9 @@ def read_source_day(settings: Settings, day: date) -> pa.Table:
     date_column = settings.dataset.event_date
     if snapshot and date_column not in table.column_names:  # a snapshot is dated by its day
         table = table.append_column(date_column, pa.array([day] * table.num_rows, pa.date32()))
+    row_id = settings.source.row_id
+    if snapshot and row_id and row_id not in table.column_names:  # each row's position
+        table = table.append_column(row_id, pa.array(range(table.num_rows), pa.int64()))
     return _soft_cast(table, types)
 
 

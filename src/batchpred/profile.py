@@ -153,10 +153,15 @@ def draft(name: str, table: pa.Table, target: str | None = None, source: str = "
             + " in the sample",
             f"  entity_id_dtype: {dtype}",
         ]
+    elif day is None:
+        lines += [
+            "  entity_id: row_id            # no column is unique and never null: each row's",
+            "  entity_id_dtype: int         # position in the snapshot (source.row_id below)",
+        ]
     else:
         lines += [
-            "  entity_id: row_id            # TODO: no column is unique and never null: name the",
-            "                               # id, or add one upstream",
+            "  entity_id: TODO              # no column is never null and unique within each",
+            "                               # day: name the id, or add one upstream",
         ]
     if day is not None:
         lines.append(
@@ -175,7 +180,8 @@ def draft(name: str, table: pa.Table, target: str | None = None, source: str = "
         extra = ""
         if binary and goal.values and set(goal.values) - {"0", "1", "True", "False"}:
             first, second = goal.values
-            extra = f", classes: {{{first}: 0, {second}: 1}}"
+            # quoted: YAML reads a bare No/Yes/on/off as a boolean
+            extra = f", classes: {{{json.dumps(first)}: 0, {json.dumps(second)}: 1}}"
         seen = f"values {', '.join(goal.values)}" if binary else f"{goal.low}..{goal.high}"
         nulls = f"; {goal.nulls:,} null (unknown outcome)" if goal.nulls else ""
         lines.append(
@@ -208,6 +214,11 @@ def draft(name: str, table: pa.Table, target: str | None = None, source: str = "
             "",
             "source:",
             "  layout: snapshot            # one table without dates",
+            *(
+                []
+                if entity
+                else ["  row_id: row_id              # stable while the export keeps its row order"]
+            ),
             "",
             "training:",
             "  window_days: 1              # the newest snapshot only",
@@ -215,9 +226,10 @@ def draft(name: str, table: pa.Table, target: str | None = None, source: str = "
         ]
     text = "\n".join(lines) + "\n"
     settings = yaml.safe_load(text)
-    if goal is not None and entity is not None:
+    identity = entity.name if entity else None if day else "row_id"
+    if goal is not None and identity is not None:
         config.DatasetSpec.model_validate(settings["dataset"])  # the draft loads as a spec
-    return Draft(name, entity.name if entity else None, day.name if day else None, target, text)
+    return Draft(name, identity, day.name if day else None, target, text)
 
 
 def draft_from(path: str, name: str, target: str | None = None) -> Draft:

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from batchpred import cli, config, profile, public, storage
+from batchpred import cli, config, ingestion, profile, public, storage, validation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +82,36 @@ def test_the_cli_writes_the_draft_and_never_overwrites_unasked(
     cli.main(["dataset", "list", "--json"])
     assert '"diab"' in capsys.readouterr().out  # onboarded: the DVC stages are made for it
     assert "- diab" in (tmp_path / "data/train/datasets.yaml").read_text()
+
+
+def test_a_snapshot_without_an_id_is_onboarded_with_each_rows_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine
+) -> None:
+    """ISLP's Default (credit card default, 10,000 people, no id column): the draft names a
+    row id the ingest adds (source.row_id), quotes the No/Yes classes YAML would read as
+    booleans, and the drafted spec validates its own data."""
+    from ISLP import load_data
+
+    monkeypatch.chdir(tmp_path)
+    Path("data/source/credit").mkdir(parents=True)
+    load_data("Default").to_parquet("data/source/credit/part-0.parquet")
+    drafted = profile.draft_from("data/source/credit", "credit")
+    assert (drafted.entity_id, drafted.event_date, drafted.target) == ("row_id", None, "default")
+    assert 'classes: {"No": 0, "Yes": 1}' in drafted.text
+    Path("credit.yaml").write_text(drafted.text)
+    settings = config.load_settings([str(ROOT / "configs/base.yaml"), "credit.yaml"])
+    assert settings.source.row_id == "row_id" and settings.dataset.entity_id == "row_id"
+    day = date(2026, 1, 1)
+    table = ingestion.read_source_day(settings, day)
+    assert table.column("row_id").to_pylist() == list(range(10_000))
+    assert ingestion.ingest_partition(settings, day).status == "new"
+    report = validation.validate_partition(
+        engine,
+        settings.dataset,
+        settings.validation,
+        settings.lake.raw,
+        day,
+        reports_url=None,
+        run_id="test",
+    )
+    assert report.success, report.message()
