@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from batchpred import (
     config,
     ingestion,
+    monitoring,
     outcomes,
     preflight,
     reports,
@@ -25,7 +26,7 @@ from batchpred import (
     verdicts,
 )
 from batchpred.config import Day
-from tasks import lake, reporting, scoring
+from tasks import lake, reporting, resources
 
 
 @dataclass
@@ -170,7 +171,12 @@ def ingest(
         )
     logger.info("%d partition(s) passed, %d failed", len(summary.passed), len(summary.failed))
     if pulled or listing.labels_to_pull:  # labels may have landed: outcomes, realised metrics
-        reporting.publish_realised(dataset, scoring.realised_performance(settings))
+        # no task run: a few queries when no scored day got labels (the common case)
+        engine = resources.engine()
+        computed = monitoring.realised_performance(engine, settings)
+        if computed:
+            logger.info("realised performance computed for %s", reports.realised_pairs(computed))
+            reporting.publish_realised(dataset, monitoring.recent_realised(engine, dataset))
     if summary.failed and fail_on_invalid:
         invalid = InvalidPartitions("\n".join(summary.failed[d] for d in sorted(summary.failed)))
         # known: the run ends Failed with its lines, no traceback in the UI or the worker log

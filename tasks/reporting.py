@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect import get_client, get_run_logger, tags, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -98,34 +99,38 @@ def tag_run(tag: str) -> None:
     try:
         with get_client(sync_client=True) as client:
             run_id = UUID(str(flow_run.id))
-            tags = client.read_flow_run(run_id).tags
-            client.update_flow_run(run_id, tags=sorted({*tags, tag}))
+            current = client.read_flow_run(run_id).tags
+            client.update_flow_run(run_id, tags=sorted({*current, tag}))
     except Exception as exc:  # noqa: BLE001 - bookkeeping must never fail the run
         get_run_logger().warning("could not tag this run %r: %s", tag, outcomes.one_line(exc))
 
 
 @contextmanager
 def flow_entry() -> Iterator[None]:
-    """What each flow's entry point runs its flow in. First the Prefect API, when one is
-    configured, must answer (else one line and exit 1, not a traceback from deep inside the
-    client). Then the flow run carries this host's and process's tags from its creation, not
-    only from start_run, so a process killed before its flow's first line leaves a run the
-    next one can judge and sweep (sweep_crashed_runs)."""
-    api = PREFECT_API_URL.value()
-    if api:
-        try:
-            with get_client(sync_client=True) as client:
-                problem = client.api_healthcheck()  # the error, returned, not raised
-        except Exception as exc:  # noqa: BLE001 - any way of not answering
-            problem = exc
-        if problem is not None:
-            raise outcomes.SetupError(
-                f"cannot reach the Prefect server at {api} (PREFECT_API_URL): "
-                f"{outcomes.one_line(problem)}; start it (make server) or unset PREFECT_API_URL "
-                "to run on a temporary local server"
-            )
-    with tags(outcomes.host_tag(), outcomes.process_tag()):
-        yield
+    """What each flow's entry point runs its flow in. The flow run carries this host's and
+    process's tags from its creation, not only from start_run, so a process killed before
+    its flow's first line leaves a run the next one can judge and sweep (sweep_crashed_runs).
+    A configured Prefect server that does not answer is one line and exit 1, not a traceback
+    from deep inside the client (judged from the error: no round trip when it answers)."""
+    try:
+        with tags(outcomes.host_tag(), outcomes.process_tag()):
+            yield
+    except Exception as exc:
+        api = PREFECT_API_URL.value()
+        if not api or not _unreachable(exc):
+            raise
+        raise outcomes.SetupError(
+            f"cannot reach the Prefect server at {api} (PREFECT_API_URL): "
+            f"{outcomes.one_line(exc.__cause__ or exc)}; start it (make server) or unset "
+            "PREFECT_API_URL to run on a temporary local server"
+        ) from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` is Prefect's client failing to reach its API."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Failed to reach API at")
 
 
 def sweep_crashed_runs(client: Any, flow_name: str, host: str, exclude: UUID | None) -> list[str]:

@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from batchpred import monitoring, outcomes, registry, schema, scoring, storage
+from batchpred import monitoring, outcomes, registry, reports, schema, scoring, storage
 from batchpred.config import Settings
 from tasks import resources
 
@@ -147,8 +147,7 @@ def realised_performance(settings: Settings) -> list[dict]:
     computed = monitoring.realised_performance(engine, settings)
     if computed:
         get_run_logger().info(
-            "realised performance computed for %s",
-            ", ".join(f"{r['partition_date']}/{r['model_version']}" for r in computed),
+            "realised performance computed for %s", reports.realised_pairs(computed)
         )
     return monitoring.recent_realised(engine, settings.dataset.name)
 

@@ -1143,3 +1143,8 @@ class TerminalProgress:
         took = _duration(time.monotonic() - self.started)
         self.stream.write(("\r\x1b[K" if self.live else "") + f"{self.title}: {detail} ({took})\n")
         self.stream.flush()
+
+
+def realised_pairs(computed: Sequence[Mapping[str, Any]]) -> str:
+    """The (day, model) pairs of realised metrics just computed, as `day/version, ...`."""
+    return ", ".join(f"{r['partition_date']}/{r['model_version']}" for r in computed)

@@ -480,7 +480,7 @@ def _lock_holders(conn: sa.Connection) -> str:
     ).all()
     if not rows:
         return "a session holding a lock on predictions"
-    return "readers of predictions: " + ", ".join(
+    return "sessions holding a lock on predictions: " + ", ".join(
         f"session {r.pid} of {r.usename}"
         + (f" in a transaction since {r.xact_start:%H:%M:%S}" if r.xact_start else "")
         for r in rows

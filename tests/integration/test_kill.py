@@ -1,5 +1,6 @@
 """A scoring run killed with SIGKILL mid-partition, rerun with the same command, lands every
-row exactly once (SQLite and PostgreSQL)."""
+row exactly once, with predictions_latest equal to its definition throughout (SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from batchpred import db, registry, storage
+from batchpred import db, predictions, registry, storage
 from tests.unit.test_scoring import make_lake, settings_for, train_small
 
 CHILD = """
@@ -51,6 +52,11 @@ def _counts(engine: sa.Engine) -> tuple[int, int]:
         ).one()
 
 
+def _latest_mismatches(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return predictions.latest_mismatches(conn, "churn")
+
+
 def _run(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, *args],
@@ -70,6 +76,7 @@ def _kill_then_rerun(url: str, tmp: Path) -> None:
     engine = db.create_engine(url)
     db.migrate(engine)
     version = registry.register_model(engine, model_dir, settings.training.registry)
+    registry.set_alias(engine, "churn", "champion", version, "test", by="test")  # latest kept
     cfg = tmp / "settings.json"
     cfg.write_text(settings.model_dump_json())
 
@@ -83,6 +90,9 @@ def _kill_then_rerun(url: str, tmp: Path) -> None:
     assert 1 <= done_at_kill < DAYS, "the kill must land after one partition, before the last"
     rows, distinct = _counts(engine)
     assert rows == distinct == done_at_kill * ROWS  # nothing partial is visible
+    # predictions_latest is refreshed in the partition's own transaction: a kill anywhere
+    # leaves it equal to its definition, never pointing at a prediction that is not there
+    assert _latest_mismatches(engine) == []
 
     rerun = _run([str(cfg), url, version, "rerun"])
     out, err = rerun.communicate(timeout=300)
@@ -93,6 +103,11 @@ def _kill_then_rerun(url: str, tmp: Path) -> None:
     assert len(ledger) == DAYS and {r.status for r in ledger} == {"done"}
     assert all(r.rows_scored == ROWS for r in ledger)
     assert sorted(r.run_id for r in ledger).count("killed-run") == done_at_kill
+    assert _latest_mismatches(engine) == []
+    with engine.connect() as conn:
+        latest = conn.execute(sa.text("select count(*) from predictions_latest")).scalar()
+        entities = conn.execute(sa.text("select count(distinct entity_id) from predictions"))
+        assert latest == entities.scalar() > 0
 
     again = _run([str(cfg), url, version, "third"])
     out, _ = again.communicate(timeout=300)
