@@ -549,12 +549,11 @@ def test_late_labels_matching_no_row_are_counted_and_fail_their_day_above_the_sh
     assert data["days"].endswith(f"missing 2026-10-06 ({line})")
 
 
-def test_realised_metrics_apply_the_same_rule_to_late_labels(
-    churn: Settings, engine: sa.Engine, tmp_path: Path, trained: dict
-) -> None:
-    """Realised performance joins the same late labels to the predictions: a failed labels
-    day gets no metrics but a row saying why (0 rows, the same one line), which `status`
-    shows; a passing day's metrics carry its count of unmatched labels."""
+def _scored_late_labelled_days(
+    churn: Settings, engine: sa.Engine, tmp_path: Path, trained: dict, wrong_every: int = 0
+) -> tuple[Settings, list[date], str]:
+    """Two scored days whose labels arrive late, 3 and 2 of 200 matching no row (the first
+    day fails its check); scores follow the truth, inverted every `wrong_every`-th row."""
     settings = churn.model_copy(
         update={"labels": churn.labels.model_copy(update={"url": str(tmp_path / "late")})}
     )
@@ -564,6 +563,8 @@ def test_realised_metrics_apply_the_same_rule_to_late_labels(
         truth = _late_labels(settings, day, i, 200, (3, 2)[i])
         ids = [str(x) for x in synthetic_day(settings.dataset, day, 200, i)[0].to_pylist()]
         scores = np.clip(np.nan_to_num(truth.column(1).to_numpy(zero_copy_only=False)), 0.1, 0.9)
+        if wrong_every:
+            scores = np.where(np.arange(200) % wrong_every == 0, 1 - scores, scores)
         prediction = sinks.PredictionBatch(
             pa.array(ids, pa.string()), scores.astype(float), (scores >= 0.5).astype(np.int8), None
         )
@@ -571,6 +572,16 @@ def test_realised_metrics_apply_the_same_rule_to_late_labels(
         with sinks.partition_writer(engine, key, "run", fingerprint="fp") as out:
             out.write(prediction)
             out.finish(sinks.LedgerEntry("fp", 200, 0, datetime.now(UTC)))
+    return settings, days, version
+
+
+def test_realised_metrics_apply_the_same_rule_to_late_labels(
+    churn: Settings, engine: sa.Engine, tmp_path: Path, trained: dict
+) -> None:
+    """Realised performance joins the same late labels to the predictions: a failed labels
+    day gets no metrics but a row saying why (0 rows, the same one line), which `status`
+    shows; a passing day's metrics carry its count of unmatched labels."""
+    settings, days, version = _scored_late_labelled_days(churn, engine, tmp_path, trained)
     rows = {r["partition_date"]: r for r in monitoring.realised_performance(engine, settings)}
     failed, passed = rows[days[0]], rows[days[1]]
     files = storage.partition_files(settings.lake.labels, days[0])
@@ -593,23 +604,9 @@ def test_outcomes_hold_each_rows_actual_label_and_agree_with_realised_metrics(
     joins predictions row by row: the accuracy an analyst computes from the join is the one
     realised metrics report, and the realised_performance view shows the metrics as columns.
     A labels day that failed its check has no outcomes (and the view says why)."""
-    settings = churn.model_copy(
-        update={"labels": churn.labels.model_copy(update={"url": str(tmp_path / "late")})}
+    settings, days, version = _scored_late_labelled_days(
+        churn, engine, tmp_path, trained, wrong_every=7
     )
-    days = build_lake(settings, engine, days=2, rows=200, unlabelled=(0, 1))
-    version = registry.register_model(engine, trained["model"], str(tmp_path / "models"))
-    for i, day in enumerate(days):
-        truth = _late_labels(settings, day, i, 200, (3, 2)[i])
-        ids = [str(x) for x in synthetic_day(settings.dataset, day, 200, i)[0].to_pylist()]
-        scores = np.clip(np.nan_to_num(truth.column(1).to_numpy(zero_copy_only=False)), 0.1, 0.9)
-        scores = np.where(np.arange(200) % 7 == 0, 1 - scores, scores)  # some wrong
-        prediction = sinks.PredictionBatch(
-            pa.array(ids, pa.string()), scores.astype(float), (scores >= 0.5).astype(np.int8), None
-        )
-        key = sinks.PartitionKey("churn", day, version)
-        with sinks.partition_writer(engine, key, "run", fingerprint="fp") as out:
-            out.write(prediction)
-            out.finish(sinks.LedgerEntry("fp", 200, 0, datetime.now(UTC)))
     computed = {r["partition_date"]: r for r in monitoring.realised_performance(engine, settings)}
     ids, y = labels.day_labels(settings, days[1])
     expected = {e: v for e, v in zip(ids.to_pylist(), y.tolist(), strict=True) if v == v}
