@@ -95,7 +95,10 @@ def ingest(
         # One day that cannot be pulled (an unreadable file, no rows) fails that day alone,
         # its verdict recorded by the task; every other day is landed and validated.
         pulls = [
-            runner.submit(lake.ingest_partition, {"settings": settings, "day": day})
+            runner.submit(
+                lake.ingest_partition,
+                {"settings": settings, "day": day, "marker": listing.markers.get(day)},
+            )
             for day in listing.to_pull
         ]
         pulling: dict[PrefectFuture[ingestion.IngestResult], date]
@@ -110,7 +113,11 @@ def ingest(
             else:
                 summary.failed[str(pulling[future])] = _one_line(future.state)
                 progress.step("failed to pull", pulling[future])
-        labels = runner.map(lake.ingest_labels, {**each_day, "day": listing.labels_to_pull})
+        label_markers = [listing.label_markers.get(d) for d in listing.labels_to_pull]
+        labels = runner.map(
+            lake.ingest_labels,
+            {**each_day, "day": listing.labels_to_pull, "marker": label_markers},
+        )
         for landing, day in zip(labels, listing.labels_to_pull, strict=True):
             landing.wait()
             if not landing.state.is_completed():

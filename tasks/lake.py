@@ -63,12 +63,15 @@ def plan_ingest(
     retry_condition_fn=resources.retry_transient,
     task_run_name="ingest-{day}",
 )
-def ingest_partition(settings: Settings, day: date) -> ingestion.IngestResult:
+def ingest_partition(
+    settings: Settings, day: date, marker: str | None = None
+) -> ingestion.IngestResult:
     """Pull one source day into the raw zone (a no-op when its content is unchanged). A day
     that cannot be landed (unreadable file, no rows) fails here with its invalid verdict
-    recorded, naming partition, file and rule; it is not retried."""
+    recorded, naming partition, file and rule; it is not retried. `marker`: the plan's
+    listing key of a SQL day (ingestion.ingest_partition)."""
     try:
-        result = ingestion.ingest_partition(settings, day)
+        result = ingestion.ingest_partition(settings, day, marker)
     except ingestion.DayRefused as exc:
         validation.record_refused(
             resources.engine(),
@@ -93,9 +96,11 @@ def ingest_partition(settings: Settings, day: date) -> ingestion.IngestResult:
     retry_condition_fn=resources.retry_transient,
     task_run_name="labels-{day}",
 )
-def ingest_labels(settings: Settings, day: date) -> ingestion.IngestResult:
-    """Pull one day of late labels into the lake's labels zone."""
-    result = ingestion.ingest_labels(settings, day)
+def ingest_labels(
+    settings: Settings, day: date, marker: str | None = None
+) -> ingestion.IngestResult:
+    """Pull one day of late labels into the lake's labels zone (`marker`: the plan's)."""
+    result = ingestion.ingest_labels(settings, day, marker)
     get_run_logger().info("labels %s: %s, %d rows", day, result.status, result.rows)
     return result
 

@@ -6,6 +6,7 @@ Under CI=true a missing PostgreSQL or moto is an error, never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,3 +175,27 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"bp-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     return bucket
+
+
+# the venv's bin first: `dvc` and `prefect` as the tests' own interpreter has them
+VENV_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+def dvc_workspace(ws: Path) -> Path:
+    """A copy of the project's pipeline definition (dvc.yaml, .dvcignore, configs/) in a fresh
+    DVC repo at `ws`, with the library source linked in (a DVC dependency)."""
+    ws.mkdir(parents=True)
+    shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
+    shutil.copytree(ROOT / "configs", ws / "configs")
+    (ws / "src").symlink_to(ROOT / "src")
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"],
+        cwd=ws,
+        check=True,
+        env={**os.environ, "PATH": VENV_PATH},
+    )
+    project_config = (ROOT / ".dvc" / "config").read_text()
+    no_scm = project_config.replace("[core]", "[core]\n    no_scm = True")
+    (ws / ".dvc" / "config").write_text(no_scm)
+    shutil.copy(ROOT / ".dvcignore", ws / ".dvcignore")  # after init, which writes its own
+    return ws

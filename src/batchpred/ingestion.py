@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -286,10 +286,13 @@ def _land(
     return IngestResult(day, status, table.num_rows, content_hash, path)
 
 
-def ingest_partition(settings: Settings, day: date) -> IngestResult:
+def ingest_partition(settings: Settings, day: date, marker: str | None = None) -> IngestResult:
     """Copy one source day into the raw zone with a manifest, unless the raw partition
     already holds the same content. A file source whose listing (names, sizes, modification
-    times or ETags) is unchanged since the last ingest is not read at all. Raises DayRefused
+    times or ETags) is unchanged since the last ingest is not read at all. `marker`: a SQL
+    day's listing key as the plan read it (IngestPlan.markers), so that the days query is not
+    run again for every day; read before the day's rows, a later change upstream makes the next
+    plan pull the day again. Raises DayRefused
     (one line: partition, file, rule) for a day whose file cannot be read (rule
     "readable"), a file linked from outside the source (rule "inside root") or a day with
     no rows (rule "no rows"); the raw zone keeps what it held."""
@@ -302,7 +305,7 @@ def ingest_partition(settings: Settings, day: date) -> IngestResult:
     source_key = (
         storage.listing_key(files)
         if files
-        else _sql_key(source.url_env, source.days_query, day)
+        else (marker or _sql_key(source.url_env, source.days_query, day))
         if source.kind == "sql"
         else None
     )
@@ -328,6 +331,9 @@ class IngestPlan:
     unchanged: list[IngestResult]  # days whose source listing matches what the lake holds
     to_pull: list[date]  # new or touched days: ingest_partition reads and compares them
     labels_to_pull: list[date]  # likewise for the late-labels source
+    # SQL days to pull: the listing key (days query's marker) the plan read, for the pull
+    markers: dict[date, str] = field(default_factory=dict)
+    label_markers: dict[date, str] = field(default_factory=dict)
 
 
 def plan(settings: Settings, days: list[date], label_days: list[date]) -> IngestPlan:
@@ -338,7 +344,7 @@ def plan(settings: Settings, days: list[date], label_days: list[date]) -> Ingest
     source, labels = settings.source, settings.labels
     files = source.kind == "files"
     markers = sql_days(source.url_env, source.days_query) if not files and source.days_query else {}
-    unchanged, to_pull = [], []
+    unchanged, to_pull, pull_markers = [], [], {}
     for day in days:
         try:
             key = (
@@ -353,9 +359,11 @@ def plan(settings: Settings, days: list[date], label_days: list[date]) -> Ingest
         landed = _landed(*_in_zone(settings.lake.raw, day), day, key) if key else None
         if landed is None:
             to_pull.append(day)
+            if key and not files:
+                pull_markers[day] = key
         else:
             unchanged.append(landed)
-    labels_to_pull = []
+    labels_to_pull, pull_label_markers = [], {}
     label_markers = sql_days(labels.url_env, labels.days_query) if labels.days_query else {}
     for day in label_days if labels.late else []:
         if labels.url:
@@ -366,17 +374,22 @@ def plan(settings: Settings, days: list[date], label_days: list[date]) -> Ingest
         zone = _in_zone(settings.lake.labels, day)
         if label_key is None or _landed(*zone, day, label_key) is None:
             labels_to_pull.append(day)
-    return IngestPlan(list(days), unchanged, to_pull, labels_to_pull)
+            if label_key and not labels.url:
+                pull_label_markers[day] = label_key
+    return IngestPlan(
+        list(days), unchanged, to_pull, labels_to_pull, pull_markers, pull_label_markers
+    )
 
 
-def ingest_labels(settings: Settings, day: date) -> IngestResult:
+def ingest_labels(settings: Settings, day: date, marker: str | None = None) -> IngestResult:
     """Copy one day of late labels (entity id and target) into the lake's labels zone,
     unless it already holds the same content. Labels are joined to the day's rows on the
-    entity id by training and by realised-performance monitoring."""
+    entity id by training and by realised-performance monitoring. `marker`: as for
+    ingest_partition (IngestPlan.label_markers)."""
     spec, labels = settings.dataset, settings.labels
     if labels.query:
         where, files = "labels query", []
-        key = _sql_key(labels.url_env, labels.days_query, day)
+        key = marker or _sql_key(labels.url_env, labels.days_query, day)
     else:
         assert labels.url is not None, "labels.url is not set"
         files = storage.partition_files(labels.url, day)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import VENV_PATH, dvc_workspace
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,22 +24,9 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     DVC repo, with the library source linked in (a DVC dependency), as the working directory,
     and a SQLite database of its own. Returns a function writing a small override config for
     a dataset (configs/test-<dataset>.yaml; calling it again rewrites that file)."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
-    shutil.copytree(ROOT / "configs", ws / "configs")
-    (ws / "src").symlink_to(ROOT / "src")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=ws, check=True, env=env
-    )
-    project_config = (
-        (ROOT / ".dvc" / "config").read_text().replace("[core]", "[core]\n    no_scm = True")
-    )
-    (ws / ".dvc" / "config").write_text(project_config)
-    shutil.copy(ROOT / ".dvcignore", ws / ".dvcignore")  # after init, which writes its own
+    ws = dvc_workspace(tmp_path / "ws")
     monkeypatch.chdir(ws)
-    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("PATH", VENV_PATH)
     monkeypatch.setenv("BATCHPRED_DATABASE_URL", f"sqlite:///{ws / 'data' / 'bp.db'}")
 
     def configure(dataset: str, **overrides: object) -> list[str]:

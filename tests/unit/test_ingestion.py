@@ -233,10 +233,14 @@ def test_a_sql_source_lists_its_days_and_reads_only_the_changed_ones(
     days = [DAY + timedelta(days=i) for i in range(3)]
     assert source_days(settings) == days
     assert source_days(settings, start=days[1]) == days[1:]
+    queries = []  # the days query runs once per plan, not again for each day pulled
+    sql_days = ingestion.sql_days
+    monkeypatch.setattr(ingestion, "sql_days", lambda *a: queries.append(a) or sql_days(*a))
     first = ingestion.plan(settings, days, [])
     assert first.to_pull == days and first.unchanged == []
     for day in days:
-        assert ingest_partition(settings, day).status == "new"
+        assert ingest_partition(settings, day, first.markers[day]).status == "new"
+    assert len(queries) == 1
     again = ingestion.plan(settings, days, [])
     assert again.to_pull == [] and [r.day for r in again.unchanged] == days
     # A row arrives late for the second day: only that day is read again.
@@ -282,8 +286,10 @@ def test_late_labels_from_sql(churn: Settings, tmp_path: Path, monkeypatch: pyte
     )
     settings = settings.model_copy(update={"labels": labels})
     assert ingestion.label_days(settings) == [DAY]
-    assert ingestion.plan(settings, [], [DAY]).labels_to_pull == [DAY]
-    result = ingestion.ingest_labels(settings, DAY)
+    planned = ingestion.plan(settings, [], [DAY])
+    assert planned.labels_to_pull == [DAY]
+    assert planned.label_markers == {DAY: "sql:5"}  # the pull records the plan's marker
+    result = ingestion.ingest_labels(settings, DAY, planned.label_markers[DAY])
     assert (result.status, result.rows) == ("new", 5)
     landed = storage.read_partition(settings.lake.labels, DAY)
     assert landed.column_names == [spec.entity_id, target] and landed.num_rows == 5
