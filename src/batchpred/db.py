@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _migrate_lock = threading.Lock()
+_WRITE = "batchpred_sqlite_write"  # execution option: this connection's transaction writes
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -35,10 +38,23 @@ def create_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            # IMMEDIATE: take the write lock up front, so two writers queue instead of
-            # failing with "database is locked" on lock upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # engine.begin(), which every write goes through: IMMEDIATE takes the write lock
+            # up front, so two writers queue instead of failing with "database is locked" on
+            # lock upgrade. engine.connect() (a read): a deferred BEGIN reads its snapshot of
+            # the WAL without waiting for a writer; with IMMEDIATE every ledger check, model
+            # lookup and API read waited for the partition being inserted by another thread
+            # or process (seen: scoring's two threads taking turns instead of overlapping).
+            write = conn.get_execution_options().get(_WRITE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+        @contextmanager
+        def begin() -> Iterator[sa.Connection]:
+            with engine.connect() as conn:
+                conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    yield conn
+
+        engine.begin = begin  # type: ignore[method-assign,assignment]
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 

@@ -11,14 +11,20 @@ judge a PID of another container sharing the file), and threads of one process e
 other too (each lock opens its own file description). An in-memory database, or another
 dialect, gets a lock per key within the process only.
 
-The table `partition_locks` records who holds each lock and since when, so a waiting run can
-name it: information, not the exclusion (a row left by a killed holder is replaced by the next
-holder). Every wait has a timeout (`scoring.lock_timeout_s`) and tells `on_wait` who it waits for.
+Who holds each lock and since when is recorded so that a waiting run can name it: information,
+not the exclusion (a record left by a killed holder is replaced by the next holder). PostgreSQL
+(and the in-process locks) keep it in the table `partition_locks`; SQLite in the lock file
+itself, as one JSON line: a row written to the database would wait for SQLite's one writer,
+and a partition that had just finished would not release its lock (nor the next one start)
+until the other thread's partition had committed, so the two partitions of
+scoring.concurrency=2 took turns instead of overlapping. Every wait has a timeout
+(`scoring.lock_timeout_s`) and tells `on_wait` who it waits for.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import threading
@@ -126,6 +132,14 @@ class _FileLock:
         self._path = path
         self._fd: int | None = None
 
+    def record(self, holder: Holder) -> None:
+        """The holder, in the file while it holds it (release removes the file)."""
+        assert self._fd is not None
+        line = {"run_id": holder.run_id, "run_name": holder.run_name}
+        line["since"] = holder.since.isoformat()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps(line) + "\n").encode(), 0)
+
     def try_acquire(self) -> bool:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -187,10 +201,8 @@ def lock_file(database: str, key: PartitionKey) -> Path:
 def _exclusion(engine: sa.Engine, key: PartitionKey) -> _Exclusion:
     if engine.dialect.name == "postgresql":
         return _RowLock(engine, key)
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        return _FileLock(lock_file(database, key))
-    return _ProcessLock(engine, key)
+    path = _lock_path(engine, key)
+    return _ProcessLock(engine, key) if path is None else _FileLock(path)
 
 
 def _where(t: sa.Table, key: PartitionKey) -> list[sa.ColumnElement[bool]]:
@@ -201,8 +213,25 @@ def _where(t: sa.Table, key: PartitionKey) -> list[sa.ColumnElement[bool]]:
     ]
 
 
+def _lock_path(engine: sa.Engine, key: PartitionKey) -> Path | None:
+    """The partition's lock file on a SQLite file database, else None."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return lock_file(database, key)
+    return None
+
+
 def holder(engine: sa.Engine, key: PartitionKey) -> Holder | None:
     """The run recorded as holding the partition's lock, if any."""
+    path = _lock_path(engine, key)
+    if path is not None:
+        try:
+            line = json.loads(path.read_text() or "null")
+        except (FileNotFoundError, ValueError):  # released, or not yet written
+            return None
+        if not line:
+            return None
+        return Holder(line["run_id"], line["run_name"], datetime.fromisoformat(line["since"]))
     t = db.table(engine, "partition_locks")
     with engine.connect() as conn:
         row = conn.execute(
@@ -262,10 +291,13 @@ def partition_lock(
                     on_wait(wait)
             time.sleep(min(POLL_S, max(0.0, first_try + timeout_s - now)))
         acquired = True
-        _record(engine, key, run_id, run_name)
+        if isinstance(exclusion, _FileLock):
+            exclusion.record(Holder(run_id, run_name, datetime.now(UTC)))
+        else:
+            _record(engine, key, run_id, run_name)
         yield
     finally:
-        if acquired:
+        if acquired and not isinstance(exclusion, _FileLock):  # release removes the file
             with suppress(sa.exc.SQLAlchemyError):  # a stale row is replaced by the next holder
                 _clear(engine, key, run_id)
         exclusion.release()

@@ -225,3 +225,23 @@ def test_model_version_must_be_a_hex_digest(version: str) -> None:
     # On PostgreSQL the version becomes part of a table name.
     with pytest.raises(ValueError, match="not a hex digest"):
         sinks.PartitionKey("churn", DAY, version)
+
+
+def test_a_sqlite_read_does_not_wait_for_a_partition_being_written(engine: sa.Engine) -> None:
+    """Every write begins IMMEDIATE (writers queue), but a read (engine.connect(): a ledger
+    check, a model lookup, the API) reads its snapshot at once while another connection holds
+    the write lock, instead of waiting the whole partition's insert (or the busy timeout)."""
+    import threading
+
+    key = sinks.PartitionKey("churn", DAY, "ab" * 8)
+    row = sinks.ledger_row  # a reader, as scoring calls it before it takes a partition
+    seen: list[object] = []
+    with engine.begin() as writing:
+        writing.exec_driver_sql("CREATE TABLE held (x)")  # the write lock is held from here
+        reader = threading.Thread(target=lambda: seen.append(row(engine, DAY, key.model_version)))
+        reader.start()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "the read waited for the writer"
+    assert seen == [None]
+    with engine.connect() as conn:  # the write committed
+        assert conn.exec_driver_sql("SELECT count(*) FROM held").scalar() == 0
