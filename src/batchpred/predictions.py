@@ -291,22 +291,27 @@ def after_partition_write(
             return
     params = {"dataset": dataset, "day": day, "version": version, "champion": champion}
 
-    def wins(new: str) -> str:
-        """Where the new row (`new`) ranks above the cached one (o) of its entity."""
+    def wins(new: str, old: str = "o") -> str:
+        """Where the new row (`new`) ranks above the cached one (`old`) of its entity."""
         if version == champion:
             return (
-                f"NOT (o.model_version = {new}.model_version "
-                f"AND o.partition_date > {new}.partition_date)"
+                f"NOT ({old}.model_version = {new}.model_version "
+                f"AND {old}.partition_date > {new}.partition_date)"
             )
         if champion is None:
-            return f"o.partition_date <= {new}.partition_date"
-        return f"o.model_version <> :champion AND o.partition_date <= {new}.partition_date"
+            return f"{old}.partition_date <= {new}.partition_date"
+        return f"{old}.model_version <> :champion AND {old}.partition_date <= {new}.partition_date"
 
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
     columns = ", ".join(f"n.{c}" for c in COLUMNS)
-    # Rows that lose are filtered out before the upsert (an anti-join, no row touched): a run
-    # that writes the newest day first makes each older day's refresh a read (measured, 125,000
-    # rows already cached: 0.08 s against 0.38 s for the upsert deciding row by row).
+    # Rows that lose are filtered out before the upsert (no row touched): a run that writes the
+    # newest day first makes each older day's refresh a read (measured, 125,000 rows already
+    # cached: 0.08 s against 0.38 s for the upsert deciding row by row). A left join, not NOT
+    # EXISTS: PostgreSQL 15 can then hash the partition and scan the cache once (Hash Right
+    # Join, 0.31-0.51 s for 125,000 rows against a 600,000-row cache) instead of sorting the
+    # whole cache for a merge anti-join (0.51-0.83 s); on a cache far larger than the
+    # partition it still probes the key index. At most one cached row per entity (the key),
+    # so "no cached row, or the new row wins" is the anti-join's condition.
     # A staging leaf holds the partition alone: no filter, so the planner sees its real size.
     partition = (
         ""
@@ -316,9 +321,9 @@ def after_partition_write(
     conn.execute(
         sa.text(
             f"INSERT INTO predictions_latest AS o ({', '.join(COLUMNS)}) SELECT {columns} "
-            f"FROM {source} AS n WHERE {partition}NOT EXISTS (SELECT 1 "
-            "FROM predictions_latest AS o WHERE o.dataset = n.dataset "
-            f"AND o.entity_id = n.entity_id AND NOT ({wins('n')})) "
+            f"FROM {source} AS n LEFT JOIN predictions_latest AS c "
+            "ON c.dataset = n.dataset AND c.entity_id = n.entity_id "
+            f"WHERE {partition}(c.entity_id IS NULL OR {wins('n', 'c')}) "
             f"ORDER BY n.entity_id ON CONFLICT (dataset, entity_id) DO UPDATE SET {updates} "
             f"WHERE {wins('excluded')}"
         ),
