@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from batchpred import locks, rules, schema, sinks, storage, validation, verdicts
+from batchpred import locks, rules, schema, sinks, storage, verdicts
 from batchpred.config import DatasetSpec, ScoringConfig, ValidationConfig
 from batchpred.model import LoadedModel
 
@@ -88,6 +88,11 @@ def check_verdict(
                 f"partition dt={day} under {root} was never validated under the current spec "
                 f"(scoring.unvalidated: refuse); run the ingest flow first"
             )
+        # Imported here, not at the top: Great Expectations takes 2-4 s to import, and only a
+        # partition the ingest flow never validated needs it; every score run, backfill and
+        # worker process would otherwise pay it at start-up (docs/design.md, "Start-up").
+        from batchpred import validation
+
         report = validation.validate_partition(
             engine, spec, rules_cfg, root, day, reports_url=reports_url, run_id=run_id
         )

@@ -1,16 +1,21 @@
 """The house: arrows point one way (flows -> tasks -> batchpred), the library never imports
 prefect, and inside the library there is no import cycle and no import of a library module
-hidden inside a function (cli.py excepted: its lazy imports keep `batchpred --help` fast)."""
+hidden inside a function (cli.py excepted: its lazy imports keep `batchpred --help` fast; and
+scoring's import of validation, which keeps Great Expectations out of every score process's
+start-up)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "batchpred"
 LAZY_ALLOWED = {"batchpred.cli"}
+LAZY_PAIRS = {"batchpred.scoring": {"batchpred.validation"}}
 
 
 def _module_name(path: Path) -> str:
@@ -139,7 +144,8 @@ def test_no_library_module_imports_a_library_module_inside_a_function() -> None:
         for module, (path, tree) in library.items()
         if module not in LAZY_ALLOWED
         for name, node, top in _imports(tree, module)
-        if not top and _library_target(name, set(library)) is not None
+        if not top
+        and _library_target(name, set(library)) not in (None, *LAZY_PAIRS.get(module, ()))
     ]
     assert not hidden, "\n".join(hidden)
 
@@ -176,3 +182,16 @@ def test_the_checks_see_imports_in_functions_and_relative_ones() -> None:
         ("batchpred.training", False),
         ("batchpred.stats", False),
     }
+
+
+def test_scoring_starts_without_great_expectations() -> None:
+    """Importing GX takes 2-4 s; a score, backfill or lookup process never needs it unless a
+    partition was never validated, so it must not pay it at start-up."""
+    code = (
+        "import sys, flows.score, batchpred.cli, batchpred.api\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'great_expectations')[:3])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
