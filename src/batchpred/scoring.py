@@ -90,7 +90,7 @@ def check_verdict(
             )
         # Imported here, not at the top: Great Expectations takes 2-4 s to import, and only a
         # partition the ingest flow never validated needs it; every score run, backfill and
-        # worker process would otherwise pay it at start-up (docs/design.md, "Start-up").
+        # worker process would otherwise pay it at start-up (docs/design.md, "Modules and arrows").
         from batchpred import validation
 
         report = validation.validate_partition(
