@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -34,10 +35,19 @@ pytestmark = pytest.mark.slow
 
 
 def _api(url: str, body: dict[str, Any] | None = None) -> Any:
+    """One call to the server's REST API. A 503 (the server's SQLite database briefly locked
+    by its own services) or 429 is retried with backoff, as Prefect's own client does
+    (PREFECT_CLIENT_MAX_RETRIES); anything else is raised."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+    for attempt in range(6):
+        request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code not in (429, 503) or attempt == 5:
+                raise
+            time.sleep(0.5 * 2**attempt)
 
 
 def _start(args: list[str], log: Path, **kwargs: Any) -> subprocess.Popen:
