@@ -509,6 +509,11 @@ def _edits(spec: DatasetSpec) -> dict[str, object]:
             "support_calls",
             pc.cast(t.column("support_calls"), pa.string()),
         ),  # fmt: skip
+        "booleans in a number": lambda t: t.set_column(
+            t.schema.get_field_index("support_calls"),
+            "support_calls",
+            pc.greater(t.column("support_calls"), 2),
+        ),  # fmt: skip
         "missing column": lambda t: _set(t.drop_columns(["region"]), "satisfaction", {399: 0.0}),
         "no rows": lambda t: t.slice(0, 0),
     }
@@ -523,6 +528,7 @@ EDIT_CASES = (
     "labels",
     "unknown category",
     "text in a number",
+    "booleans in a number",
     "missing column",
     "no rows",
 )
