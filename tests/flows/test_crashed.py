@@ -111,3 +111,25 @@ def test_a_run_carries_its_process_from_its_creation() -> None:
         seen = first_line()
     assert outcomes.host_tag() in seen
     assert outcomes.process_tag() in seen
+
+
+def test_task_runs_do_not_carry_the_process_tags() -> None:
+    """The host and process tags mark the flow run alone: Prefect takes a concurrency slot, a
+    round trip to the server, for each tag of each task run, so the task runs a flow creates
+    after start_run carry only the tags the user gave."""
+    from prefect import flow, tags, task
+    from prefect.runtime import flow_run, task_run
+
+    @task(name="what-tags")
+    def what_tags() -> list[str]:
+        return sorted(task_run.tags)
+
+    @flow(name="untagged-tasks")
+    def body() -> tuple[list[str], list[str]]:
+        reporting.start_run("churn")
+        return list(flow_run.tags), what_tags()
+
+    with tags("team-a"), outcomes.entry_point("test"), reporting.flow_entry():
+        flow_tags, task_tags = body()
+    assert {outcomes.host_tag(), outcomes.process_tag(), "team-a"} <= set(flow_tags)
+    assert task_tags == ["team-a"]
