@@ -88,7 +88,11 @@ def ingest(
     # bounded like scoring (Prefect's default thread pool is not): memory and I/O; its tasks
     # return different types (pulls, labels, reports), each future typed where it is read
     pool: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.scoring.concurrency)
-    with reporting.Progress("ingest", dataset, len(wanted)) as progress, pool as runner:
+    with (
+        reporting.Progress("ingest", dataset, len(wanted)) as progress,
+        reporting.untagged_task_runs(),
+        pool as runner,
+    ):
         progress.step("unchanged", n=len(listing.unchanged))
         each_day = {"settings": unmapped(settings)}
         summary = IngestSummary(refused=list(plan.refused))

@@ -73,6 +73,7 @@ def score(
     failures: dict[str, str] = {}
     with (
         reporting.Progress("score", settings.dataset.name, len(days)) as progress,
+        reporting.untagged_task_runs(),
         scoring.partition_runner(settings) as runner,
     ):
         futures = {

@@ -114,9 +114,9 @@ def test_a_run_carries_its_process_from_its_creation() -> None:
 
 
 def test_task_runs_do_not_carry_the_process_tags() -> None:
-    """The host and process tags mark the flow run alone: Prefect takes a concurrency slot, a
-    round trip to the server, for each tag of each task run, so the task runs a flow creates
-    after start_run carry only the tags the user gave."""
+    """The host and process tags mark flow runs, subflows included (the sweep judges them),
+    not the task runs the flows submit: Prefect takes a concurrency slot, a round trip to the
+    server, for each tag of each task run. Tags the user gave reach both."""
     from prefect import flow, tags, task
     from prefect.runtime import flow_run, task_run
 
@@ -124,12 +124,19 @@ def test_task_runs_do_not_carry_the_process_tags() -> None:
     def what_tags() -> list[str]:
         return sorted(task_run.tags)
 
+    @flow(name="tagged-subflow")
+    def subflow() -> list[str]:
+        return list(flow_run.tags)
+
     @flow(name="untagged-tasks")
-    def body() -> tuple[list[str], list[str]]:
+    def body() -> tuple[list[str], list[str], list[str]]:
         reporting.start_run("churn")
-        return list(flow_run.tags), what_tags()
+        with reporting.untagged_task_runs():
+            task_tags = what_tags.submit().result()
+        return list(flow_run.tags), subflow(), task_tags
 
     with tags("team-a"), outcomes.entry_point("test"), reporting.flow_entry():
-        flow_tags, task_tags = body()
-    assert {outcomes.host_tag(), outcomes.process_tag(), "team-a"} <= set(flow_tags)
+        flow_tags, subflow_tags, task_tags = body()
+    ours = {outcomes.host_tag(), outcomes.process_tag(), "team-a"}
+    assert ours <= set(flow_tags) and ours <= set(subflow_tags)
     assert task_tags == ["team-a"]
