@@ -723,7 +723,11 @@ def small_peer(settings: Any, days: list[date], model_file: Path, contract: Any,
 
     spec, cfg, lake = settings.dataset, settings.validation, Path(settings.lake.raw)
     t = time.perf_counter()
-    ctx = gx.get_context(mode="ephemeral")
+    from great_expectations.data_context.types.base import InMemoryStoreBackendDefaults
+
+    # quiet, as a careful engineer would run it: no progress bar per validation
+    project = validation._config(store_backend_defaults=InMemoryStoreBackendDefaults())
+    ctx = gx.get_context(mode="ephemeral", project_config=project)
     whole = ctx.data_sources.add_pandas("peer").add_dataframe_asset("day")
     definition = whole.add_batch_definition_whole_dataframe("whole")
     booster = xgb.Booster(model_file=str(model_file))
