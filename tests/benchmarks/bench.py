@@ -916,7 +916,8 @@ def score_process(
 
 def plain_loop(db_url: str, w: Workload, version: str) -> float:
     """scoring.score_partition over every partition in scoring.concurrency threads, no Prefect;
-    model loaded (and sha256-checked) once, as the flow's tasks share it."""
+    model loaded (and sha256-checked) once, as the flow's tasks share it; newest day first,
+    as the score flow submits them."""
     from batchpred import db, registry, scoring
 
     s = w.settings
@@ -933,7 +934,7 @@ def plain_loop(db_url: str, w: Workload, version: str) -> float:
         )
 
     with ThreadPoolExecutor(max_workers=s.scoring.concurrency) as pool:
-        results = list(pool.map(one, w.days))
+        results = list(pool.map(one, sorted(w.days, reverse=True)))
     elapsed = time.perf_counter() - t
     engine.dispose()
     if sum(r.rows_scored for r in results) != w.rows:
