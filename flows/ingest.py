@@ -219,3 +219,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.ingest"
 
 if __name__ == "__main__":
     main()
+    outcomes.end_process()

@@ -263,3 +263,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.nightly
 
 if __name__ == "__main__":
     main()
+    outcomes.end_process()

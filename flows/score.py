@@ -148,3 +148,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.score")
 
 if __name__ == "__main__":
     main()
+    outcomes.end_process()

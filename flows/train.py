@@ -84,3 +84,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flows.train")
 
 if __name__ == "__main__":
     main()
+    outcomes.end_process()

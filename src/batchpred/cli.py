@@ -651,5 +651,13 @@ def _run(
     handlers[args.command](args, settings)
 
 
-if __name__ == "__main__":
+def script() -> None:
+    """The `batchpred` command (pyproject's [project.scripts]): main, then the process's end."""
     main()
+    from batchpred import outcomes
+
+    outcomes.end_process()
+
+
+if __name__ == "__main__":
+    script()
