@@ -80,8 +80,20 @@ def ingest(
     labels landed, the scored days they label get their `outcomes` rows and realised metrics
     (monitoring.realised_performance)."""
     settings = config.load_settings(config_files)
+    reporting.start_run(settings.dataset.name)
+    with reporting.untagged_task_runs():  # every task run of the flow
+        return _ingest(settings, days, start, end, fail_on_invalid)
+
+
+def _ingest(
+    settings: config.Settings,
+    days: list[date] | None,
+    start: date | None,
+    end: date | None,
+    fail_on_invalid: bool,
+) -> IngestSummary:
+    """The ingest flow's body (its task runs without the host and process tags)."""
     dataset = settings.dataset.name
-    reporting.start_run(dataset)
     logger = get_run_logger()
     plan = lake.plan_ingest(settings, days, start, end)
     wanted, listing = plan.listing.days, plan.listing
@@ -90,7 +102,6 @@ def ingest(
     pool: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.scoring.concurrency)
     with (
         reporting.Progress("ingest", dataset, len(wanted)) as progress,
-        reporting.untagged_task_runs(),
         pool as runner,
     ):
         progress.step("unchanged", n=len(listing.unchanged))

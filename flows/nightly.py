@@ -62,24 +62,35 @@ def nightly(
     `notifications` is told of each."""
     settings = config.load_settings(config_files)
     reporting.start_run(settings.dataset.name)
+    with reporting.untagged_task_runs():  # every task run; subflows are tagged at their call
+        return _nightly(settings, day, config_files, workspace)
+
+
+def _nightly(
+    settings: config.Settings, day: date | None, config_files: list[str] | None, workspace: str
+) -> dict[str, Any]:
+    """The nightly flow's body."""
     target = day
     try:
         # As of `day`: days after it are not pulled (a snapshot source is ingested as `day`).
-        ingested = ingest(end=day, config_files=config_files, fail_on_invalid=False)
+        with reporting.subflow_tags():
+            ingested = ingest(end=day, config_files=config_files, fail_on_invalid=False)
         seen = ingested.failed_days() + ingested.passed
         if target is None and not seen:
             raise outcomes.nothing_to_score(settings.source.url, None, None)
         target = day or max(seen)
         if day is None:
             _name_by_day(settings.dataset.name, target)
-        trained = train(config_files=config_files, workspace=workspace, return_state=True)
+        with reporting.subflow_tags():
+            trained = train(config_files=config_files, workspace=workspace, return_state=True)
         training_error = None if trained.is_completed() else _failure(trained)
         scored: list[PartitionResult] = []
         drift: monitoring.DriftAssessment | None = None
         realised: list[dict[str, Any]] = []
         problem: BaseException | None = None
         if target in ingested.passed:
-            done = score(day=target, config_files=config_files, return_state=True)
+            with reporting.subflow_tags():
+                done = score(day=target, config_files=config_files, return_state=True)
             if done.is_completed():
                 scored = done.result()
                 version = scored[0].model_version
@@ -87,7 +98,8 @@ def nightly(
                     scoring.resolve_shadow(settings, version) if settings.scoring.shadow else None
                 )
                 if shadow:
-                    scored += score(day=target, model=shadow, config_files=config_files)
+                    with reporting.subflow_tags():
+                        scored += score(day=target, model=shadow, config_files=config_files)
                 rescored = any(r.status == "scored" for r in scored)
                 drift = scoring.measure_drift(settings, version, target, rescored)
                 reporting.publish_drift(settings.dataset.name, str(target), version, drift)

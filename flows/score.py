@@ -48,6 +48,19 @@ def score(
     reporting.start_run(settings.dataset.name)
     if day is not None:
         start = end = day
+    with reporting.untagged_task_runs():  # every task run of the flow
+        return _score(settings, day, start, end, model, force)
+
+
+def _score(
+    settings: config.Settings,
+    day: date | None,
+    start: date | None,
+    end: date | None,
+    model: str,
+    force: bool,
+) -> list[PartitionResult]:
+    """The score flow's body (its task runs without the host and process tags)."""
     listing = scoring.plan_partitions(settings, start, end)
     days, refused = listing.days, {entry.url: entry.reason for entry in listing.refused}
     if not days:  # a known end, not a crash: one line, no traceback (exit 3 from main)
@@ -73,7 +86,6 @@ def score(
     failures: dict[str, str] = {}
     with (
         reporting.Progress("score", settings.dataset.name, len(days)) as progress,
-        reporting.untagged_task_runs(),
         scoring.partition_runner(settings) as runner,
     ):
         futures = {

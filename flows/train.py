@@ -27,7 +27,10 @@ def train(config_files: list[str] | None = None, workspace: str = ".") -> dict[s
     dataset = settings.dataset.name
     reporting.start_run(dataset)
     doing = f"dvc repro evaluate@{dataset}"
-    with reporting.Progress("train", dataset, 1, unit="model", doing=doing) as progress:
+    with (
+        reporting.Progress("train", dataset, 1, unit="model", doing=doing) as progress,
+        reporting.untagged_task_runs(),
+    ):
         retrained = model.reproduce_pipeline(workspace, config_files, dataset)
         result = model.register_and_gate(settings, workspace)
         result["retrained"] = retrained

@@ -94,12 +94,23 @@ def start_run(dataset: str) -> None:
 @contextmanager
 def untagged_task_runs() -> Iterator[None]:
     """Task runs created inside do not inherit the host and process tags (flow_entry's,
-    which mark flow runs, subflows too, for the sweep): Prefect takes a concurrency slot with
-    a lease, a round trip to the server, for each tag of each task run (61 small days
-    ingested: the flow 25.4-28.2 s with them, 16.1-18.1 s without). Other tags stay."""
+    which mark flow runs for the sweep): Prefect takes a concurrency slot with a lease, a
+    round trip to the server, for each tag of each task run (61 small days ingested: the flow
+    25.4-28.2 s with them, 16.1-18.1 s without; one report task after scoring waited 2.1 s
+    for it). Each flow runs its whole body inside; other tags stay."""
     current = TagsContext.get().current_tags
     kept = {t for t in current if not t.startswith((outcomes.HOST_TAG, outcomes.PROCESS_TAG))}
     with TagsContext(current_tags=kept):
+        yield
+
+
+@contextmanager
+def subflow_tags() -> Iterator[None]:
+    """Subflow runs created inside (the nightly's ingest, train, score) carry this host's and
+    process's tags from their creation, as flow_entry gives a top-level run, although the
+    calling flow's body runs in untagged_task_runs: a process killed before a subflow's first
+    line leaves a run the sweep can judge."""
+    with tags(outcomes.host_tag(), outcomes.process_tag()):
         yield
 
 

@@ -115,8 +115,9 @@ def test_a_run_carries_its_process_from_its_creation() -> None:
 
 def test_task_runs_do_not_carry_the_process_tags() -> None:
     """The host and process tags mark flow runs, subflows included (the sweep judges them),
-    not the task runs the flows submit: Prefect takes a concurrency slot, a round trip to the
-    server, for each tag of each task run. Tags the user gave reach both."""
+    not the task runs the flows make: Prefect takes a concurrency slot, a round trip to the
+    server, for each tag of each task run. A flow's body runs untagged; a subflow called in
+    subflow_tags is created with the tags. Tags the user gave reach both."""
     from prefect import flow, tags, task
     from prefect.runtime import flow_run, task_run
 
@@ -133,7 +134,11 @@ def test_task_runs_do_not_carry_the_process_tags() -> None:
         reporting.start_run("churn")
         with reporting.untagged_task_runs():
             task_tags = what_tags.submit().result()
-        return list(flow_run.tags), subflow(), task_tags
+            called = what_tags()
+            with reporting.subflow_tags():
+                sub = subflow()
+        assert called == task_tags
+        return list(flow_run.tags), sub, task_tags
 
     with tags("team-a"), outcomes.entry_point("test"), reporting.flow_entry():
         flow_tags, subflow_tags, task_tags = body()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -11,13 +11,20 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from prefect import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterTags,
+)
 from prefect.client.schemas.sorting import FlowRunSort
 
-from batchpred import config, demo, monitoring, storage
+from batchpred import config, demo, monitoring, outcomes, storage
 from flows.ingest import InvalidPartitions, ingest
 from flows.nightly import nightly
 from flows.score import score
+from tasks import reporting
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +66,28 @@ def test_nightly_twice_lands_each_row_once(workspace):
     assert measured == {*settings.dataset.feature_names, monitoring.SCORE}
     assert _count("select count(*) from drift_metrics") == len(settings.dataset.features) + 1
 
-    second = nightly(config_files=files)
+    began = datetime.now(UTC)
+    with outcomes.entry_point("test"), reporting.flow_entry():  # as `python -m flows.nightly`
+        second = nightly(config_files=files)
+    # its flow runs (the nightly and its subflows) carry the host and process tags, for the
+    # sweep; none of their task runs does (a concurrency-slot round trip per tag and task run)
+    ours = {outcomes.host_tag(), outcomes.process_tag()}
+    with get_client(sync_client=True) as client:
+        runs = [
+            r
+            for r in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=sorted(ours)))
+            )
+            if r.created is not None and r.created >= began
+        ]
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs]))
+        )
+    assert len(runs) == 4  # nightly, ingest, train, score
+    made = {t.name.rsplit("-", 1)[0] for t in tasks}  # named <task>-<3 hex>
+    assert made >= {"plan-partitions", "report-partitions", "report-model", "report-drift"}
+    subflow_calls = {r.parent_task_run_id for r in runs}  # a subflow's placeholder task run
+    assert [t.name for t in tasks if ours & set(t.tags) and t.id not in subflow_calls] == []
     assert second["model"]["decision"] == "unchanged"
     assert second["scored"][0].status == "skipped"
     assert _count("select count(*) from predictions") == rows
