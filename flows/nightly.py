@@ -73,7 +73,7 @@ def _nightly(
     target = day
     try:
         # As of `day`: days after it are not pulled (a snapshot source is ingested as `day`).
-        with reporting.subflow_tags():
+        with reporting.run_tags():
             ingested = ingest(end=day, config_files=config_files, fail_on_invalid=False)
         seen = ingested.failed_days() + ingested.passed
         if target is None and not seen:
@@ -81,7 +81,7 @@ def _nightly(
         target = day or max(seen)
         if day is None:
             _name_by_day(settings.dataset.name, target)
-        with reporting.subflow_tags():
+        with reporting.run_tags():
             trained = train(config_files=config_files, workspace=workspace, return_state=True)
         training_error = None if trained.is_completed() else _failure(trained)
         scored: list[PartitionResult] = []
@@ -89,7 +89,7 @@ def _nightly(
         realised: list[dict[str, Any]] = []
         problem: BaseException | None = None
         if target in ingested.passed:
-            with reporting.subflow_tags():
+            with reporting.run_tags():
                 done = score(day=target, config_files=config_files, return_state=True)
             if done.is_completed():
                 scored = done.result()
@@ -98,7 +98,7 @@ def _nightly(
                     scoring.resolve_shadow(settings, version) if settings.scoring.shadow else None
                 )
                 if shadow:
-                    with reporting.subflow_tags():
+                    with reporting.run_tags():
                         scored += score(day=target, model=shadow, config_files=config_files)
                 rescored = any(r.status == "scored" for r in scored)
                 drift = scoring.measure_drift(settings, version, target, rescored)

@@ -105,11 +105,11 @@ def untagged_task_runs() -> Iterator[None]:
 
 
 @contextmanager
-def subflow_tags() -> Iterator[None]:
-    """Subflow runs created inside (the nightly's ingest, train, score) carry this host's and
-    process's tags from their creation, as flow_entry gives a top-level run, although the
-    calling flow's body runs in untagged_task_runs: a process killed before a subflow's first
-    line leaves a run the sweep can judge."""
+def run_tags() -> Iterator[None]:
+    """Flow runs created inside carry this host's and process's tags from their creation, so
+    a process killed before a run's first line leaves a run the sweep can judge: the
+    top-level run (flow_entry) and the nightly's subflows (ingest, train, score), called here
+    from a body that runs in untagged_task_runs."""
     with tags(outcomes.host_tag(), outcomes.process_tag()):
         yield
 
@@ -137,7 +137,7 @@ def flow_entry() -> Iterator[None]:
     A configured Prefect server that does not answer is one line and exit 1, not a traceback
     from deep inside the client (judged from the error: no round trip when it answers)."""
     try:
-        with tags(outcomes.host_tag(), outcomes.process_tag()):
+        with run_tags():
             yield
     except Exception as exc:
         api = PREFECT_API_URL.value()

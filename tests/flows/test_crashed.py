@@ -117,7 +117,7 @@ def test_task_runs_do_not_carry_the_process_tags() -> None:
     """The host and process tags mark flow runs, subflows included (the sweep judges them),
     not the task runs the flows make: Prefect takes a concurrency slot, a round trip to the
     server, for each tag of each task run. A flow's body runs untagged; a subflow called in
-    subflow_tags is created with the tags. Tags the user gave reach both."""
+    run_tags is created with the tags. Tags the user gave reach both."""
     from prefect import flow, tags, task
     from prefect.runtime import flow_run, task_run
 
@@ -135,7 +135,7 @@ def test_task_runs_do_not_carry_the_process_tags() -> None:
         with reporting.untagged_task_runs():
             task_tags = what_tags.submit().result()
             called = what_tags()
-            with reporting.subflow_tags():
+            with reporting.run_tags():
                 sub = subflow()
         assert called == task_tags
         return list(flow_run.tags), sub, task_tags
