@@ -21,6 +21,7 @@ fail the partition at once (`check_columns`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import date
@@ -168,30 +169,53 @@ def present(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return ~pc.is_null(column, nan_is_null=True).to_numpy(zero_copy_only=False)
 
 
-def bad_rows(rule: Rule, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+class Cells:
+    """A batch's column and what its rules read of it, each computed once: the values
+    (dictionaries decoded), where they are present, and as float64. A column with not_null,
+    min, max and finite rules was masked and cast once for each rule."""
+
+    def __init__(self, column: pa.Array | pa.ChunkedArray) -> None:
+        self.raw = column
+        if pa.types.is_dictionary(column.type):
+            column = pc.cast(column, column.type.value_type)
+        self.column, self.dtype = column, column.type
+
+    @functools.cached_property
+    def present(self) -> np.ndarray:
+        return present(self.column)
+
+    @functools.cached_property
+    def applied(self) -> int:
+        """Rows a rule other than not_null applies to: present in the column as given."""
+        return int((self.present if self.column is self.raw else present(self.raw)).sum())
+
+    @functools.cached_property
+    def floats(self) -> np.ndarray:
+        return _floats(self.column)
+
+
+def bad_rows(rule: Rule, column: pa.Array | pa.ChunkedArray | Cells) -> np.ndarray:
     """Boolean mask of the rows that break `rule`. Missing values break only not_null."""
-    dtype = column.type
-    if pa.types.is_dictionary(dtype):
-        column, dtype = pc.cast(column, dtype.value_type), dtype.value_type
-    n = len(column)
+    c = column if isinstance(column, Cells) else Cells(column)
+    n = len(c.column)
     if rule.kind == "not_null":
-        return ~present(column)
+        return ~c.present
     if rule.kind == "unique":
-        hashes = pd.util.hash_array(column.to_numpy(zero_copy_only=False))
+        hashes = pd.util.hash_array(c.column.to_numpy(zero_copy_only=False))
         out = np.ones(n, dtype=bool)
         out[np.unique(hashes, return_index=True)[1]] = False  # first occurrences are fine
-        return out & present(column)
+        return out & c.present
     if rule.kind == "in_set":
         assert isinstance(rule.value, tuple)
-        known = pc.is_in(column, value_set=pa.array(rule.value, pa.string()))
-        return present(column) & ~pc.fill_null(known, True).to_numpy(zero_copy_only=False)
+        known = pc.is_in(c.column, value_set=pa.array(rule.value, pa.string()))
+        return c.present & ~pc.fill_null(known, True).to_numpy(zero_copy_only=False)
     if rule.kind == "label":
-        return _bad_labels(rule, column, dtype)
+        return _bad_labels(rule, c)
     if rule.kind == "partition_day":
-        return _off_day(rule, column, dtype)
-    if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
+        return _off_day(rule, c)
+    if not (pa.types.is_integer(c.dtype) or pa.types.is_floating(c.dtype)):
         return np.zeros(n, dtype=bool)  # bools and nulls: nothing numeric to break
-    v = _floats(column)
+    v = c.floats
     with np.errstate(invalid="ignore"):
         if rule.kind == "integer":
             return np.isinf(v) | (np.isfinite(v) & (v != np.floor(v)))
@@ -203,11 +227,12 @@ def bad_rows(rule: Rule, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return v < rule.value if rule.kind == "min" else v > rule.value
 
 
-def _off_day(rule: Rule, column: pa.Array | pa.ChunkedArray, dtype: pa.DataType) -> np.ndarray:
+def _off_day(rule: Rule, c: Cells) -> np.ndarray:
     """Rows whose event date is not the partition's day: dates and timestamps by their date
     (a zoned timestamp in its own zone), text by its first 10 characters (ISO). A column of
     another type fails its type expectation instead."""
     assert isinstance(rule.value, str)
+    column, dtype = c.column, c.dtype
     if _is_text(dtype):
         same = pc.equal(pc.utf8_slice_codeunits(column, 0, 10), rule.value)
     elif pa.types.is_date(dtype) or pa.types.is_timestamp(dtype):
@@ -215,24 +240,25 @@ def _off_day(rule: Rule, column: pa.Array | pa.ChunkedArray, dtype: pa.DataType)
         same = pc.equal(days, pa.scalar(date.fromisoformat(rule.value), pa.date32()))
     else:
         return np.zeros(len(column), dtype=bool)
-    return present(column) & ~pc.fill_null(same, True).to_numpy(zero_copy_only=False)
+    return c.present & ~pc.fill_null(same, True).to_numpy(zero_copy_only=False)
 
 
-def _bad_labels(rule: Rule, column: pa.Array | pa.ChunkedArray, dtype: pa.DataType) -> np.ndarray:
+def _bad_labels(rule: Rule, c: Cells) -> np.ndarray:
+    column, dtype = c.column, c.dtype
     if rule.value is None:  # regression: any finite number
         if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
-            return np.isinf(_floats(column))
-        return present(column)
+            return np.isinf(c.floats)
+        return c.present
     assert isinstance(rule.value, tuple)
     if pa.types.is_boolean(dtype):
         return np.zeros(len(column), dtype=bool)
     if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
-        v = _floats(column)
+        v = c.floats
         allowed = {float(x) for x in rule.value if x in ("0", "1")}
         return ~np.isnan(v) & ~np.isin(v, list(allowed))
     text = pc.cast(column, pa.string())
     known = pc.is_in(text, value_set=pa.array(rule.value, pa.string()))
-    return present(column) & ~pc.fill_null(known, True).to_numpy(zero_copy_only=False)
+    return c.present & ~pc.fill_null(known, True).to_numpy(zero_copy_only=False)
 
 
 def label_codes(spec: DatasetSpec, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -321,18 +347,19 @@ def evaluate(
     ok = np.ones(batch.num_rows, dtype=bool)
     broken: list[tuple[np.ndarray, Rule]] = []
     names = set(batch.schema.names)
+    cells: dict[str, Cells] = {}
     for rule in rules:
         if rule.kind == "unique" or rule.column not in names:
             continue
-        column = batch.column(rule.column)
-        bad = bad_rows(rule, column)
+        c = cells.get(rule.column) or cells.setdefault(rule.column, Cells(batch[rule.column]))
+        bad = bad_rows(rule, c)
         tally = tallies.setdefault(rule, Tally())
-        tally.applied += batch.num_rows if rule.kind == "not_null" else int(present(column).sum())
+        tally.applied += batch.num_rows if rule.kind == "not_null" else c.applied
         if bad.any():
             rows = np.flatnonzero(bad)
             tally.broken += rows.size
             if tally.example is None:
-                tally.example = column[int(rows[0])].as_py()
+                tally.example = c.raw[int(rows[0])].as_py()
             ok[rows] = False
             broken.append((rows, rule))
     return ok, broken
@@ -386,12 +413,18 @@ class SeenIds:
             column = column.cast(column.type.value_type)
         values = column.filter(pa.array(seen)).to_numpy(zero_copy_only=False)
         hashes = pd.util.hash_array(values)
+        # One stable sort gives both the batch's distinct hashes and each one's first row
+        # (np.unique with return_index, then without, sorted twice)
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        first = np.ones(len(ordered), dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
         repeat = np.ones(len(hashes), dtype=bool)
-        repeat[np.unique(hashes, return_index=True)[1]] = False  # repeats within the batch
+        repeat[order[first]] = False  # repeats within the batch
         for run in self.runs:  # seen in an earlier batch
             at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
             repeat |= run[at] == hashes
-        self.runs.append(np.unique(hashes))
+        self.runs.append(ordered[first])
         while len(self.runs) > 1 and len(self.runs[-2]) <= len(self.runs[-1]):
             newest, older = self.runs.pop(), self.runs.pop()
             self.runs.append(np.union1d(older, newest))

@@ -500,16 +500,13 @@ class _RowStream:
 
     def add(self, batch: pa.RecordBatch) -> None:
         start = self.rows
+        cells: dict[str, rules.Cells] = {}
         for rule in self.rules:
             column = batch.column(rule.column)
-            if rule.kind == "unique":
-                bad = self.ids.repeats(column)
-            else:
-                bad = rules.bad_rows(rule, column)
+            c = cells.get(rule.column) or cells.setdefault(rule.column, rules.Cells(column))
+            bad = self.ids.repeats(column) if rule.kind == "unique" else rules.bad_rows(rule, c)
             seen = self.seen[rule]
-            seen.applied += (
-                batch.num_rows if rule.kind == "not_null" else int(rules.present(column).sum())
-            )
+            seen.applied += batch.num_rows if rule.kind == "not_null" else c.applied
             broken = np.flatnonzero(bad)
             seen.broken += broken.size
             room = _SUMMARY["partial_unexpected_count"] - len(seen.rows)

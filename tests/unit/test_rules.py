@@ -175,6 +175,26 @@ def test_bad_rows(rule: rules.Rule, column: pa.Array, bad: list[int]) -> None:
     assert rules.bad_rows(rule, chunked).tolist() == [bool(b) for b in bad]
 
 
+@pytest.mark.parametrize("dtype", [pa.int64(), pa.string()])
+def test_seen_ids_flag_every_later_occurrence_across_batches(dtype: pa.DataType) -> None:
+    """Against a Python set: the first occurrence of an id in the partition is fine, every later
+    one repeats, within a batch or across batches (eleven, so the runs merge); nulls never."""
+    rng = np.random.default_rng(7)
+    seen, tracker = set(), rules.SeenIds()
+    for size in (1, 50, 3, 200, 0, 97, 64, 5, 300, 2, 40):
+        ids = rng.integers(0, 400, size)
+        column = pa.array(
+            [None if i % 37 == 0 else (int(i) if dtype == pa.int64() else f"id-{i}") for i in ids],
+            dtype,
+        )
+        want = []
+        for value in column.to_pylist():
+            want.append(value is not None and value in seen)
+            if value is not None:
+                seen.add(value)
+        assert tracker.repeats(column).tolist() == want
+
+
 def test_label_codes(churn: Settings, deliveries: Settings) -> None:
     spec = churn.dataset
     codes = rules.label_codes(spec, pa.array([0, 1, 2, None], pa.int8()))
