@@ -12,8 +12,12 @@ Per size, each `--repeat` times:
              (plain INSERT, pandas' defaults), into PostgreSQL and SQLite; competent: the same
              with to_sql(method=psql_insert_copy), the COPY callable of the pandas docs
              (PostgreSQL); arrow+COPY: pyarrow.parquet -> inplace_predict -> pyarrow CSV ->
-             psycopg COPY (PostgreSQL). Each loads the model once and appends to a table with
-             no key or index. SQLite gets the pragmas of batchpred's engine (checked).
+             psycopg COPY (PostgreSQL). Each is launched as its user would
+             (`python -m tests.benchmarks.peers SCRIPT JOB`, no batchpred imported) and timed
+             as a whole process, launch to exit, as batchpred is; its own figure (model loaded
+             to last commit) is reported beside it. Each loads the model once and appends to
+             a table with no key or index. SQLite gets the pragmas of batchpred's engine
+             (checked).
   batchpred  `python -m flows.score --start D1 --end Dn` as a user launches it (a child
              process, start-up included, Prefect's default INFO logging), with an ephemeral
              Prefect server (no PREFECT_API_URL) and against a running one (`prefect server
@@ -52,9 +56,7 @@ temporary lakes, SQLite files and Prefect homes (removed at the end).
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import json
 import os
 import platform
@@ -76,8 +78,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tests.benchmarks import peers
+
 ROOT = Path(__file__).resolve().parents[2]
-# The interpreter of the batchpred processes and of the peers' import timing (--python): the
+# The interpreter of the batchpred processes and of the peer scripts (--python): the
 # Makefile passes a runtime-only environment (requirements.lock, what `make install` builds),
 # as production runs; the dev environment adds scikit-learn, which xgboost imports if present.
 PYTHON = sys.executable
@@ -493,22 +497,9 @@ def drop_sqlite(path: Path) -> None:
 
 
 def peer_sqlite_engine(path: Path) -> Any:
-    """What a peer script gets: a plain SQLAlchemy engine, with the pragmas batchpred's engine
-    sets (db.create_engine; checked by check_pragmas)."""
-    import sqlalchemy as sa
-
+    """A fresh SQLite file and the engine a peer script makes for it."""
     drop_sqlite(path)
-    engine = sa.create_engine(f"sqlite:///{path}")
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA cache_size=-131072")
-        cur.close()
-
-    return engine
+    return peers.sqlite_engine(f"sqlite:///{path}")
 
 
 def pragmas(engine: Any) -> dict[str, Any]:
@@ -529,140 +520,6 @@ def fresh_peer_table(engine: Any, name: str = "peer_predictions") -> None:
 
 
 # --- the peer scripts ---------------------------------------------------------------------------
-
-
-def psql_insert_copy(table: Any, conn: Any, keys: list[str], data_iter: Any) -> None:
-    """The `method` callable of the pandas docs (io.sql, "Insertion method"), as written there
-    for psycopg2, with its one psycopg2 call (`cur.copy_expert(sql, file)`) in psycopg 3's
-    spelling (`cur.copy(sql)`), the driver installed here."""
-    dbapi_conn = conn.connection
-    with dbapi_conn.cursor() as cur:
-        s_buf = io.StringIO()
-        writer = csv.writer(s_buf)
-        writer.writerows(data_iter)
-        s_buf.seek(0)
-        columns = ", ".join([f'"{k}"' for k in keys])
-        table_name = f"{table.schema}.{table.name}" if table.schema else table.name
-        sql = f"COPY {table_name} ({columns}) FROM STDIN WITH CSV"
-        with cur.copy(sql) as copy:
-            copy.write(s_buf.read())
-
-
-def pandas_matrix(df: Any, features: list[Any]) -> Any:
-    """Category codes in the training vocabulary (unknown: missing), the rest as float32."""
-    import numpy as np
-    import pandas as pd
-
-    X = pd.DataFrame(index=df.index)
-    for f in features:
-        col = df[f.name]
-        if f.dtype == "category":
-            codes = pd.Categorical(col, categories=list(f.vocabulary)).codes
-            X[f.name] = np.where(codes < 0, np.nan, codes).astype("float32")
-        else:
-            X[f.name] = col.astype("float32")
-    return X
-
-
-def pandas_script(
-    engine: Any, w: Workload, model_file: Path, contract: Any, version: str, method: Any
-) -> float:
-    """naive (method=None: INSERT) or competent (method=psql_insert_copy)."""
-    import pandas as pd
-    import xgboost as xgb
-
-    from batchpred import storage
-
-    t = time.perf_counter()
-    booster = xgb.Booster(model_file=str(model_file))
-    for day in w.days:
-        df = pd.concat(pd.read_parquet(f) for f in storage.partition_files(w.lake, day))
-        dm = xgb.DMatrix(pandas_matrix(df, contract.features), feature_types=booster.feature_types)
-        proba = booster.predict(dm)
-        out = pd.DataFrame(
-            {
-                "partition_date": day,
-                "entity_id": df[w.spec.entity_id].astype(str),
-                "score": proba.astype("float64"),
-                "label": (proba >= contract.threshold).astype("int16"),
-                "model_version": version,
-                "scored_at": datetime.now(UTC),
-            }
-        )
-        out.to_sql("peer_predictions", engine, if_exists="append", index=False, method=method)
-    return time.perf_counter() - t
-
-
-def arrow_matrix(table: Any, features: list[Any]) -> Any:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    X = np.empty((table.num_rows, len(features)), dtype=np.float32)
-    for j, f in enumerate(features):
-        col = table.column(f.name)
-        if f.dtype == "category":
-            col = pc.index_in(col, value_set=pa.array(list(f.vocabulary)))
-        elif pa.types.is_boolean(col.type):
-            col = pc.cast(col, pa.int8())
-        X[:, j] = pc.cast(col, pa.float32(), safe=False).to_numpy(zero_copy_only=False)
-    return X
-
-
-def arrow_predictions(
-    table: Any, day: date, scores: Any, contract: Any, version: str, id_col: str
-) -> Any:
-    import pyarrow as pa
-
-    n = table.num_rows
-    return pa.table(
-        {
-            "partition_date": pa.repeat(pa.scalar(day, pa.date32()), n),
-            "entity_id": table.column(id_col).cast(pa.string()),
-            "score": pa.array(scores, pa.float64()),
-            "label": pa.array((scores >= contract.threshold).astype("int16")),
-            "model_version": pa.repeat(version, n),
-            "scored_at": pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us", "UTC")), n),
-        }
-    )
-
-
-def copy_arrow(conn: Any, table: Any, name: str = "peer_predictions") -> None:
-    """COPY an Arrow table into `name` as CSV written by pyarrow (psycopg 3 connection)."""
-    import pyarrow.csv as pacsv
-
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
-    with (
-        conn.cursor() as cur,
-        cur.copy(f"COPY {name} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv)") as copy,
-    ):
-        copy.write(buf.getbuffer())
-
-
-def arrow_copy_script(
-    pg_dsn: str, w: Workload, model_file: Path, contract: Any, version: str
-) -> float:
-    """pyarrow read -> inplace_predict -> pyarrow CSV -> COPY, one partition after the other."""
-    import psycopg
-    import pyarrow.parquet as pq
-    import xgboost as xgb
-
-    from batchpred import storage
-
-    cols = [w.spec.entity_id, *contract.feature_names]
-    t = time.perf_counter()
-    booster = xgb.Booster(model_file=str(model_file))
-    with psycopg.connect(pg_dsn) as conn:
-        for day in w.days:
-            for f in storage.partition_files(w.lake, day):
-                table = pq.read_table(f, columns=cols)
-                scores = booster.inplace_predict(arrow_matrix(table, contract.features))
-                copy_arrow(
-                    conn, arrow_predictions(table, day, scores, contract, version, w.spec.entity_id)
-                )
-            conn.commit()
-    return time.perf_counter() - t
 
 
 # --- many small partitions ----------------------------------------------------------------------
@@ -745,9 +602,10 @@ def small_peer(settings: Any, days: list[date], model_file: Path, contract: Any,
         result = definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
         if not result.success:
             raise RuntimeError(f"peer: {day} failed validation")
-        scores = booster.inplace_predict(arrow_matrix(table, contract.features))
+        scores = booster.inplace_predict(peers.arrow_matrix(table, contract.features))
         _sqlite_insert(
-            conn, arrow_predictions(table, day, scores, contract, "peer", spec.entity_id)
+            conn,
+            peers.arrow_predictions(table, day, scores, contract.threshold, "peer", spec.entity_id),
         )
         conn.commit()
     conn.close()
@@ -1042,7 +900,7 @@ def plain_write_alone(target: str, dsn: str, version: str, preds: dict[date, lis
         for ids, scores, labels in parts:
             table = _plain_rows(day, ids, scores, labels, version)
             if target == "pg":
-                copy_arrow(conn, table)
+                peers.copy_arrow(conn, table)
             else:
                 _sqlite_insert(conn, table)
         conn.commit()
@@ -1087,7 +945,7 @@ def overlapped(target: str, dsn: str, w: Workload, model: Any, version: str) -> 
             labels = (scores >= model.contract.threshold).astype(np.int8)
             table = _plain_rows(day, b.column(w.spec.entity_id), scores, labels, version)
             if target == "pg":
-                copy_arrow(conn, table)
+                peers.copy_arrow(conn, table)
             else:
                 with sqlite_lock:
                     _sqlite_insert(conn, table)
@@ -1192,7 +1050,6 @@ def bench(args: argparse.Namespace) -> None:
                 ctx.prepare(w, first=i == 0)
                 if i == 0:
                     info["model"] = ctx.version
-                    info["peer_imports_s"] = peer_imports()
                     info["score_diff"] = check_peers(w, ctx.model, ctx.model_file)
                     if "sqlite" in targets:
                         peer = peer_sqlite_engine(tmp / "peer.db")
@@ -1244,7 +1101,8 @@ def as_json(
     info: dict[str, Any], results: list[tuple[Workload, Runs]], args: argparse.Namespace
 ) -> dict[str, Any]:
     """docs/benchmarks.json: every figure of the run under stable keys, in seconds. Runs
-    names: naive_/competent_/arrow_ (peer scripts), proc_srv_/proc_eph_ (the score process,
+    names: naive_/competent_/arrow_ (peer scripts, whole process; their work alone under
+    the same name with _work after the database), proc_srv_/proc_eph_ (the score process,
     running or ephemeral server; parts as in the report), plain_ (score_partition without
     Prefect), read, predict, checks, dups, sink_, sink_nolatest_, plainw_, overlap_; each
     suffixed _pg or _sqlite where it has a database."""
@@ -1358,34 +1216,21 @@ class Context:
     def one_run(self, w: Workload, runs: Runs, *, full: bool) -> None:
         """One run of every measure (`full`: the first size; else only the targets')."""
         pg, tmp, version = self.pg, self.tmp, self.version
-        contract, model_file = self.model.contract, self.model_file
         if "pg" in self.targets:
             if full:
                 fresh_peer_table(pg)
-                runs.add(
-                    "naive_pg",
-                    timed(
-                        "naive -> PostgreSQL",
-                        lambda: pandas_script(pg, w, model_file, contract, version, None),
-                    ),
-                )
+                self.peer_run(runs, "naive_pg", "naive -> PostgreSQL", w, self.pg_url)
             fresh_peer_table(pg)
-            runs.add(
+            self.peer_run(
+                runs,
                 "competent_pg",
-                timed(
-                    "competent (to_sql + psql_insert_copy) -> PostgreSQL",
-                    lambda: pandas_script(pg, w, model_file, contract, version, psql_insert_copy),
-                ),
+                "competent (to_sql + psql_insert_copy) -> PostgreSQL",
+                w,
+                self.pg_url,
             )
             if full:
                 fresh_peer_table(pg)
-                runs.add(
-                    "arrow_pg",
-                    timed(
-                        "arrow+COPY -> PostgreSQL",
-                        lambda: arrow_copy_script(self.pg_dsn, w, model_file, contract, version),
-                    ),
-                )
+                self.peer_run(runs, "arrow_pg", "arrow+COPY -> PostgreSQL", w, self.pg_dsn)
             for m, api in (("eph", None), ("srv", self.api_url)):
                 if api is None and not full:
                     continue
@@ -1403,14 +1248,10 @@ class Context:
         if "sqlite" in self.targets and full:
             peer = peer_sqlite_engine(tmp / "peer.db")
             fresh_peer_table(peer)
-            runs.add(
-                "naive_sqlite",
-                timed(
-                    "naive -> SQLite",
-                    lambda: pandas_script(peer, w, model_file, contract, version, None),
-                ),
-            )
             peer.dispose()
+            self.peer_run(
+                runs, "naive_sqlite", "naive -> SQLite", w, f"sqlite:///{tmp / 'peer.db'}"
+            )
             drop_sqlite(tmp / "peer.db")
             for m, api in (("eph", None), ("srv", self.api_url)):
                 runs.add(f"proc_{m}_sqlite", self.score_run(self.sqlite_run_db(), w, m, api))
@@ -1422,6 +1263,36 @@ class Context:
             drop_sqlite(tmp / "run.db")
         if full:
             self.limits(w, runs)
+
+    def peer_run(self, runs: Runs, name: str, label: str, w: Workload, target: str) -> None:
+        """A peer script as its user launches it (peers.py): `name` gets the whole process,
+        launch to exit; `name`_work its own figure, from loading the model to the last commit."""
+        from batchpred import storage
+
+        script = name.split("_")[0].replace("arrow", "careful")
+        job = peers.job_file(
+            self.tmp / "peer-job.json",
+            {day: storage.partition_files(w.lake, day) for day in w.days},
+            self.model.contract,
+            self.version,
+            self.model_file,
+            w.spec.entity_id,
+            target,
+        )
+        cmd = [PYTHON, "-m", "tests.benchmarks.peers", script, str(job)]
+        t = time.perf_counter()
+        proc = subprocess.run(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        process_s = time.perf_counter() - t
+        if proc.returncode:
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+            )
+        work_s = float(proc.stdout.split("work_s ")[-1].split()[0])
+        log(f"  {label}: {process_s:.2f}s the whole process, {work_s:.2f}s its work")
+        runs.add(name, process_s)
+        runs.add(f"{name}_work", work_s)
 
     def score_run(self, db_url: str, w: Workload, m: str, api: str | None) -> dict[str, Any]:
         where = "PostgreSQL" if db_url.startswith("postgresql") else "SQLite"
@@ -1534,16 +1405,6 @@ def _env_of(python: str) -> str:
     return f"`{where}`, runtime dependencies only (requirements.lock, as `make install` builds)"
 
 
-def peer_imports() -> float:
-    """What a peer script's start-up costs before its first line of work (not in its figures)."""
-    t = time.perf_counter()
-    subprocess.run(
-        [PYTHON, "-c", "import pandas, pyarrow.parquet, xgboost, sqlalchemy, psycopg"],
-        check=True,
-    )
-    return time.perf_counter() - t
-
-
 def timed(label: str, fn: Callable[[], float]) -> float:
     seconds = fn()
     log(f"  {label}: {seconds:.2f}s")
@@ -1578,9 +1439,11 @@ def check_peers(w: Workload, model: Any, model_file: Path) -> float:
     booster = xgb.Booster(model_file=str(model_file))
     df = pd.read_parquet(f)
     naive = booster.predict(
-        xgb.DMatrix(pandas_matrix(df, model.contract.features), feature_types=booster.feature_types)
+        xgb.DMatrix(
+            peers.pandas_matrix(df, model.contract.features), feature_types=booster.feature_types
+        )
     )
-    arrow = booster.inplace_predict(arrow_matrix(table, model.contract.features))
+    arrow = booster.inplace_predict(peers.arrow_matrix(table, model.contract.features))
     diff = float(max(np.abs(naive - ours).max(), np.abs(arrow - ours).max()))
     log(f"peers' scores vs batchpred's on {day}: max |difference| {diff:.2e}")
     return diff
@@ -1640,17 +1503,17 @@ def report(
         f"({info.get('train_s', 0):.0f}s); the dataset's champion, so batchpred also refreshes "
         "`predictions_latest`. Before each batchpred run the database is as before a first "
         "run: no day tables, empty ledger and `predictions_latest`",
-        "- peers: timed in-process from loading the model to the last commit, so their "
-        f"interpreter start and imports ({info['peer_imports_s']:.1f}s: `python -c 'import "
-        "pandas, pyarrow, xgboost, sqlalchemy, psycopg'`) are not counted, in their favour; "
-        "each appends to a table with no key or index, created before each run",
+        "- peers: `python -m tests.benchmarks.peers SCRIPT JOB` (tests/benchmarks/peers.py, "
+        "no batchpred imported), timed as a whole process from launch to exit, as batchpred "
+        "is; beside it, its own figure from loading the model to the last commit "
+        "(interpreter start, imports and exit left out). Each appends to a table with no key "
+        "or index, created before each run",
         f"- every script scores the same: the peers' scores differ from batchpred's by at most "
         f"{info['score_diff']:.1e} on {w.days[0]}",
         f"- batchpred: scoring.concurrency={conc} partitions at once, nthread="
         f"{w.settings.scoring.nthread} each (configs/base.yaml); the peers score one partition "
         "after the other, xgboost on all cores",
-        "- interpreter of the batchpred processes and of the peers' import timing: "
-        + _env_of(PYTHON),
+        "- interpreter of the batchpred processes and of the peers: " + _env_of(PYTHON),
     ]
     if "sqlite_pragmas" in info:
         peer, ours = info["sqlite_pragmas"]
@@ -1671,7 +1534,8 @@ def report(
             ("pyarrow + inplace_predict + COPY of pyarrow CSV", f"arrow_{key}"),
         ):
             if name in R:
-                lines.append(row(f"{label} -> {db_name}", name))
+                work = f"the whole process; its work {R.s(f'{name}_work'):.2f}s"
+                lines.append(row(f"{label} -> {db_name}", name, note=work))
         for mode, m in (("running Prefect server", "srv"), ("ephemeral Prefect server", "eph")):
             name = f"proc_{m}_{key}"
             if name in R:
@@ -1786,8 +1650,9 @@ def report(
         ):
             if name in Rx:
                 s = Rx.s(name, part)
+                work = f"its work {Rx.s(f'{name}_work'):.2f}s" if f"{name}_work" in Rx else ""
                 lines.append(
-                    f"| {label} | {s:.2f} | {Rx.spread(name, part)} | {wx.rows / s:,.0f} | |"
+                    f"| {label} | {s:.2f} | {Rx.spread(name, part)} | {wx.rows / s:,.0f} | {work} |"
                 )
     small = info.get("small")
     if small:
