@@ -80,8 +80,7 @@ def ingest(
     labels landed, the scored days they label get their `outcomes` rows and realised metrics
     (monitoring.realised_performance)."""
     settings = config.load_settings(config_files)
-    reporting.start_run(settings.dataset.name)
-    with reporting.untagged_task_runs():  # every task run of the flow
+    with reporting.flow_body(settings.dataset.name):
         return _ingest(settings, days, start, end, fail_on_invalid)
 
 

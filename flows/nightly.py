@@ -61,8 +61,7 @@ def nightly(
     COMPLETED state) if the day drifted above monitoring's thresholds; the webhook in
     `notifications` is told of each."""
     settings = config.load_settings(config_files)
-    reporting.start_run(settings.dataset.name)
-    with reporting.untagged_task_runs():  # every task run; subflows are tagged at their call
+    with reporting.flow_body(settings.dataset.name):  # subflows: tagged at their call
         return _nightly(settings, day, config_files, workspace)
 
 

@@ -45,10 +45,9 @@ def score(
     refused as partitions (dt=2026-11-6, a symlink out of the root) are never scored: each
     is named in a WARNING and in the partitions artifact (status "refused", with why)."""
     settings = config.load_settings(config_files)
-    reporting.start_run(settings.dataset.name)
     if day is not None:
         start = end = day
-    with reporting.untagged_task_runs():  # every task run of the flow
+    with reporting.flow_body(settings.dataset.name):
         return _score(settings, day, start, end, model, force)
 
 

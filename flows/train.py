@@ -25,11 +25,10 @@ def train(config_files: list[str] | None = None, workspace: str = ".") -> dict[s
     is then False and `not_retrained` says why); promote only past the quality gate."""
     settings = config.load_settings(config_files)
     dataset = settings.dataset.name
-    reporting.start_run(dataset)
     doing = f"dvc repro evaluate@{dataset}"
     with (
+        reporting.flow_body(dataset),
         reporting.Progress("train", dataset, 1, unit="model", doing=doing) as progress,
-        reporting.untagged_task_runs(),
     ):
         retrained = model.reproduce_pipeline(workspace, config_files, dataset)
         result = model.register_and_gate(settings, workspace)

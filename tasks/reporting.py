@@ -92,12 +92,22 @@ def start_run(dataset: str) -> None:
 
 
 @contextmanager
+def flow_body(dataset: str) -> Iterator[None]:
+    """A flow's body: the run tagged and its crashed predecessors swept (start_run), then
+    every task run created inside without the host and process tags (untagged_task_runs).
+    Each flow runs its whole body in it."""
+    start_run(dataset)
+    with untagged_task_runs():
+        yield
+
+
+@contextmanager
 def untagged_task_runs() -> Iterator[None]:
     """Task runs created inside do not inherit the host and process tags (flow_entry's,
     which mark flow runs for the sweep): Prefect takes a concurrency slot with a lease, a
     round trip to the server, for each tag of each task run (61 small days ingested: the flow
     25.4-28.2 s with them, 16.1-18.1 s without; one report task after scoring waited 2.1 s
-    for it). Each flow runs its whole body inside; other tags stay."""
+    for it). Other tags stay."""
     current = TagsContext.get().current_tags
     kept = {t for t in current if not t.startswith((outcomes.HOST_TAG, outcomes.PROCESS_TAG))}
     with TagsContext(current_tags=kept):

@@ -194,6 +194,18 @@ class Cells:
         return _floats(self.column)
 
 
+class BatchCells(dict[str, Cells]):
+    """The Cells of a batch's columns, each made on first use: `cells[name]`."""
+
+    def __init__(self, batch: pa.RecordBatch | pa.Table) -> None:
+        super().__init__()
+        self.batch = batch
+
+    def __missing__(self, name: str) -> Cells:
+        made = self[name] = Cells(self.batch.column(name))
+        return made
+
+
 def bad_rows(rule: Rule, column: pa.Array | pa.ChunkedArray | Cells) -> np.ndarray:
     """Boolean mask of the rows that break `rule`. Missing values break only not_null."""
     c = column if isinstance(column, Cells) else Cells(column)
@@ -347,11 +359,11 @@ def evaluate(
     ok = np.ones(batch.num_rows, dtype=bool)
     broken: list[tuple[np.ndarray, Rule]] = []
     names = set(batch.schema.names)
-    cells: dict[str, Cells] = {}
+    cells = BatchCells(batch)
     for rule in rules:
         if rule.kind == "unique" or rule.column not in names:
             continue
-        c = cells.get(rule.column) or cells.setdefault(rule.column, Cells(batch[rule.column]))
+        c = cells[rule.column]
         bad = bad_rows(rule, c)
         tally = tallies.setdefault(rule, Tally())
         tally.applied += batch.num_rows if rule.kind == "not_null" else c.applied

@@ -500,13 +500,18 @@ class _RowStream:
 
     def add(self, batch: pa.RecordBatch) -> None:
         start = self.rows
-        cells: dict[str, rules.Cells] = {}
+        cells = rules.BatchCells(batch)
         for rule in self.rules:
             column = batch.column(rule.column)
-            c = cells.get(rule.column) or cells.setdefault(rule.column, rules.Cells(column))
-            bad = self.ids.repeats(column) if rule.kind == "unique" else rules.bad_rows(rule, c)
+            bad = (
+                self.ids.repeats(column)
+                if rule.kind == "unique"
+                else rules.bad_rows(rule, cells[rule.column])
+            )
             seen = self.seen[rule]
-            seen.applied += batch.num_rows if rule.kind == "not_null" else c.applied
+            seen.applied += (
+                batch.num_rows if rule.kind == "not_null" else cells[rule.column].applied
+            )
             broken = np.flatnonzero(bad)
             seen.broken += broken.size
             room = _SUMMARY["partial_unexpected_count"] - len(seen.rows)

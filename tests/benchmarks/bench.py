@@ -499,7 +499,7 @@ def drop_sqlite(path: Path) -> None:
 def peer_sqlite_engine(path: Path) -> Any:
     """A fresh SQLite file and the engine a peer script makes for it."""
     drop_sqlite(path)
-    return peers.sqlite_engine(f"sqlite:///{path}")
+    return peers.engine(f"sqlite:///{path}")
 
 
 def pragmas(engine: Any) -> dict[str, Any]:
@@ -1219,18 +1219,12 @@ class Context:
         if "pg" in self.targets:
             if full:
                 fresh_peer_table(pg)
-                self.peer_run(runs, "naive_pg", "naive -> PostgreSQL", w, self.pg_url)
+                self.peer_run(runs, "naive_pg", "naive", w, self.pg_url)
             fresh_peer_table(pg)
-            self.peer_run(
-                runs,
-                "competent_pg",
-                "competent (to_sql + psql_insert_copy) -> PostgreSQL",
-                w,
-                self.pg_url,
-            )
+            self.peer_run(runs, "competent_pg", "competent", w, self.pg_url)
             if full:
                 fresh_peer_table(pg)
-                self.peer_run(runs, "arrow_pg", "arrow+COPY -> PostgreSQL", w, self.pg_dsn)
+                self.peer_run(runs, "arrow_pg", "careful", w, self.pg_dsn)
             for m, api in (("eph", None), ("srv", self.api_url)):
                 if api is None and not full:
                     continue
@@ -1249,9 +1243,7 @@ class Context:
             peer = peer_sqlite_engine(tmp / "peer.db")
             fresh_peer_table(peer)
             peer.dispose()
-            self.peer_run(
-                runs, "naive_sqlite", "naive -> SQLite", w, f"sqlite:///{tmp / 'peer.db'}"
-            )
+            self.peer_run(runs, "naive_sqlite", "naive", w, f"sqlite:///{tmp / 'peer.db'}")
             drop_sqlite(tmp / "peer.db")
             for m, api in (("eph", None), ("srv", self.api_url)):
                 runs.add(f"proc_{m}_sqlite", self.score_run(self.sqlite_run_db(), w, m, api))
@@ -1264,12 +1256,12 @@ class Context:
         if full:
             self.limits(w, runs)
 
-    def peer_run(self, runs: Runs, name: str, label: str, w: Workload, target: str) -> None:
+    def peer_run(self, runs: Runs, name: str, script: str, w: Workload, target: str) -> None:
         """A peer script as its user launches it (peers.py): `name` gets the whole process,
-        launch to exit; `name`_work its own figure, from loading the model to the last commit."""
+        launch to exit; `name`_work its own figure, from loading the model to the last commit.
+        `script`: naive, competent or careful; `target`: where it writes."""
         from batchpred import storage
 
-        script = name.split("_")[0].replace("arrow", "careful")
         job = peers.job_file(
             self.tmp / "peer-job.json",
             {day: storage.partition_files(w.lake, day) for day in w.days},
@@ -1290,7 +1282,14 @@ class Context:
                 f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
             )
         work_s = float(proc.stdout.split("work_s ")[-1].split()[0])
-        log(f"  {label}: {process_s:.2f}s the whole process, {work_s:.2f}s its work")
+        written = self.pg if name.endswith("_pg") else peers.engine(target)
+        with written.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT count(*) FROM {peers.TABLE}").scalar()
+        if written is not self.pg:
+            written.dispose()
+        if rows != w.rows:  # a peer that wrote less did not do the job it is timed on
+            raise RuntimeError(f"{' '.join(cmd)} wrote {rows:,} rows, expected {w.rows:,}")
+        log(f"  {script} -> {name}: {process_s:.2f}s the whole process, {work_s:.2f}s its work")
         runs.add(name, process_s)
         runs.add(f"{name}_work", work_s)
 

@@ -29,15 +29,15 @@ from typing import Any
 TABLE = "peer_predictions"
 
 
-def sqlite_engine(url: str) -> Any:
-    """What a peer script gets: a plain SQLAlchemy engine, with the pragmas batchpred's engine
-    sets (db.create_engine; the bench reports both)."""
+def engine(url: str) -> Any:
+    """What a peer script gets: a plain SQLAlchemy engine; on SQLite with the pragmas
+    batchpred's engine sets (db.create_engine; the bench reports both)."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(url)
+    made = sa.create_engine(url)
     if url.startswith("sqlite"):
 
-        @sa.event.listens_for(engine, "connect")
+        @sa.event.listens_for(made, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -45,7 +45,7 @@ def sqlite_engine(url: str) -> Any:
             cur.execute("PRAGMA cache_size=-131072")
             cur.close()
 
-    return engine
+    return made
 
 
 def psql_insert_copy(table: Any, conn: Any, keys: list[str], data_iter: Any) -> None:
@@ -170,7 +170,7 @@ def pandas_script(job: SimpleNamespace, method: Any) -> float:
     import pandas as pd
     import xgboost as xgb
 
-    engine = sqlite_engine(job.target)
+    db = engine(job.target)
     t = time.perf_counter()
     booster = xgb.Booster(model_file=job.model_file)
     for day, files in job.files.items():
@@ -187,9 +187,9 @@ def pandas_script(job: SimpleNamespace, method: Any) -> float:
                 "scored_at": datetime.now(UTC),
             }
         )
-        out.to_sql(TABLE, engine, if_exists="append", index=False, method=method)
+        out.to_sql(TABLE, db, if_exists="append", index=False, method=method)
     seconds = time.perf_counter() - t
-    engine.dispose()
+    db.dispose()
     return seconds
 
 

@@ -131,8 +131,7 @@ def test_task_runs_do_not_carry_the_process_tags() -> None:
 
     @flow(name="untagged-tasks")
     def body() -> tuple[list[str], list[str], list[str]]:
-        reporting.start_run("churn")
-        with reporting.untagged_task_runs():
+        with reporting.flow_body("churn"):
             task_tags = what_tags.submit().result()
             called = what_tags()
             with reporting.run_tags():
