@@ -27,8 +27,9 @@ Per size, each `--repeat` times:
              ledger's per-partition seconds. Also the same scoring.score_partition calls
              without Prefect (scoring.concurrency threads, model loaded once).
   limits     read, predict and write each alone (one stream; write: batchpred's sink with
-             and without the predictions_latest refresh, and a plain COPY/INSERT), and the
-             three overlapped (scoring.concurrency partitions at once) without exactly-once.
+             and without the predictions_latest refresh, on PostgreSQL also beside another
+             dataset's cached entities, and a plain COPY/INSERT), and the three overlapped
+             (scoring.concurrency partitions at once) without exactly-once.
 
 One untimed one-partition score run per Prefect mode comes first. A size after the first
 (e.g. --rows 2000000,20000000) times only what its targets need: the competent script and
@@ -859,6 +860,22 @@ def sink_alone(engine: Any, w: Workload, version: str, preds: dict[date, list[An
     return time.perf_counter() - t
 
 
+def seed_other_dataset(engine: Any, entities: int) -> int:
+    """`entities` rows of another dataset in predictions_latest, as a database serving
+    several datasets holds them; returns how many. A refresh must not pay for them."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO predictions_latest SELECT 'other_dataset', 'o-' || i, "
+            "DATE '2026-01-01', 0.5, 1, 'ffffffffffffffff', 'seed', now() "
+            f"FROM generate_series(1, {int(entities)}) AS i"
+        )
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "VACUUM ANALYZE predictions_latest"
+        )
+    return entities
+
+
 def _plain_rows(day: date, ids: Any, scores: Any, labels: Any, version: str) -> Any:
     import pyarrow as pa
 
@@ -1104,7 +1121,8 @@ def as_json(
     names: naive_/competent_/arrow_ (peer scripts, whole process; their work alone under
     the same name with _work after the database), proc_srv_/proc_eph_ (the score process,
     running or ephemeral server; parts as in the report), plain_ (score_partition without
-    Prefect), read, predict, checks, dups, sink_, sink_nolatest_, plainw_, overlap_; each
+    Prefect), read, predict, checks, dups, sink_, sink_crowded_ (beside another
+    dataset's cached entities), sink_nolatest_, plainw_, overlap_; each
     suffixed _pg or _sqlite where it has a database."""
     small = info.get("small")
     return {
@@ -1323,6 +1341,16 @@ class Context:
                 "sink_pg",
                 timed(
                     "write alone, batchpred sink -> PostgreSQL",
+                    lambda: sink_alone(pg, w, version, preds),
+                ),
+            )
+            reset_pg(pg)
+            crowd = seed_other_dataset(pg, w.rows)
+            runs.add(
+                "sink_crowded_pg",
+                timed(
+                    f"write alone, batchpred sink, beside {crowd:,} cached entities of another "
+                    "dataset",
                     lambda: sink_alone(pg, w, version, preds),
                 ),
             )
@@ -1594,6 +1622,12 @@ def report(
                 "write alone: batchpred sink -> PostgreSQL",
                 "sink_pg",
                 "COPY to a staging leaf, unique index, predictions_latest upsert, ledger, swap",
+            ),
+            (
+                "write alone: the same sink, beside another dataset's cached entities",
+                "sink_crowded_pg",
+                f"{w.rows:,} rows of another dataset in predictions_latest (a database "
+                "serving several)",
             ),
             (
                 "write alone: the same sink, model not champion",
@@ -1920,6 +1954,12 @@ def comparisons(R: Runs) -> list[str]:
             f"- SQLite, vs naive: whole batchpred process (running server) "
             f"{naive / R.s('proc_srv_sqlite', 'process_s'):.2f}x, score flow "
             f"{naive / R.s('proc_srv_sqlite', 'flow_s'):.2f}x"
+        )
+    if "sink_crowded_pg" in R and "sink_pg" in R:
+        out.append(
+            "- other datasets' share, PostgreSQL: the sink beside another dataset's cached "
+            f"entities {R.s('sink_crowded_pg'):.2f}s against {R.s('sink_pg'):.2f}s alone "
+            f"({R.s('sink_crowded_pg') / R.s('sink_pg'):.2f}x)"
         )
     for db_name, key in (("PostgreSQL", "pg"), ("SQLite", "sqlite")):
         plain = f"plain_{key}"

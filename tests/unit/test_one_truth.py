@@ -180,3 +180,33 @@ def test_cli_api_and_table_tell_one_truth_at_every_step(
                     else:
                         assert on_day.json()["model_version"] == cli_day["model_version"]
                         assert on_day.json()["score"] == cli_day["score"]
+
+
+def test_datasets_sharing_entity_ids_keep_their_own_current_rows(engine: sa.Engine) -> None:
+    """Two datasets score the same entity ids on overlapping days, one re-scored: each
+    dataset's cache rows come from its own predictions and equal its definition. A refresh
+    joins the cache rows of the dataset it writes, never another's (were `other`'s newer rows
+    taken for churn's, churn's older day would lose and churn's entities go missing)."""
+    v3 = "c3c3c3c3c3c3c3c3"
+    register(engine, v3, "other")
+    registry.set_alias(engine, "other", "champion", v3, "first", by="test")
+    score(engine, "other", D2, v3, {"a": 0.9, "b": 0.8, "c": 0.7})
+    score(engine, "churn", D1, V1, {"a": 0.1, "b": 0.2})  # older than other's D2
+    rescore(engine, D1, V1, {"a": 0.15})  # churn's b gone; other's b stays
+    score(engine, "other", D0, v3, {"a": 0.3, "d": 0.4})  # older: only d is new in other
+    with engine.connect() as conn:
+        for dataset in ("churn", "other"):
+            assert predictions.latest_mismatches(conn, dataset) == [], dataset
+        rows = conn.execute(
+            sa.text(
+                "SELECT dataset, entity_id, partition_date, model_version, score "
+                "FROM predictions_latest ORDER BY dataset, entity_id"
+            )
+        ).all()
+    assert [(d, e, str(day), v, s) for d, e, day, v, s in rows] == [
+        ("churn", "a", str(D1), V1, 0.15),
+        ("other", "a", str(D2), v3, 0.9),
+        ("other", "b", str(D2), v3, 0.8),
+        ("other", "c", str(D2), v3, 0.7),
+        ("other", "d", str(D0), v3, 0.4),
+    ]
