@@ -863,9 +863,12 @@ def sink_alone(engine: Any, w: Workload, version: str, preds: dict[date, list[An
 def seed_other_dataset(engine: Any, entities: int) -> int:
     """`entities` rows of another dataset in predictions_latest, as a database serving
     several datasets holds them; returns how many. A refresh must not pay for them."""
+    from batchpred import predictions
+
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "INSERT INTO predictions_latest SELECT 'other_dataset', 'o-' || i, "
+            f"INSERT INTO predictions_latest ({', '.join(predictions.COLUMNS)}) "
+            "SELECT 'other_dataset', 'o-' || i, "
             "DATE '2026-01-01', 0.5, 1, 'ffffffffffffffff', 'seed', now() "
             f"FROM generate_series(1, {int(entities)}) AS i"
         )
