@@ -254,16 +254,52 @@ def _upsert(conn: sa.Connection, select: sa.Select[Any]) -> None:
 
 
 @contextmanager
-def _no_nested_loops(conn: sa.Connection) -> Iterator[None]:
-    """PostgreSQL: the statements inside plan no nested loop. The cache's statistics lag
-    behind a dataset's first runs; with its rows there estimated at one, PostgreSQL looped over
-    them once per new row (one refresh of 125,000 rows ran for over two minutes before it was
-    stopped), where a hash or merge join stays linear whatever the estimate. Set back
-    afterwards; an error rolls the transaction back, and the setting with it."""
-    before = conn.exec_driver_sql("SHOW enable_nestloop").scalar()
-    conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
+def _planner(conn: sa.Connection, **settings: str) -> Iterator[None]:
+    """PostgreSQL: the statements inside plan with `settings` (enable_* = off), each set back
+    afterwards; an error rolls the transaction back, and the settings with it."""
+    before = {k: conn.exec_driver_sql(f"SHOW {k}").scalar() for k in settings}
+    for k, v in settings.items():
+        conn.exec_driver_sql(f"SET LOCAL {k} = {v}")
     yield
-    conn.exec_driver_sql(f"SET LOCAL enable_nestloop = {before}")
+    for k, old in before.items():
+        conn.exec_driver_sql(f"SET LOCAL {k} = {old}")
+
+
+# How a refresh joins the partition's rows (n) to the cache (c), PostgreSQL. The planner's
+# estimate of the cache's rows for one dataset lags behind a dataset's first runs (at one row
+# PostgreSQL looped over the cache once per new row: one 125,000-row refresh ran for over two
+# minutes before it was stopped), so the plan is chosen here, from sizes that cannot be wrong
+# by much, and every choice stays linear whatever the estimates:
+# - SCAN, a cache at most PROBE_ABOVE times the partition: hash joins, no nested loop (one
+#   pass over the cache, 0.4-0.6 s a 125,000-row partition beside 660,000 cached rows);
+# - PROBE, a larger cache: one key lookup per new row, and the winners updated by the tuple
+#   id the lookup found; hash and merge joins off, so no plan can pass over the whole cache.
+#   A nightly day of 125,000 rows through the sink into 5,000,000 cached entities: 2.79 s
+#   against 7.01 s scanning; 1,500,000 cached: 1.51 s against 2.37 s (medians of 3,
+#   tests/benchmarks/refresh_plans.py). A first backfill (16 x 125,000 rows into an empty
+#   cache) scans: probing took 13.0-14.3 s against 9.8-10.3 s (docs/design.md).
+# The probe joins on n.dataset, not the constant: with a constant, a rescan of the dataset's
+# cache rows estimated at one row could cost the same to the planner as a keyed lookup. The
+# tuple ids are safe to reuse within the statement: every writer of a dataset's cache rows
+# holds its lock (_lock_latest).
+PROBE_ABOVE = 10
+_SCAN = {"enable_nestloop": "off"}
+_PROBE = {"enable_hashjoin": "off", "enable_mergejoin": "off", "enable_material": "off"}
+
+
+def _probe_the_cache(
+    conn: sa.Connection, source: str, partition: str, params: dict[str, Any]
+) -> bool:
+    """Whether predictions_latest holds more than PROBE_ABOVE rows per new row: its size from
+    the catalogue (reltuples, or its bytes at 200 a row where statistics lag), against the
+    partition's rows counted (a few milliseconds)."""
+    cache = conn.exec_driver_sql(
+        "SELECT GREATEST(reltuples, pg_relation_size(oid) / 200) FROM pg_class "
+        "WHERE oid = 'predictions_latest'::regclass"
+    ).scalar()
+    where = f"WHERE {partition.removesuffix(' AND ')}" if partition else ""
+    rows = conn.execute(sa.text(f"SELECT count(*) FROM {source} AS n {where}"), params).scalar()
+    return float(cache or 0) > PROBE_ABOVE * int(rows or 0)
 
 
 def after_partition_write(
@@ -322,12 +358,12 @@ def after_partition_write(
     # writes the newest day first makes each older day's refresh a read (measured, 125,000
     # rows already cached: 0.08 s against 0.38 s for an upsert deciding row by row). A left
     # join, not NOT EXISTS: PostgreSQL 15 can then hash the partition and scan the cache once
-    # (Hash Right Join) instead of sorting the whole cache for a merge anti-join; on a cache
-    # far larger than the partition it still probes the key index. At most one cached row
+    # (Hash Right Join) instead of sorting the whole cache for a merge anti-join; a cache
+    # far larger than the partition is probed by key instead (PROBE_ABOVE). At most one cached row
     # per entity (the key), so "no cached row, or the new row wins" is the anti-join's
     # condition. A staging leaf holds the partition alone: no filter, so the planner sees its
-    # real size. Written in entity order: the key index is filled in order. The cache side is
-    # the dataset's rows alone (`c.dataset = :dataset`, a constant, not `n.dataset`): joined
+    # real size. Written in entity order: the key index is filled in order. A scan reads
+    # the dataset's cache rows alone (`c.dataset = :dataset`, a constant, not `n.dataset`): joined
     # on the column, PostgreSQL scanned and probed every dataset's cached rows for each
     # partition (16 x 125,000 rows beside another dataset's 3 M cached entities: 24.6-25.3 s
     # against 6.9 s with the constant; alone 5.1-6.0 s either way).
@@ -336,11 +372,14 @@ def after_partition_write(
         if source != "predictions"
         else "n.partition_date = :day AND n.model_version = :version AND n.dataset = :dataset AND "
     )
-    winners = (
-        f"FROM {source} AS n LEFT JOIN predictions_latest AS c "
-        "ON c.dataset = :dataset AND c.entity_id = n.entity_id "
-        f"WHERE {partition}(c.entity_id IS NULL OR {wins('n', 'c')})"
-    )
+
+    def winners(dataset: str = ":dataset") -> str:
+        return (
+            f"FROM {source} AS n LEFT JOIN predictions_latest AS c "
+            f"ON c.dataset = {dataset} AND c.entity_id = n.entity_id "
+            f"WHERE {partition}(c.entity_id IS NULL OR {wins('n', 'c')})"
+        )
+
     if conn.dialect.name == "postgresql":
         # The winners split in one statement (one join, one snapshot): the entities not cached
         # are a plain INSERT, the cached ones an UPDATE. Under the dataset's lock no other
@@ -349,19 +388,25 @@ def after_partition_write(
         # (sink alone, 2 M rows in 16 partitions: refresh 13.0-14.4 s -> 8.4-8.7 s).
         conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
         sets = ", ".join(f"{c} = w.{c}" for c in COLUMNS[2:])
+        if _probe_the_cache(conn, source, partition, params):
+            settings, cached, fresh = _PROBE, "c.ctid AS cached", "w.cached IS NULL"
+            join, target = "n.dataset", "o.ctid = w.cached"
+        else:
+            settings, cached, fresh = _SCAN, "c.entity_id IS NULL AS fresh", "w.fresh"
+            join = ":dataset"
+            target = "NOT w.fresh AND o.dataset = :dataset AND o.entity_id = w.entity_id"
         sql = (
-            f"WITH w AS MATERIALIZED (SELECT {columns}, c.entity_id IS NULL AS fresh {winners}), "
-            f"updated AS (UPDATE predictions_latest AS o SET {sets} FROM w "
-            "WHERE NOT w.fresh AND o.dataset = :dataset AND o.entity_id = w.entity_id) "
-            f"INSERT INTO predictions_latest ({names}) SELECT {names} FROM w WHERE w.fresh "
+            f"WITH w AS MATERIALIZED (SELECT {columns}, {cached} {winners(join)}), "
+            f"updated AS (UPDATE predictions_latest AS o SET {sets} FROM w WHERE {target}) "
+            f"INSERT INTO predictions_latest ({names}) SELECT {names} FROM w WHERE {fresh} "
             "ORDER BY entity_id"
         )
-        with _no_nested_loops(conn):
+        with _planner(conn, **settings):
             conn.execute(sa.text(sql), params)
     else:  # SQLite: no UPDATE in a WITH; its upsert probes the key index row by row anyway
         updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
         sql = (
-            f"INSERT INTO predictions_latest AS o ({names}) SELECT {columns} {winners} "
+            f"INSERT INTO predictions_latest AS o ({names}) SELECT {columns} {winners()} "
             f"ORDER BY n.entity_id ON CONFLICT (dataset, entity_id) DO UPDATE SET {updates} "
             f"WHERE {wins('excluded')}"
         )

@@ -82,10 +82,18 @@ STEPS = [
 ]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+# PostgreSQL refreshes the cache by one of two plans, chosen by the cache's size against the
+# partition's (predictions.PROBE_ABOVE): each is played through every scenario here.
+PLANS = {"scan": 10**12, "probe": -1}
+
+
+@pytest.fixture(
+    params=["sqlite", *(pytest.param(f"postgresql-{p}", marks=pytest.mark.postgres) for p in PLANS)]
+)
+def url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/truth.db"
+    monkeypatch.setattr(predictions, "PROBE_ABOVE", PLANS[request.param.split("-")[1]])
     return str(request.getfixturevalue("pg_url"))
 
 
