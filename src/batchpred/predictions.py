@@ -268,8 +268,8 @@ def _planner(conn: sa.Connection, **settings: str) -> Iterator[None]:
 # How a refresh joins the partition's rows (n) to the cache (c), PostgreSQL. The planner's
 # estimate of the cache's rows for one dataset lags behind a dataset's first runs (at one row
 # PostgreSQL looped over the cache once per new row: one 125,000-row refresh ran for over two
-# minutes before it was stopped), so the plan is chosen here, from sizes that cannot be wrong
-# by much, and every choice stays linear whatever the estimates:
+# minutes before it was stopped), so the plan is chosen here, and every choice stays linear
+# whatever the estimates:
 # - SCAN, a cache at most PROBE_ABOVE times the partition: hash joins, no nested loop (one
 #   pass over the cache, 0.4-0.6 s a 125,000-row partition beside 660,000 cached rows);
 # - PROBE, a larger cache: one key lookup per new row, and the winners updated by the tuple
@@ -290,16 +290,24 @@ _PROBE = {"enable_hashjoin": "off", "enable_mergejoin": "off", "enable_material"
 def _probe_the_cache(
     conn: sa.Connection, source: str, partition: str, params: dict[str, Any]
 ) -> bool:
-    """Whether predictions_latest holds more than PROBE_ABOVE rows per new row: its size from
-    the catalogue (reltuples, or its bytes at 200 a row where statistics lag), against the
-    partition's rows counted (a few milliseconds)."""
-    cache = conn.exec_driver_sql(
-        "SELECT GREATEST(reltuples, pg_relation_size(oid) / 200) FROM pg_class "
-        "WHERE oid = 'predictions_latest'::regclass"
+    """Whether the dataset holds more than PROBE_ABOVE cache rows per new row: its rows as
+    the statistics estimate them (the table's rows times the dataset's share among its most
+    common values; none where it has no statistics yet, as in a dataset's first runs, which
+    then scan), against the partition's rows counted (a few milliseconds)."""
+    cached = conn.execute(
+        sa.text(
+            "SELECT c.reltuples * (SELECT m.f FROM pg_stats s, unnest("
+            "s.most_common_vals::text::text[], s.most_common_freqs) AS m(v, f) "
+            "WHERE s.schemaname = n.nspname AND s.tablename = c.relname "
+            "AND s.attname = 'dataset' AND m.v = :dataset) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = 'predictions_latest'::regclass"
+        ),
+        params,
     ).scalar()
     where = f"WHERE {partition.removesuffix(' AND ')}" if partition else ""
     rows = conn.execute(sa.text(f"SELECT count(*) FROM {source} AS n {where}"), params).scalar()
-    return float(cache or 0) > PROBE_ABOVE * int(rows or 0)
+    return float(cached or 0) > PROBE_ABOVE * int(rows or 0)
 
 
 def after_partition_write(

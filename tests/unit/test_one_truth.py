@@ -218,3 +218,56 @@ def test_datasets_sharing_entity_ids_keep_their_own_current_rows(engine: sa.Engi
         ("other", "c", str(D2), v3, 0.7),
         ("other", "d", str(D0), v3, 0.4),
     ]
+
+
+@pytest.mark.postgres
+def test_postgresql_probes_a_dataset_cache_far_larger_than_the_partition(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh scans a dataset's cache while it is small against the partition (its first
+    runs, even beside another dataset's many rows) and looks each new row up by key once the
+    statistics say it holds more than PROBE_ABOVE rows per new row; either way the cache ends
+    equal to its definition."""
+    eng = db.create_engine(pg_url)
+    db.migrate(eng)
+    register(eng, V1, "churn")
+    registry.set_alias(eng, "churn", "champion", V1, "first", by="test")
+    plans: list[str] = []
+    planner = predictions._planner
+
+    def recorded(conn: sa.Connection, **settings: str):  # type: ignore[no-untyped-def]
+        plans.append("probe" if settings == predictions._PROBE else "scan")
+        return planner(conn, **settings)
+
+    monkeypatch.setattr(predictions, "_planner", recorded)
+
+    def analyze() -> None:
+        with eng.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                "ANALYZE predictions_latest"
+            )
+
+    with eng.begin() as conn:  # another dataset's 5,000 cached entities
+        conn.exec_driver_sql(
+            f"INSERT INTO predictions_latest ({', '.join(predictions.COLUMNS)}) "
+            "SELECT 'other', 'o' || i, DATE '2026-01-01', 0.5, 1, 'ffffffffffffffff', 's', now() "
+            "FROM generate_series(1, 5000) AS i"
+        )
+    analyze()
+    score(eng, "churn", D0, V1, {f"e{i}": i / 4000 for i in range(2000)})
+    analyze()
+    score(eng, "churn", D1, V1, {f"e{i}": 0.5 for i in range(0, 300, 2)})  # 150 rows, 2,000 cached
+    score(eng, "churn", D2, V1, {f"e{i}": 0.6 for i in range(1000)})  # 1,000 rows: 2x, scans
+    assert plans == ["scan", "probe", "scan"]
+    with eng.connect() as conn:
+        assert predictions.latest_mismatches(conn, "churn") == []
+        current = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT partition_date, count(*) FROM predictions_latest "
+                    "WHERE dataset = 'churn' GROUP BY 1"
+                )
+            ).all()
+        )
+    assert current == {D2: 1000, D0: 1000}
+    eng.dispose()
