@@ -287,13 +287,11 @@ _SCAN = {"enable_nestloop": "off"}
 _PROBE = {"enable_hashjoin": "off", "enable_mergejoin": "off", "enable_material": "off"}
 
 
-def _probe_the_cache(
-    conn: sa.Connection, source: str, partition: str, params: dict[str, Any]
-) -> bool:
-    """Whether the dataset holds more than PROBE_ABOVE cache rows per new row: its rows as
-    the statistics estimate them (the table's rows times the dataset's share among its most
-    common values; none where it has no statistics yet, as in a dataset's first runs, which
-    then scan), against the partition's rows counted (a few milliseconds)."""
+def _probe_the_cache(conn: sa.Connection, dataset: str, rows: int) -> bool:
+    """Whether `dataset` holds more than PROBE_ABOVE cache rows per new row (`rows`, the
+    partition's): its rows as the statistics estimate them (the table's rows times the
+    dataset's share among its most common values; none where it has no statistics yet, as in
+    a dataset's first runs, which then scan)."""
     cached = conn.execute(
         sa.text(
             "SELECT c.reltuples * (SELECT m.f FROM pg_stats s, unnest("
@@ -303,11 +301,9 @@ def _probe_the_cache(
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.oid = 'predictions_latest'::regclass"
         ),
-        params,
+        {"dataset": dataset},
     ).scalar()
-    where = f"WHERE {partition.removesuffix(' AND ')}" if partition else ""
-    rows = conn.execute(sa.text(f"SELECT count(*) FROM {source} AS n {where}"), params).scalar()
-    return float(cached or 0) > PROBE_ABOVE * int(rows or 0)
+    return float(cached or 0) > PROBE_ABOVE * rows
 
 
 def after_partition_write(
@@ -318,12 +314,14 @@ def after_partition_write(
     version: str,
     run_id: str,
     source: str = "predictions",
+    rows: int,
     replaced: bool,
 ) -> None:
     """Keep the cache equal to the definition after the partition (`day`, `version`) was
     written by run `run_id`, inside the partition's transaction. `source` holds the new rows
-    (a table name: `predictions` itself, or PostgreSQL's staging leaf before its swap);
-    `replaced`: the partition had rows before (a re-score), whose entities may be gone.
+    (a table name: `predictions` itself, or PostgreSQL's staging leaf before its swap), `rows`
+    of them (the plan depends on it, see PROBE_ABOVE); `replaced`: the partition had rows
+    before (a re-score), whose entities may be gone.
 
     A version that never was champion changes nothing. The new rows win over the cached one
     where they rank first: for the champion, unless the cache holds its own newer day; for an
@@ -396,7 +394,7 @@ def after_partition_write(
         # (sink alone, 2 M rows in 16 partitions: refresh 13.0-14.4 s -> 8.4-8.7 s).
         conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
         sets = ", ".join(f"{c} = w.{c}" for c in COLUMNS[2:])
-        if _probe_the_cache(conn, source, partition, params):
+        if _probe_the_cache(conn, dataset, rows):
             settings, cached, fresh = _PROBE, "c.ctid AS cached", "w.cached IS NULL"
             join, target = "n.dataset", "o.ctid = w.cached"
         else:

@@ -216,6 +216,7 @@ class PartitionWriter:
             version=k.model_version,
             run_id=self.run_id,
             source=source,
+            rows=self.rows,
             replaced=replaced,
         )
 
