@@ -283,15 +283,22 @@ def _planner(conn: sa.Connection, **settings: str) -> Iterator[None]:
 # tuple ids are safe to reuse within the statement: every writer of a dataset's cache rows
 # holds its lock (_lock_latest).
 PROBE_ABOVE = 10
+# A partition this large is probed whatever the cache: its hash (about 115 bytes a row) would
+# outgrow work_mem x hash_mem_multiplier (64 MB) and spill both sides to disk in batches.
+# 16 x 1,250,000 rows into an empty cache (6 M entities at the end), sink alone: refresh
+# 77-80 s probed against 85-99 s scanned, four runs each (docs/design.md).
+PROBE_ROWS = 500_000
 _SCAN = {"enable_nestloop": "off"}
 _PROBE = {"enable_hashjoin": "off", "enable_mergejoin": "off", "enable_material": "off"}
 
 
 def _probe_the_cache(conn: sa.Connection, dataset: str, rows: int) -> bool:
-    """Whether `dataset` holds more than PROBE_ABOVE cache rows per new row (`rows`, the
-    partition's): its rows as the statistics estimate them (the table's rows times the
-    dataset's share among its most common values; none where it has no statistics yet, as in
-    a dataset's first runs, which then scan)."""
+    """Whether to probe: a partition of more than PROBE_ROWS `rows`, or a `dataset` holding
+    more than PROBE_ABOVE cache rows per new row, its rows as the statistics estimate them
+    (the table's rows times the dataset's share among its most common values; none where it
+    has no statistics yet, which then scans: analyze_if_stale keeps them current)."""
+    if rows > PROBE_ROWS:
+        return True
     cached = conn.execute(
         sa.text(
             "SELECT c.reltuples * (SELECT m.f FROM pg_stats s, unnest("
@@ -304,6 +311,43 @@ def _probe_the_cache(conn: sa.Connection, dataset: str, rows: int) -> bool:
         {"dataset": dataset},
     ).scalar()
     return float(cached or 0) > PROBE_ABOVE * rows
+
+
+# The plan choice above and PostgreSQL's own join order both read the cache's statistics, and
+# nothing else keeps them current within a run: autovacuum is off on some servers (the
+# development machine's among them: predictions_latest never had statistics there) and,
+# where it runs, analyses a table a minute or more after it grew, while a backfill writes
+# millions of cache rows. Without them PostgreSQL takes a dataset's cache rows for 0.5% of
+# the table, hashes the cache instead of the partition and spills it to disk (20,000,000
+# rows in 16 partitions: every refresh hashed 5-6 M cached rows in 8 batches), and the probe
+# plan is never chosen.
+# So a PostgreSQL partition write first analyses the cache where it changed by more than
+# autovacuum's default share since its last analysis (ANALYZE samples 30,000 rows: 0.25 s
+# at 6 M cached rows).
+ANALYZE_SHARE, ANALYZE_ROWS = 0.1, 50  # autovacuum_analyze_scale_factor, _threshold
+
+
+def analyze_if_stale(engine: sa.Engine) -> bool:
+    """PostgreSQL: ANALYZE predictions_latest if it changed by more than ANALYZE_SHARE of its
+    rows (plus ANALYZE_ROWS) since its last analysis; returns whether it did. On its own
+    connection, outside any partition's transaction: it sees what has committed, holds its
+    lock only while it samples, and SKIP_LOCKED never queues it behind another writer's
+    analysis (the next partition does it then)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        stale = conn.execute(
+            sa.text(
+                "SELECT s.n_mod_since_analyze > greatest(c.reltuples, 0) * :share + :rows "
+                "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+                "WHERE s.relid = 'predictions_latest'::regclass"
+            ),
+            {"share": ANALYZE_SHARE, "rows": ANALYZE_ROWS},
+        ).scalar()
+        if stale:
+            conn.exec_driver_sql("ANALYZE (SKIP_LOCKED) predictions_latest")
+    return bool(stale)
 
 
 def after_partition_write(
