@@ -230,7 +230,7 @@ def test_postgresql_probes_a_dataset_cache_far_larger_than_the_partition(
     statistics say it holds more than PROBE_ABOVE rows per new row, or the partition holds
     more than PROBE_ROWS; either way the cache ends equal to its definition. The statistics
     come from the writes themselves (analyze_if_stale): nothing else analyses the cache here
-    (autovacuum is off on this project's PostgreSQL, and would lag a minute where it runs)."""
+    (autovacuum is off on the development machine's PostgreSQL, and lags where it runs)."""
     eng = db.create_engine(pg_url)
     db.migrate(eng)
     register(eng, V1, "churn")
@@ -259,8 +259,17 @@ def test_postgresql_probes_a_dataset_cache_far_larger_than_the_partition(
     analyze()
     score(eng, "churn", D0, V1, {f"e{i}": i / 4000 for i in range(2000)})
     # A backend reports its writes to the statistics system within a second of going idle;
-    # the next partition's write then finds the cache changed and analyses it.
-    time.sleep(1.5)
+    # once reported, the next partition's write finds the cache changed and analyses it.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with eng.connect() as conn:
+            changed = conn.exec_driver_sql(
+                "SELECT n_mod_since_analyze FROM pg_stat_user_tables "
+                "WHERE relid = 'predictions_latest'::regclass"
+            ).scalar()
+        if changed and changed >= 2000:
+            break
+        time.sleep(0.2)
     score(eng, "churn", D1, V1, {f"e{i}": 0.5 for i in range(0, 300, 2)})  # 150 rows, 2,000 cached
     score(eng, "churn", D2, V1, {f"e{i}": 0.6 for i in range(1000)})  # 1,000 rows: 2x, scans
     monkeypatch.setattr(predictions, "PROBE_ROWS", 500)
