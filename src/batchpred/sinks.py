@@ -397,7 +397,7 @@ class PostgresWriter(PartitionWriter):
 
     def finish(self, ledger: LedgerEntry) -> None:
         k, conn, staging = self.key, self._conn, f"{PARTITIONS}.{self._staging}"
-        predictions.analyze_if_stale(self.engine)  # the refresh's plan reads the statistics
+        predictions.analyze_if_stale(self.engine, self.rows)  # the plan reads them
         # Fails (and rolls everything back) if an entity id slipped in twice.
         conn.exec_driver_sql(f"CREATE UNIQUE INDEX ON {staging} (entity_id)")
         conn.exec_driver_sql(

@@ -70,7 +70,8 @@ def main() -> None:
         for _ in range(args.repeat):
             for plan, above in PLANS.items():
                 predictions.PROBE_ABOVE = above
-                ids = np.unique(rng.integers(1, cache + 1, args.rows))
+                # in no particular order, as a day's rows come (the cache is in key order)
+                ids = rng.permutation(np.unique(rng.integers(1, cache + 1, args.rows)))
                 scores = rng.random(len(ids))
                 batch = sinks.PredictionBatch(
                     pa.array([f"C{i:09d}" for i in ids], pa.string()),
