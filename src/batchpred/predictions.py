@@ -336,12 +336,13 @@ def analyze_if_stale(engine: sa.Engine, rows: int) -> bool:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         stale = conn.execute(
             sa.text(
-                "SELECT s.n_live_tup > :probe * :new "
+                "SELECT s.n_live_tup > CAST(:probe AS bigint) "
                 "AND s.n_mod_since_analyze > greatest(c.reltuples, 0) * :share + :rows "
                 "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
                 "WHERE s.relid = 'predictions_latest'::regclass"
             ),
-            {"probe": PROBE_ABOVE, "new": rows, "share": ANALYZE_SHARE, "rows": ANALYZE_ROWS},
+            # the product here: psycopg binds small ints as smallint, and 10 x 10,000 overflows
+            {"probe": PROBE_ABOVE * rows, "share": ANALYZE_SHARE, "rows": ANALYZE_ROWS},
         ).scalar()
         if stale:
             conn.exec_driver_sql("ANALYZE (SKIP_LOCKED) predictions_latest")

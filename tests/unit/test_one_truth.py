@@ -243,6 +243,7 @@ def test_postgresql_probes_a_dataset_cache_far_larger_than_the_partition(
         return planner(conn, **settings)
 
     monkeypatch.setattr(predictions, "_planner", recorded)
+    assert predictions.analyze_if_stale(eng, 10_000) is False  # empty: nothing to analyse
 
     def analyze() -> None:
         with eng.connect() as conn:
