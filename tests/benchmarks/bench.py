@@ -1263,14 +1263,7 @@ class Context:
                     ),
                 )
             else:  # the floor a larger size's targets are read against (limits() at the first)
-                fresh_peer_table(pg)
-                runs.add(
-                    "overlap_pg",
-                    timed(
-                        "stages overlapped without exactly-once -> PostgreSQL",
-                        lambda: overlapped("pg", self.pg_dsn, w, self.model, version),
-                    ),
-                )
+                self.overlap_pg(w, runs)
         if "sqlite" in self.targets and full:
             peer = peer_sqlite_engine(tmp / "peer.db")
             fresh_peer_table(peer)
@@ -1336,6 +1329,17 @@ class Context:
         )
         return r
 
+    def overlap_pg(self, w: Workload, runs: Runs) -> None:
+        """Read, predict and a plain COPY overlapped, without exactly-once: the floor."""
+        fresh_peer_table(self.pg)
+        runs.add(
+            "overlap_pg",
+            timed(
+                "stages overlapped without exactly-once -> PostgreSQL",
+                lambda: overlapped("pg", self.pg_dsn, w, self.model, self.version),
+            ),
+        )
+
     def limits(self, w: Workload, runs: Runs) -> None:
         from batchpred import db, registry
 
@@ -1393,14 +1397,7 @@ class Context:
                     lambda: plain_write_alone("pg", self.pg_dsn, version, preds),
                 ),
             )
-            fresh_peer_table(pg)
-            runs.add(
-                "overlap_pg",
-                timed(
-                    "stages overlapped without exactly-once -> PostgreSQL",
-                    lambda: overlapped("pg", self.pg_dsn, w, model, version),
-                ),
-            )
+            self.overlap_pg(w, runs)
         if "sqlite" in self.targets:
             sq = db.create_engine(self.sqlite_run_db())
             runs.add(
