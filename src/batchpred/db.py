@@ -34,6 +34,13 @@ def create_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA cache_size=-131072")  # 128 MiB: index inserts stay in memory
+            # Checkpoint the WAL into the database once it passes 1 GiB, not SQLite's 4 MiB:
+            # each partition's commit touches most pages of the entity index, and checkpointing
+            # after every commit copied the whole index back each time (2 M rows in 16
+            # partitions, sink alone: 25.9-29.9 s -> 22.1-29.8 s, medians 27.5 -> 22.2 s, with
+            # the final checkpoint at close). The file shrinks back to 64 MiB after each.
+            cur.execute("PRAGMA wal_autocheckpoint=262144")
+            cur.execute("PRAGMA journal_size_limit=67108864")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")

@@ -95,7 +95,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 START = date(2026, 10, 1)
 TRAIN_SAMPLE = 200_000
-SQLITE_PRAGMAS = ("journal_mode", "synchronous", "cache_size")
+SQLITE_PRAGMAS = tuple(name for name, _ in peers.SQLITE_PRAGMAS)
 _T0 = time.perf_counter()
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -938,7 +938,7 @@ def _plain_conn(target: str, dsn: str) -> Any:
 
         return psycopg.connect(dsn)
     conn = sqlite3.connect(dsn, timeout=300, check_same_thread=False)
-    for p, v in (("journal_mode", "WAL"), ("synchronous", "NORMAL"), ("cache_size", -131072)):
+    for p, v in peers.SQLITE_PRAGMAS:
         conn.execute(f"PRAGMA {p}={v}")
     return conn
 
