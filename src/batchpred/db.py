@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -16,6 +18,12 @@ from alembic.config import Config
 MIGRATIONS = Path(__file__).with_name("migrations")
 _migrate_lock = threading.Lock()
 _WRITE = "batchpred_sqlite_write"  # execution option: this connection's transaction writes
+
+
+def _dispose(ref: weakref.ref[sa.Engine]) -> None:
+    engine = ref()
+    if engine is not None:
+        engine.dispose()
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -62,6 +70,11 @@ def create_engine(url: str) -> sa.Engine:
                     yield conn
 
         engine.begin = begin  # type: ignore[method-assign,assignment]
+        # At exit, close the pooled connections: the last one to close checkpoints the WAL
+        # into the database file and removes it, so after a run `batchpred.db` alone holds
+        # everything (copied or backed up without its -wal file, it would otherwise lack up
+        # to the 1 GiB checkpoint threshold of recent writes).
+        atexit.register(_dispose, weakref.ref(engine))
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
