@@ -22,7 +22,6 @@ from batchpred import (
     preflight,
     reports,
     storage,
-    validation,
     verdicts,
 )
 from batchpred.config import Day
@@ -156,6 +155,8 @@ def _ingest(
             else:
                 summary.failed[str(day)] = verdict.message
         progress.add(len(to_validate))
+        if to_validate:
+            lake.prepare_validation(settings)
         validating = [
             runner.submit(lake.validate_partition, {"settings": settings, "day": day})
             for day in to_validate
@@ -179,7 +180,7 @@ def _ingest(
             if report is not None and report.json_path:
                 pages[str(day)] = reports.validation_page_url(report.json_path)
         if to_validate:  # the Data Docs index once, not once a partition
-            validation.build_docs_index(settings.lake.reports, settings.validation)
+            lake.build_docs_index(settings)
         for entry in plan.refused:  # never silently skipped
             summary.failed[entry.url] = f"{entry.url}: refused, {entry.reason}"
         said.update({day: f"FAILED: {err}" for day, err in summary.failed.items()})

@@ -1,4 +1,9 @@
-"""Tasks that pull source data into the lake and validate its partitions."""
+"""Tasks that pull source data into the lake and validate its partitions.
+
+`batchpred.validation` is imported where a partition is validated, not at the top: it imports
+Great Expectations (2-3 s), which an ingest or nightly run that validates nothing (no new or
+changed day) never needs; `python -m flows.ingest` and `python -m flows.nightly` then start
+without it (tests/unit/test_imports.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from datetime import date
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from batchpred import ingestion, outcomes, reports, storage, validation, verdicts
+from batchpred import ingestion, outcomes, reports, storage, verdicts
 from batchpred.config import Settings
 from tasks import resources
 
@@ -73,7 +78,7 @@ def ingest_partition(
     try:
         result = ingestion.ingest_partition(settings, day, marker)
     except ingestion.DayRefused as exc:
-        validation.record_refused(
+        verdicts.record_refused(
             resources.engine(),
             settings.dataset,
             settings.validation,
@@ -117,7 +122,9 @@ def partition_statuses(settings: Settings, days: list[date]) -> dict[date, verdi
 def validate_partition(settings: Settings, day: date) -> verdicts.ValidationReport:
     """Validate one raw partition with Great Expectations; raise naming column and rule. The
     JSON report gets a static HTML page beside it (reports.validation_page); the Data Docs
-    index is left to the flow (validation.build_docs_index, once per run)."""
+    index is left to the flow (build_docs_index, once per run)."""
+    from batchpred import validation  # on first use: see the module's docstring
+
     report = validation.validate_partition(
         resources.engine(),
         settings.dataset,
@@ -138,3 +145,18 @@ def validate_partition(settings: Settings, day: date) -> verdicts.ValidationRepo
     if not report.success:
         raise verdicts.ValidationError(report)
     return report
+
+
+def build_docs_index(settings: Settings) -> None:
+    """The Data Docs index page, once per run after its validations (no task run: one call)."""
+    from batchpred import validation  # on first use: see the module's docstring
+
+    validation.build_docs_index(settings.lake.reports, settings.validation)
+
+
+def prepare_validation(settings: Settings) -> None:
+    """Import `validation` and set up its Great Expectations contexts in the flow's thread,
+    before partitions are validated in parallel (no task run: one call)."""
+    from batchpred import validation  # on first use: see the module's docstring
+
+    validation.prepare(settings.lake.reports, settings.validation)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -47,7 +46,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
 from great_expectations.util import convert_to_json_serializable
 from great_expectations.validator.validation_statistics import calc_validation_statistics
 
-from batchpred import ingestion, rules, storage, verdicts
+from batchpred import rules, storage, verdicts
 from batchpred.config import DatasetSpec, ScoringConfig, ValidationConfig
 from batchpred.verdicts import Failure, ValidationError, ValidationReport
 
@@ -243,6 +242,20 @@ def _batch_definition() -> Any:
     return _STATE["batch"]
 
 
+def prepare(reports_url: str | None, cfg: ValidationConfig) -> None:
+    """Set up what every partition's validation shares (the Great Expectations contexts)
+    once, before partitions are validated in parallel: else the first ones set it up in
+    turn under the lock, while the other workers wait."""
+    with _LOCK:
+        _batch_definition()
+        if reports_url and cfg.data_docs and _is_local(reports_url):
+            _docs_context(_local_root(reports_url))
+
+
+def _local_root(reports_url: str) -> str:
+    return os.path.abspath(fsspec.utils.stringify_path(reports_url).removeprefix("file://"))
+
+
 def _docs_context(root: str) -> Any:
     """An ephemeral context whose validation store and Data Docs site live under `root`."""
     if root not in _DOCS:
@@ -359,7 +372,7 @@ def validate_frame(
     if reports_url:
         name = slug(subject)
         if cfg.data_docs and _is_local(reports_url):
-            root = os.path.abspath(fsspec.utils.stringify_path(reports_url).removeprefix("file://"))
+            root = _local_root(reports_url)
             run = RunIdentifier(run_name=name, run_time=datetime.now(UTC))
             key = ValidationResultIdentifier(ExpectationSuiteIdentifier(suite.name), run, name)
             with _LOCK:
@@ -410,7 +423,7 @@ def build_docs_index(reports_url: str, cfg: ValidationConfig) -> None:
     once per run, after validate_partition(..., docs_index=False) calls."""
     if not (cfg.data_docs and _is_local(reports_url)):
         return
-    root = os.path.abspath(fsspec.utils.stringify_path(reports_url).removeprefix("file://"))
+    root = _local_root(reports_url)
     with _LOCK:
         # GX rebuilds the pages of the identifiers given (all when none): one that names no
         # stored result makes it build the index page alone
@@ -738,30 +751,5 @@ def validate_partition(
         day=day,
         docs_index=docs_index,
     )
-    verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
-    return report
-
-
-def record_refused(
-    engine: sa.Engine,
-    spec: DatasetSpec,
-    cfg: ValidationConfig,
-    root: str,
-    day: date,
-    problem: ingestion.DayRefused,
-    run_id: str,
-) -> ValidationReport:
-    """Record the invalid verdict of a source day that ingest could not land (`problem`: a
-    file that cannot be read, no rows): its failure names file and rule. While `root` holds
-    nothing for the day, the verdict is keyed by that empty partition's fingerprint, so
-    partition_status says "invalid" with the reason; a copy landed earlier keeps its own
-    verdict (the source's breakage is recorded beside it, under a key of its own)."""
-    where = ", ".join(problem.files) or "source sql"
-    failure = Failure(None, problem.rule, problem.detail)
-    report = ValidationReport(f"partition dt={day} ({where})", False, (failure,), 1, 0, None, None)
-    if storage.partition_files(root, day):
-        key = "refused:" + hashlib.sha256(str(problem).encode()).hexdigest()[:16]
-    else:
-        key = storage.fingerprint_partition(root, day)
     verdicts.record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
     return report

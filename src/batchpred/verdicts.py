@@ -8,14 +8,18 @@ a changed spec makes the old verdict stale, so the partition is validated again.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
 from batchpred import db, rules, storage
 from batchpred.config import DatasetSpec, ValidationConfig
+
+if TYPE_CHECKING:
+    from batchpred.ingestion import DayRefused
 
 Status = Literal["valid", "invalid", "unvalidated"]
 
@@ -159,3 +163,28 @@ def partition_status(
 ) -> Verdict:
     """partition_statuses for one partition."""
     return partition_statuses(engine, spec, cfg, root, [day])[day]
+
+
+def record_refused(
+    engine: sa.Engine,
+    spec: DatasetSpec,
+    cfg: ValidationConfig,
+    root: str,
+    day: date,
+    problem: DayRefused,
+    run_id: str,
+) -> ValidationReport:
+    """Record the invalid verdict of a source day that ingest could not land (`problem`: a
+    file that cannot be read, no rows): its failure names file and rule. While `root` holds
+    nothing for the day, the verdict is keyed by that empty partition's fingerprint, so
+    partition_status says "invalid" with the reason; a copy landed earlier keeps its own
+    verdict (the source's breakage is recorded beside it, under a key of its own)."""
+    where = ", ".join(problem.files) or "source sql"
+    failure = Failure(None, problem.rule, problem.detail)
+    report = ValidationReport(f"partition dt={day} ({where})", False, (failure,), 1, 0, None, None)
+    if storage.partition_files(root, day):
+        key = "refused:" + hashlib.sha256(str(problem).encode()).hexdigest()[:16]
+    else:
+        key = storage.fingerprint_partition(root, day)
+    record(engine, spec.name, day, key, rules.spec_hash(spec, cfg), report, run_id)
+    return report

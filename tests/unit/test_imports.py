@@ -184,11 +184,12 @@ def test_the_checks_see_imports_in_functions_and_relative_ones() -> None:
     }
 
 
-def test_scoring_starts_without_great_expectations() -> None:
+def test_flows_start_without_great_expectations() -> None:
     """Importing GX takes 2-4 s; a score, backfill or lookup process never needs it unless a
-    partition was never validated, so it must not pay it at start-up."""
+    partition was never validated, and an ingest or nightly run only when a day is to be
+    validated, so none of them pays it at start-up."""
     code = (
-        "import sys, flows.score, batchpred.cli, batchpred.api\n"
+        "import sys, flows.score, flows.ingest, flows.nightly, batchpred.cli, batchpred.api\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'great_expectations')[:3])"
     )
     out = subprocess.run(

@@ -701,7 +701,7 @@ def test_a_day_ingest_could_not_land_is_that_days_validation_failure(churn, engi
     spec, cfg, root = churn.dataset, churn.validation, churn.lake.raw
     day, landed = date(2026, 10, 3), date(2026, 10, 4)
     problem = ingestion.DayRefused(day, ["src/dt=2026-10-03/part-0.parquet"], "no rows", "0 rows")
-    report = validation.record_refused(engine, spec, cfg, root, day, problem, "r")
+    report = verdicts.record_refused(engine, spec, cfg, root, day, problem, "r")
     assert not report.success and report.rows == 0
     verdict = _status(engine, spec, cfg, root, day)
     assert verdict.status == "invalid"
@@ -711,7 +711,7 @@ def test_a_day_ingest_could_not_land_is_that_days_validation_failure(churn, engi
     _write_day(churn, pa.Table.from_pandas(valid_frame(spec), preserve_index=False), landed)
     record_verdict(engine, spec, cfg, root, landed)
     broken = ingestion.DayRefused(landed, ["src/x.parquet"], "readable", "cannot be read")
-    validation.record_refused(engine, spec, cfg, root, landed, broken, "r")
+    verdicts.record_refused(engine, spec, cfg, root, landed, broken, "r")
     assert _status(engine, spec, cfg, root, landed).status == "valid"
     with engine.connect() as conn:
         rows = conn.execute(
