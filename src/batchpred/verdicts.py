@@ -11,15 +11,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 
 from batchpred import db, rules, storage
 from batchpred.config import DatasetSpec, ValidationConfig
-
-if TYPE_CHECKING:
-    from batchpred.ingestion import DayRefused
+from batchpred.ingestion import DayRefused
 
 Status = Literal["valid", "invalid", "unvalidated"]
 
