@@ -349,6 +349,23 @@ def analyze_if_stale(engine: sa.Engine, rows: int) -> bool:
     return bool(stale)
 
 
+# work_mem for one partition's refresh: WORK_MEM_PER_ROW bytes a new row, within
+# WORK_MEM_MB. The floor was measured at 125,000 rows (sink alone, 2 M rows in 16
+# partitions: refresh 13.0-14.4 s with the server's 4 MB -> 8.4-8.7 s with 32 MB); a
+# 1,250,000-row partition spilled with 32 MB (the write path of tests.benchmarks.refresh_plans,
+# 4 M cached: 14.5-15.9 s a day, 11.1-11.5 s with 256 MB). The cap bounds the server's
+# memory: each writer (one per partition written at once) may take it, twice over for a hash
+# (hash_mem_multiplier).
+WORK_MEM_PER_ROW = 200
+WORK_MEM_MB = (32, 256)
+
+
+def _work_mem(rows: int) -> int:
+    """Megabytes of work_mem for the refresh of a partition of `rows` new rows."""
+    low, high = WORK_MEM_MB
+    return max(low, min(high, -(-rows * WORK_MEM_PER_ROW // 2**20)))
+
+
 def after_partition_write(
     conn: sa.Connection,
     *,
@@ -433,9 +450,9 @@ def after_partition_write(
         # The winners split in one statement (one join, one snapshot): the entities not cached
         # are a plain INSERT, the cached ones an UPDATE. Under the dataset's lock no other
         # writer can add those keys, so neither pays for ON CONFLICT's speculative insertion,
-        # which cost more than the join; work_mem lets a partition's hash stay in memory
-        # (sink alone, 2 M rows in 16 partitions: refresh 13.0-14.4 s -> 8.4-8.7 s).
-        conn.exec_driver_sql("SET LOCAL work_mem = '32MB'")
+        # which cost more than the join; work_mem lets a partition's hash, the materialized
+        # winners and their sort stay in memory, sized to the partition (_work_mem).
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{_work_mem(rows)}MB'")
         sets = ", ".join(f"{c} = w.{c}" for c in COLUMNS[2:])
         if _probe_the_cache(conn, dataset, rows):
             settings, cached, fresh = _PROBE, "c.ctid AS cached", "w.cached IS NULL"

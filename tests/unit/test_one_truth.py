@@ -286,3 +286,34 @@ def test_postgresql_probes_a_dataset_cache_far_larger_than_the_partition(
         )
     assert current == {D2: 1000, D0: 1000}
     eng.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_refresh_work_mem_follows_the_partition(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition's refresh runs with work_mem sized to its rows (predictions._work_mem:
+    a 1,250,000-row partition's hash spilled with the 125,000-row size), within
+    WORK_MEM_MB, for its transaction only. The bytes a row are raised here so that small
+    partitions reach the sizes large ones get."""
+    eng = db.create_engine(pg_url)
+    db.migrate(eng)
+    register(eng, V1, "churn")
+    registry.set_alias(eng, "churn", "champion", V1, "first", by="test")
+    monkeypatch.setattr(predictions, "WORK_MEM_PER_ROW", 2**18)  # 4 rows a megabyte
+    seen: list[str] = []
+    planner = predictions._planner
+
+    def recorded(conn: sa.Connection, **settings: str):  # type: ignore[no-untyped-def]
+        seen.append(conn.exec_driver_sql("SHOW work_mem").scalar())
+        return planner(conn, **settings)
+
+    monkeypatch.setattr(predictions, "_planner", recorded)
+    score(eng, "churn", D0, V1, {f"e{i}": 0.1 for i in range(10)})  # 3 MB: the floor
+    score(eng, "churn", D1, V1, {f"e{i}": 0.2 for i in range(200)})  # 50 MB
+    score(eng, "churn", D2, V1, {f"e{i}": 0.3 for i in range(2000)})  # 500 MB: the cap
+    assert seen == ["32MB", "50MB", "256MB"]
+    with eng.connect() as conn:
+        assert conn.exec_driver_sql("SHOW work_mem").scalar() not in seen  # SET LOCAL only
+        assert predictions.latest_mismatches(conn, "churn") == []
+    eng.dispose()
