@@ -350,11 +350,11 @@ def analyze_if_stale(engine: sa.Engine, rows: int) -> bool:
 
 
 # work_mem for one partition's refresh: WORK_MEM_PER_ROW bytes a new row, within
-# WORK_MEM_MB. The floor was measured at 125,000 rows (sink alone, 2 M rows in 16
-# partitions: refresh 13.0-14.4 s with the server's 4 MB -> 8.4-8.7 s with 32 MB); a
-# 1,250,000-row partition spilled with 32 MB (the write path of tests.benchmarks.refresh_plans,
-# 4 M cached: 14.5-15.9 s a day, 11.1-11.5 s with 256 MB). The cap bounds the server's
-# memory: each writer (one per partition written at once) may take it, twice over for a hash
+# WORK_MEM_MB. The floor, 32 MB, came with the split refresh (2026-12-06) for partitions of
+# 125,000 rows; with it a 1,250,000-row partition spilled (the write path of
+# tests.benchmarks.refresh_plans, one such day into 4 M cached entities: 14.9-18.0 s a day,
+# 11.1-14.8 s sized by rows; docs/design.md). The cap bounds the server's memory: each
+# writer (one per partition written at once) may take it, twice over for a hash
 # (hash_mem_multiplier).
 WORK_MEM_PER_ROW = 200
 WORK_MEM_MB = (32, 256)
